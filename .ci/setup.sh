@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Prepares a fresh Debian machine to build and test denorun: redis-server (tests and demo),
+# libclang-dev (bindgen in deno_runtime's native crates), and V8's prebuilt archive from
+# ../shared/v8 when this machine cannot download it. Idempotent and quick when done before.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+shared=${DENORUN_SHARED:-$root/../shared}
+if [ -x "$shared/v8/install-archive.sh" ] || [ -f "$shared/v8/install-archive.sh" ]; then
+  bash "$shared/v8/install-archive.sh"
+fi

@@ -1,0 +1,2 @@
+// https://deno.land/x/redis/redis.ts: deno-redis kept its types here; they are all in mod.ts.
+export * from "./mod.ts";

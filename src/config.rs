@@ -1,0 +1,196 @@
+//! The worker hash: where a worker's module, version and Deno options come from.
+//!
+//! A worker key is `${type}:${id}:h`; HGETALL of it gives fields in either of the spellings the
+//! original deno-run-worker used (`workerUrl` or `url`, `workerVersion` or `version`, ...).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use deno_runtime::deno_core::ModuleSpecifier;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, ConnectionAddr};
+
+/// How long to wait for Redis before saying it is unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A worker's configuration, read from its hash.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub key: String,
+    pub url: String,
+    pub version: String,
+    pub worker_type: Option<String>,
+    pub deno_options: String,
+}
+
+impl WorkerConfig {
+    /// Reads the fields of a worker hash. Fails, naming the key and the field, when the hash
+    /// is missing or has no URL.
+    pub fn from_hash(key: &str, hash: &HashMap<String, String>) -> anyhow::Result<WorkerConfig> {
+        if hash.is_empty() {
+            bail!(
+                "worker hash '{key}' does not exist (HGETALL {key} is empty); \
+                 create it, e.g. redis-cli hset {key} workerUrl ./worker.ts workerVersion local"
+            );
+        }
+        let field = |a: &str, b: &str| {
+            hash.get(a).or_else(|| hash.get(b)).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+        };
+        let Some(url) = field("workerUrl", "url") else {
+            bail!(
+                "worker hash '{key}' has no workerUrl (or url) field; \
+                 set it, e.g. redis-cli hset {key} workerUrl ./worker.ts workerVersion local"
+            );
+        };
+        Ok(WorkerConfig {
+            key: key.to_string(),
+            url,
+            version: field("workerVersion", "version").unwrap_or_else(|| "main".to_string()),
+            worker_type: field("workerType", "type"),
+            deno_options: field("denoOptions", "denoOptions").unwrap_or_default(),
+        })
+    }
+
+    /// The main module: a local path (version `local`), or an http(s) or file URL.
+    pub fn main_module(&self, cwd: &Path) -> anyhow::Result<ModuleSpecifier> {
+        if self.version == "local" {
+            let path = cwd.join(&self.url);
+            if !path.is_file() {
+                bail!(
+                    "worker '{}': local module '{}' not found (looked at {}); \
+                     workerUrl must be a path to the worker's .ts file when workerVersion is local",
+                    self.key,
+                    self.url,
+                    path.display()
+                );
+            }
+            let path = path.canonicalize().with_context(|| format!("resolving {}", path.display()))?;
+            return ModuleSpecifier::from_file_path(&path)
+                .map_err(|_| anyhow::anyhow!("cannot make a file URL of {}", path.display()));
+        }
+        let url = ModuleSpecifier::parse(&self.url).with_context(|| {
+            format!(
+                "worker '{}': workerUrl '{}' is not a URL; with workerVersion '{}' it must be \
+                 https://, http:// or file:// (set workerVersion to local for a path)",
+                self.key, self.url, self.version
+            )
+        })?;
+        match url.scheme() {
+            "https" | "http" | "file" => Ok(url),
+            other => bail!(
+                "worker '{}': workerUrl scheme '{other}:' is not supported; use https://, http:// or file://",
+                self.key
+            ),
+        }
+    }
+}
+
+/// A worker key must look like the original's: `${type}:${id}:h`.
+pub fn check_key(key: &str) -> anyhow::Result<()> {
+    if !key.ends_with(":h") || key.len() < 3 {
+        bail!("worker key '{key}' must name a hash ending in ':h', e.g. demo-worker:1:h");
+    }
+    Ok(())
+}
+
+/// A Redis URL, parsed, with the address a worker is allowed to reach.
+pub struct RedisTarget {
+    pub client: redis::Client,
+    /// `host:port`, when Redis is reached over TCP.
+    pub addr: Option<(String, u16)>,
+}
+
+impl RedisTarget {
+    pub fn parse(url: &str) -> anyhow::Result<RedisTarget> {
+        let client = redis::Client::open(url).with_context(|| {
+            format!("invalid Redis URL '{url}'; expected redis://[:password@]host[:port][/db] or rediss://...")
+        })?;
+        let addr = match client.get_connection_info().addr() {
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                Some((host.clone(), *port))
+            }
+            _ => None,
+        };
+        Ok(RedisTarget { client, addr })
+    }
+
+    /// `host:port` for messages.
+    pub fn describe(&self) -> String {
+        match &self.addr {
+            Some((host, port)) => crate::permissions::net_addr(host, *port),
+            None => "the configured socket".to_string(),
+        }
+    }
+
+    /// Connects, or says how to make Redis reachable.
+    pub async fn connect(&self) -> anyhow::Result<MultiplexedConnection> {
+        let fail = |reason: String| {
+            anyhow::anyhow!(
+                "cannot reach Redis at {}: {reason}; start redis-server there, \
+                 or point denorun at it with --redis <URL> or REDIS_URL",
+                self.describe()
+            )
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_multiplexed_async_connection()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) if e.kind() == redis::ErrorKind::AuthenticationFailed => Err(anyhow::anyhow!(
+                "Redis at {} refused the credentials in the Redis URL ({e}); fix the user or password in --redis or REDIS_URL",
+                self.describe()
+            )),
+            Ok(Err(e)) => Err(fail(e.to_string())),
+            Err(_) => Err(fail(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))),
+        }
+    }
+}
+
+/// Reads and checks a worker's hash.
+pub async fn load(redis: &RedisTarget, key: &str) -> anyhow::Result<WorkerConfig> {
+    check_key(key)?;
+    let mut conn = redis.connect().await?;
+    let hash: HashMap<String, String> =
+        conn.hgetall(key).await.with_context(|| format!("HGETALL {key} failed"))?;
+    WorkerConfig::from_hash(key, &hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn both_spellings_are_read() {
+        let c = WorkerConfig::from_hash("t:1:h", &hash(&[("url", "https://x/w.ts"), ("type", "t")])).unwrap();
+        assert_eq!((c.url.as_str(), c.version.as_str()), ("https://x/w.ts", "main"));
+        assert_eq!(c.worker_type.as_deref(), Some("t"));
+        let c = WorkerConfig::from_hash(
+            "t:1:h",
+            &hash(&[("workerUrl", "w.ts"), ("workerVersion", "local"), ("denoOptions", "-R")]),
+        )
+        .unwrap();
+        assert_eq!((c.url.as_str(), c.version.as_str(), c.deno_options.as_str()), ("w.ts", "local", "-R"));
+    }
+
+    #[test]
+    fn missing_hash_or_url_names_the_key() {
+        let err = WorkerConfig::from_hash("t:1:h", &HashMap::new()).unwrap_err().to_string();
+        assert!(err.contains("'t:1:h' does not exist"), "{err}");
+        let err = WorkerConfig::from_hash("t:1:h", &hash(&[("workerVersion", "local")])).unwrap_err().to_string();
+        assert!(err.contains("no workerUrl"), "{err}");
+    }
+
+    #[test]
+    fn main_module_by_version() {
+        let c = WorkerConfig::from_hash("t:1:h", &hash(&[("workerUrl", "ftp://x/w.ts"), ("workerVersion", "v1.0.0")]))
+            .unwrap();
+        assert!(c.main_module(Path::new("/")).unwrap_err().to_string().contains("scheme 'ftp:'"));
+        let c = WorkerConfig::from_hash("t:1:h", &hash(&[("workerUrl", "nope.ts"), ("workerVersion", "local")])).unwrap();
+        assert!(c.main_module(Path::new("/")).unwrap_err().to_string().contains("not found"));
+        assert!(check_key("t:1").is_err());
+        assert!(check_key("t:1:h").is_ok());
+    }
+}

@@ -1,0 +1,103 @@
+//! denorun: runs Redis-driven TypeScript workers in embedded Deno.
+//!
+//! `denorun <WORKER_KEY>` reads the worker's Redis hash, derives its permissions from the hash
+//! and runs its module; `denorun run` runs a script like `deno run`. The layout follows the
+//! concepts: `cli` (command line), `config` (worker hash), `flags` and `permissions` (what a
+//! worker may do), `loader`, `builtins` and `remote` (where modules come from), `ops` (Rust
+//! behind the built-in modules) and `worker` (the runtime).
+
+mod builtins;
+mod cli;
+mod config;
+mod flags;
+mod loader;
+mod ops;
+mod permissions;
+mod remote;
+mod worker;
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Parser;
+use deno_runtime::deno_core::resolve_url_or_path;
+
+use crate::cli::{Cli, Command, RunArgs};
+use crate::config::RedisTarget;
+use crate::worker::WorkerSpec;
+
+fn main() {
+    init_logger();
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Some(Command::Run(args)) => run_script(args),
+        None => {
+            let key = cli.worker_key.expect("clap requires WORKER_KEY");
+            run_worker(&key, &cli.redis.url)
+        }
+    };
+    let code = code.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        1
+    });
+    deno_runtime::exit(code);
+}
+
+/// `denorun <WORKER_KEY>`: the worker named by a Redis hash.
+fn run_worker(key: &str, redis_url: &str) -> anyhow::Result<i32> {
+    let redis = RedisTarget::parse(redis_url)?;
+    let config = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(config::load(&redis, key))?;
+    let cwd = std::env::current_dir()?;
+    let main_module = config.main_module(&cwd)?;
+    let flags = flags::parse_options(&config.deno_options)
+        .with_context(|| format!("worker '{key}': bad denoOptions; fix the field with redis-cli hset {key} denoOptions ..."))?;
+    let redis_addr = redis.addr.as_ref().map(|(h, p)| permissions::net_addr(h, *p));
+    let permissions = permissions::build(&flags, redis_addr.as_deref())?;
+    // The worker finds its Redis in REDIS_URL (with --allow-env=REDIS_URL), whichever way
+    // denorun was told. Set before any thread starts.
+    std::env::set_var("REDIS_URL", redis_url);
+    worker::init_engine(&flags)?;
+    log::debug!("{key}: running {main_module}");
+    Ok(worker::run_on_thread(WorkerSpec {
+        name: key.to_string(),
+        main_module,
+        args: vec![key.to_string()],
+        flags,
+        permissions,
+        stdio: Default::default(),
+    }))
+}
+
+/// `denorun run [FLAGS] <SCRIPT> [ARGS]...`: like `deno run`, deny by default.
+fn run_script(args: RunArgs) -> anyhow::Result<i32> {
+    let (flags, script, script_args) = flags::parse_run_args(&args.argv)?;
+    let main_module = resolve_url_or_path(&script, &std::env::current_dir()?)
+        .with_context(|| format!("'{script}' is neither a path nor a URL"))?;
+    if main_module.scheme() == "file" && !main_module.to_file_path().is_ok_and(|p| p.is_file()) {
+        anyhow::bail!("script '{script}' not found");
+    }
+    let permissions = permissions::build(&flags, None)?;
+    worker::init_engine(&flags)?;
+    Ok(worker::run_on_thread(WorkerSpec {
+        name: script,
+        main_module,
+        args: script_args,
+        flags,
+        permissions,
+        stdio: Default::default(),
+    }))
+}
+
+/// Logs go to stderr: `denorun: warning: ...`. `DENORUN_LOG` sets the level (default info).
+/// The inspector's "Debugger listening on ws://..." lines are printed as Deno prints them.
+fn init_logger() {
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("DENORUN_LOG", "info"))
+        .format(|out, record| match record.level() {
+            log::Level::Info => writeln!(out, "{}", record.args()),
+            level => writeln!(out, "denorun: {}: {}", level.as_str().to_lowercase(), record.args()),
+        })
+        .init();
+}

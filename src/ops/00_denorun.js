@@ -1,0 +1,53 @@
+// The denorun extension's entry point. It runs while Deno.core still has every op, and keeps
+// denorun's own ops where the built-in modules (js/deno.land/...) look for them:
+// globalThis[Symbol.for("denorun.ops")]. User code cannot import ext: modules.
+import { core } from "ext:core/mod.js";
+
+const {
+  op_denorun_hex_encode,
+  op_denorun_hex_decode,
+  op_denorun_base64_encode,
+  op_denorun_base64_decode,
+  op_denorun_aes_cbc_encrypt,
+  op_denorun_aes_cbc_decrypt,
+  op_denorun_redis_connect,
+  op_denorun_redis_close,
+  op_denorun_redis_call,
+  op_denorun_redis_pipeline,
+} = core.ops;
+
+// deno-redis v0.24's error classes. They extend Error without renaming it, as the originals
+// did. The Rust ops reject with the first two by class name.
+class ErrorReplyError extends Error {}
+class ConnectionClosedError extends Error {}
+class EOFError extends Error {}
+class SubscriptionClosedError extends Error {}
+class InvalidStateError extends Error {
+  constructor() {
+    super("Invalid state");
+  }
+}
+core.registerErrorClass("ErrorReplyError", ErrorReplyError);
+core.registerErrorClass("ConnectionClosedError", ConnectionClosedError);
+
+Object.defineProperty(globalThis, Symbol.for("denorun.ops"), {
+  value: Object.freeze({
+    hexEncode: op_denorun_hex_encode,
+    hexDecode: op_denorun_hex_decode,
+    base64Encode: op_denorun_base64_encode,
+    base64Decode: op_denorun_base64_decode,
+    aesCbcEncrypt: op_denorun_aes_cbc_encrypt,
+    aesCbcDecrypt: op_denorun_aes_cbc_decrypt,
+    redisConnect: op_denorun_redis_connect,
+    redisClose: op_denorun_redis_close,
+    redisCall: op_denorun_redis_call,
+    redisPipeline: op_denorun_redis_pipeline,
+    redisErrors: Object.freeze({
+      ErrorReplyError,
+      ConnectionClosedError,
+      EOFError,
+      SubscriptionClosedError,
+      InvalidStateError,
+    }),
+  }),
+});

@@ -1,0 +1,33 @@
+//! denorun's own ops: the Rust side of the built-in modules in `js/`.
+//!
+//! One `extension!` holds every op. Its entry point (`00_denorun.js`, embedded in the binary)
+//! runs before Deno's bootstrap removes ops from `Deno.core`, and keeps the ones the built-in
+//! modules need on `globalThis[Symbol.for("denorun.ops")]`. User code cannot import `ext:`
+//! modules, so that symbol is how `js/deno.land/...` reaches Rust.
+
+pub mod crypto;
+pub mod encoding;
+pub mod redis;
+
+deno_core::extension!(
+    denorun,
+    ops = [
+        encoding::op_denorun_hex_encode,
+        encoding::op_denorun_hex_decode,
+        encoding::op_denorun_base64_encode,
+        encoding::op_denorun_base64_decode,
+        crypto::op_denorun_aes_cbc_encrypt,
+        crypto::op_denorun_aes_cbc_decrypt,
+        redis::op_denorun_redis_connect,
+        redis::op_denorun_redis_close,
+        redis::op_denorun_redis_call,
+        redis::op_denorun_redis_pipeline,
+    ],
+    customizer = |ext: &mut deno_core::Extension| {
+        ext.esm_files.to_mut().push(deno_core::ExtensionFileSource::new(
+            "ext:denorun/00_denorun.js",
+            deno_core::ascii_str_include!("00_denorun.js"),
+        ));
+        ext.esm_entry_point = Some("ext:denorun/00_denorun.js");
+    },
+);

@@ -1,0 +1,296 @@
+//! Redis ops behind `https://deno.land/x/redis/mod.ts`, on the `redis` crate.
+//!
+//! Each client the worker connects gets a dedicated connection (a resource), so a blocking
+//! XREADGROUP on one client never stalls another; commands on one connection stay FIFO.
+//! Arguments arrive as strings or bytes; replies go back to JS built directly as V8 values,
+//! in one of two shapes:
+//!
+//! - plain, for the typed methods: integers as numbers, simple and bulk strings as strings,
+//!   nil as `undefined`, arrays as arrays; a Redis error rejects with `ErrorReplyError`;
+//! - tagged, for reply objects (`executor.exec`, `sendCommand`, `flush`): each reply is
+//!   `[tag, value]` with the RESP type as tag (`+ $ : * - _`), bulk strings that are not UTF-8
+//!   as `Uint8Array`, and errors in place rather than thrown.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use deno_core::convert::Uint8Array;
+use deno_core::serde_v8::StringOrBuffer;
+use deno_core::{op2, v8, OpState, Resource, ResourceId, ToV8};
+use deno_runtime::deno_permissions::{PermissionCheckError, PermissionsContainer};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, RedisError, Value};
+use serde::Deserialize;
+
+/// The first connect may take this long; commands have no time-out (BLOCK can be long).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error, deno_error::JsError)]
+pub enum RedisOpError {
+    #[class(inherit)]
+    #[error(transparent)]
+    Permission(#[from] PermissionCheckError),
+    /// A `-CODE message` reply, with the leading `-` and trailing CRLF of deno-redis v0.24.
+    #[class("ErrorReplyError")]
+    #[error("{0}")]
+    Reply(String),
+    #[class("ConnectionRefused")]
+    #[error("{0}")]
+    Refused(String),
+    #[class("ConnectionClosedError")]
+    #[error("{0}")]
+    Closed(String),
+    #[class(generic)]
+    #[error("{0}")]
+    Other(String),
+    #[class(inherit)]
+    #[error(transparent)]
+    Resource(#[from] deno_core::error::ResourceError),
+}
+
+impl RedisOpError {
+    fn from_redis(e: RedisError, context: &str) -> RedisOpError {
+        if let Some(code) = e.code() {
+            return RedisOpError::Reply(reply_error_message(code, e.detail()));
+        }
+        if e.is_connection_refusal() {
+            RedisOpError::Refused(format!("{context}: {e}"))
+        } else if e.is_connection_dropped() || e.is_io_error() {
+            RedisOpError::Closed(format!("{context}: {e}"))
+        } else {
+            RedisOpError::Other(format!("{context}: {e}"))
+        }
+    }
+}
+
+fn reply_error_message(code: &str, detail: Option<&str>) -> String {
+    match detail {
+        Some(detail) => format!("-{code} {detail}\r\n"),
+        None => format!("-{code}\r\n"),
+    }
+}
+
+/// `connect()`'s options (deno-redis `RedisConnectOptions`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectOptions {
+    hostname: String,
+    port: u16,
+    #[serde(default)]
+    tls: bool,
+    #[serde(default)]
+    db: Option<i64>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// One client's connection.
+struct Connection(MultiplexedConnection);
+
+impl Resource for Connection {
+    fn name(&self) -> Cow<'_, str> {
+        "redisConnection".into()
+    }
+}
+
+/// Opens a dedicated connection, if the worker may reach `hostname:port`.
+#[op2]
+#[smi]
+pub async fn op_denorun_redis_connect(
+    state: Rc<RefCell<OpState>>,
+    #[serde] options: ConnectOptions,
+) -> Result<ResourceId, RedisOpError> {
+    state
+        .borrow_mut()
+        .borrow_mut::<PermissionsContainer>()
+        .check_net(&(&options.hostname, Some(options.port)), "connect()")?;
+    let address = crate::permissions::net_addr(&options.hostname, options.port);
+    let scheme = if options.tls { "rediss" } else { "redis" };
+    let mut settings = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
+    if let Some(db) = options.db {
+        settings = settings.set_db(db);
+    }
+    if let Some(user) = &options.username {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = &options.password {
+        settings = settings.set_password(password);
+    }
+    let info = redis::IntoConnectionInfo::into_connection_info(format!("{scheme}://{address}"))
+        .map_err(|e| RedisOpError::Other(format!("bad Redis address {address}: {e}")))?
+        .set_redis_settings(settings);
+    let client = redis::Client::open(info).map_err(|e| RedisOpError::from_redis(e, &address))?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(None);
+    let conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| RedisOpError::from_redis(e, &format!("connecting to Redis at {address}")))?;
+    Ok(state.borrow_mut().resource_table.add(Connection(conn)))
+}
+
+/// Closes a client's connection.
+#[op2(fast)]
+pub fn op_denorun_redis_close(state: &mut OpState, #[smi] rid: ResourceId) {
+    let _ = state.resource_table.close(rid);
+}
+
+fn connection(state: &Rc<RefCell<OpState>>, rid: ResourceId) -> Result<MultiplexedConnection, RedisOpError> {
+    Ok(state.borrow().resource_table.get::<Connection>(rid)?.0.clone())
+}
+
+fn command(args: &[StringOrBuffer]) -> redis::Cmd {
+    let mut cmd = redis::Cmd::new();
+    for arg in args {
+        cmd.arg(&arg[..]);
+    }
+    cmd
+}
+
+/// Sends one command. `tagged` chooses the reply shape (see the module doc); a Redis error
+/// reply rejects in both shapes, as deno-redis did.
+#[op2]
+#[to_v8]
+pub async fn op_denorun_redis_call(
+    state: Rc<RefCell<OpState>>,
+    #[smi] rid: ResourceId,
+    #[serde] args: Vec<StringOrBuffer>,
+    tagged: bool,
+) -> Result<Reply, RedisOpError> {
+    let mut conn = connection(&state, rid)?;
+    let value = conn
+        .send_packed_command(&command(&args))
+        .await
+        .map_err(|e| RedisOpError::from_redis(e, "Redis command failed"))?;
+    if let Value::ServerError(e) = &value {
+        return Err(RedisOpError::Reply(reply_error_message(e.code(), e.details())));
+    }
+    Ok(Reply { value, tagged })
+}
+
+/// Writes several commands in one go and reads one tagged reply per command; Redis errors
+/// stay in place (for `tx()` and `pipeline()`, whose callers add MULTI and EXEC).
+#[op2]
+#[to_v8]
+pub async fn op_denorun_redis_pipeline(
+    state: Rc<RefCell<OpState>>,
+    #[smi] rid: ResourceId,
+    #[serde] commands: Vec<Vec<StringOrBuffer>>,
+) -> Result<Reply, RedisOpError> {
+    let mut conn = connection(&state, rid)?;
+    let mut pipe = redis::pipe();
+    for args in &commands {
+        pipe.add_command(command(args));
+    }
+    let values = conn
+        .send_packed_commands(&pipe, 0, commands.len())
+        .await
+        .map_err(|e| RedisOpError::from_redis(e, "Redis pipeline failed"))?;
+    Ok(Reply { value: Value::Array(values), tagged: true })
+}
+
+/// A reply on its way to JS.
+pub struct Reply {
+    value: Value,
+    tagged: bool,
+}
+
+impl<'a> ToV8<'a> for Reply {
+    type Error = deno_error::JsErrorBox;
+
+    fn to_v8<'i>(self, scope: &mut v8::PinScope<'a, 'i>) -> Result<v8::Local<'a, v8::Value>, Self::Error> {
+        if self.tagged {
+            tagged(scope, self.value)
+        } else {
+            plain(scope, self.value)
+        }
+    }
+}
+
+type V8Result<'a> = Result<v8::Local<'a, v8::Value>, deno_error::JsErrorBox>;
+
+fn string<'a>(scope: &mut v8::PinScope<'a, '_>, text: &str) -> V8Result<'a> {
+    v8::String::new_from_utf8(scope, text.as_bytes(), v8::NewStringType::Normal)
+        .map(Into::into)
+        .ok_or_else(|| deno_error::JsErrorBox::range_error("reply string too long for V8"))
+}
+
+/// A bulk string: a JS string when it is UTF-8, else its bytes (`lossy` = as text anyway).
+fn bulk<'a>(scope: &mut v8::PinScope<'a, '_>, bytes: Vec<u8>, lossy: bool) -> V8Result<'a> {
+    match String::from_utf8(bytes) {
+        Ok(text) => string(scope, &text),
+        Err(e) if lossy => string(scope, &String::from_utf8_lossy(e.as_bytes())),
+        Err(e) => Uint8Array::from(e.into_bytes()).to_v8(scope),
+    }
+}
+
+fn array<'a>(
+    scope: &mut v8::PinScope<'a, '_>,
+    items: Vec<Value>,
+    convert: for<'s> fn(&mut v8::PinScope<'a, 's>, Value) -> V8Result<'a>,
+) -> V8Result<'a> {
+    let elements = items.into_iter().map(|v| convert(scope, v)).collect::<Result<Vec<_>, _>>()?;
+    Ok(v8::Array::new_with_elements(scope, &elements).into())
+}
+
+/// RESP3 maps and the like are flattened the way RESP2 sends them.
+fn flatten(pairs: Vec<(Value, Value)>) -> Vec<Value> {
+    pairs.into_iter().flat_map(|(k, v)| [k, v]).collect()
+}
+
+fn plain<'a>(scope: &mut v8::PinScope<'a, '_>, value: Value) -> V8Result<'a> {
+    Ok(match value {
+        Value::Nil => v8::undefined(scope).into(),
+        Value::Int(i) => v8::Number::new(scope, i as f64).into(),
+        Value::BulkString(bytes) => return bulk(scope, bytes, true),
+        Value::SimpleString(s) => return string(scope, &s),
+        Value::Okay => return string(scope, "OK"),
+        Value::Array(items) | Value::Set(items) => return array(scope, items, plain),
+        Value::Push { data, .. } => return array(scope, data, plain),
+        Value::Map(pairs) => return array(scope, flatten(pairs), plain),
+        Value::Attribute { data, .. } => return plain(scope, *data),
+        Value::Double(d) => v8::Number::new(scope, d).into(),
+        Value::Boolean(b) => v8::Boolean::new(scope, b).into(),
+        Value::VerbatimString { text, .. } => return string(scope, &text),
+        Value::BigNumber(n) => return string(scope, &n.to_string()),
+        Value::ServerError(e) => return error_tag(scope, reply_error_message(e.code(), e.details())),
+        other => return string(scope, &format!("{other:?}")),
+    })
+}
+
+fn tag<'a>(scope: &mut v8::PinScope<'a, '_>, tag: &str, value: v8::Local<'a, v8::Value>) -> V8Result<'a> {
+    let tag = string(scope, tag)?;
+    Ok(v8::Array::new_with_elements(scope, &[tag, value]).into())
+}
+
+/// An error reply inside an array: `["-", message]`, in either shape.
+fn error_tag<'a>(scope: &mut v8::PinScope<'a, '_>, message: String) -> V8Result<'a> {
+    let message = string(scope, &message)?;
+    tag(scope, "-", message)
+}
+
+fn tagged<'a>(scope: &mut v8::PinScope<'a, '_>, value: Value) -> V8Result<'a> {
+    let (t, v) = match value {
+        Value::Nil => ("_", v8::undefined(scope).into()),
+        Value::Int(i) => (":", v8::Number::new(scope, i as f64).into()),
+        Value::BulkString(bytes) => ("$", bulk(scope, bytes, false)?),
+        Value::SimpleString(s) => ("+", string(scope, &s)?),
+        Value::Okay => ("+", string(scope, "OK")?),
+        Value::Array(items) | Value::Set(items) => ("*", array(scope, items, tagged)?),
+        Value::Push { data, .. } => ("*", array(scope, data, tagged)?),
+        Value::Map(pairs) => ("*", array(scope, flatten(pairs), tagged)?),
+        Value::Attribute { data, .. } => return tagged(scope, *data),
+        Value::ServerError(e) => return error_tag(scope, reply_error_message(e.code(), e.details())),
+        Value::Double(d) => ("$", string(scope, &d.to_string())?),
+        Value::Boolean(b) => (":", v8::Number::new(scope, b as i32 as f64).into()),
+        Value::VerbatimString { text, .. } => ("$", string(scope, &text)?),
+        Value::BigNumber(n) => ("$", string(scope, &n.to_string())?),
+        other => ("$", string(scope, &format!("{other:?}"))?),
+    };
+    tag(scope, t, v)
+}

@@ -1,0 +1,142 @@
+//! Remote modules: fetched over http(s) with redirects followed, and kept on disk under
+//! `$DENORUN_DIR/remote` (default `~/.cache/denorun/remote`) so that a worker restarts while
+//! its origin is down.
+//!
+//! As in Deno, a cached module is used without asking the network; `--reload` in the flags
+//! fetches again (and still falls back to the cache if the origin cannot be reached).
+
+use std::path::{Path, PathBuf};
+
+use deno_error::JsErrorBox;
+use deno_runtime::deno_core::ModuleSpecifier;
+use deno_runtime::deno_fetch::{self, CreateHttpClientOptions, ReqBody};
+use http_body_util::BodyExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+const MAX_REDIRECTS: usize = 10;
+
+/// A fetched module.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RemoteModule {
+    /// The URL after redirects: relative imports resolve against it.
+    pub url: String,
+    pub content_type: Option<String>,
+    pub source: String,
+}
+
+#[derive(Clone)]
+pub struct RemoteModules {
+    dir: PathBuf,
+    client: deno_fetch::Client,
+    reload: bool,
+}
+
+/// `$DENORUN_DIR`, or `~/.cache/denorun`.
+pub fn denorun_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("DENORUN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    home.join(".cache").join("denorun")
+}
+
+impl RemoteModules {
+    pub fn new(reload: bool) -> anyhow::Result<RemoteModules> {
+        let client = deno_fetch::create_http_client(
+            concat!("denorun/", env!("CARGO_PKG_VERSION")),
+            CreateHttpClientOptions::default(),
+        )?;
+        Ok(RemoteModules { dir: denorun_dir().join("remote"), client, reload })
+    }
+
+    /// The module at `url`, from the cache or the network.
+    pub async fn get(self, url: ModuleSpecifier) -> Result<RemoteModule, JsErrorBox> {
+        let path = self.cache_path(&url);
+        let cached = || read_cached(&path);
+        if !self.reload {
+            if let Some(module) = cached() {
+                return Ok(module);
+            }
+        }
+        match self.fetch(&url).await {
+            Ok(module) => {
+                if let Err(e) = write_cached(&path, &module) {
+                    log::warn!("could not cache {url} in {}: {e}", path.display());
+                }
+                Ok(module)
+            }
+            Err(e) => match cached() {
+                Some(module) => {
+                    log::warn!("{e}; using the cached copy");
+                    Ok(module)
+                }
+                None => Err(JsErrorBox::generic(format!(
+                    "{e}, and it is not in the module cache ({}); check the URL and that the server is up",
+                    self.dir.display()
+                ))),
+            },
+        }
+    }
+
+    fn cache_path(&self, url: &ModuleSpecifier) -> PathBuf {
+        let digest = Sha256::digest(url.as_str().as_bytes());
+        self.dir.join(format!("{}.json", hex::encode(digest)))
+    }
+
+    async fn fetch(&self, url: &ModuleSpecifier) -> Result<RemoteModule, String> {
+        let mut current = url.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let request = http::Request::get(current.as_str())
+                .body(ReqBody::empty())
+                .map_err(|e| format!("cannot fetch {current}: {e}"))?;
+            let response = self
+                .client
+                .clone()
+                .send(request)
+                .await
+                .map_err(|e| format!("cannot fetch {current}: {e}"))?;
+            let status = response.status();
+            if status.is_redirection() {
+                let location = response
+                    .headers()
+                    .get(http::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .ok_or_else(|| format!("cannot fetch {current}: HTTP {status} without a Location"))?;
+                current = current.join(location).map_err(|e| format!("bad redirect from {current}: {e}"))?;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(format!("cannot fetch {current}: HTTP {status}"));
+            }
+            let content_type = response
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("cannot read {current}: {e}"))?
+                .to_bytes();
+            let source = String::from_utf8(body.to_vec()).map_err(|_| format!("{current} is not UTF-8 text"))?;
+            return Ok(RemoteModule { url: current.to_string(), content_type, source });
+        }
+        Err(format!("cannot fetch {url}: more than {MAX_REDIRECTS} redirects"))
+    }
+}
+
+fn read_cached(path: &Path) -> Option<RemoteModule> {
+    let text = std::fs::read(path).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// Writes through a temporary file, so that a reader never sees half an entry.
+fn write_cached(path: &Path, module: &RemoteModule) -> std::io::Result<()> {
+    let dir = path.parent().expect("cache entries live in a directory");
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_vec(module)?)?;
+    std::fs::rename(tmp, path)
+}

@@ -1,0 +1,173 @@
+//! The worker runtime: one module running in a deno_runtime `MainWorker`, on a thread of its
+//! own with a current-thread tokio runtime, started from the snapshot made by `build.rs`.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use anyhow::Context;
+use deno_resolver::npm::{DenoInNpmPackageChecker, NpmResolver};
+use deno_runtime::deno_core::error::{CoreError, CoreErrorKind};
+use deno_runtime::deno_core::{JsRuntime, ModuleSpecifier};
+use deno_runtime::deno_io::Stdio;
+use deno_runtime::deno_os::{WatcherExitHandle, WatcherExited};
+use deno_runtime::deno_permissions::PermissionsContainer;
+use deno_runtime::fmt_errors::format_js_error;
+use deno_runtime::worker::{MainWorker, WorkerOptions, WorkerServiceOptions};
+use deno_runtime::{BootstrapOptions, FeatureChecker, WorkerExecutionMode};
+use sys_traits::impls::RealSys;
+
+use crate::flags::{DenoFlags, InspectMode};
+use crate::loader::Loader;
+use crate::remote::RemoteModules;
+
+static SNAPSHOT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/DENORUN_SNAPSHOT.bin"));
+
+mod residual {
+    include!(concat!(env!("OUT_DIR"), "/residual.rs"));
+}
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Everything needed to run one worker.
+pub struct WorkerSpec {
+    /// What logs and the inspector call this worker: its key, or the script for `denorun run`.
+    pub name: String,
+    pub main_module: ModuleSpecifier,
+    /// `Deno.args`.
+    pub args: Vec<String>,
+    pub flags: DenoFlags,
+    pub permissions: PermissionsContainer,
+    pub stdio: Stdio,
+}
+
+/// Sets the process-wide V8 options (flags, seed) and starts V8 and, if asked for, the
+/// inspector server. Call once, before the first worker.
+pub fn init_engine(flags: &DenoFlags) -> anyhow::Result<()> {
+    let mut v8_flags = vec!["denorun".to_string()];
+    v8_flags.extend(flags.v8_flags.iter().cloned());
+    if let Some(seed) = flags.seed {
+        v8_flags.push(format!("--random-seed={seed}"));
+    }
+    let unknown: Vec<String> = deno_runtime::deno_core::v8_set_flags(v8_flags).into_iter().skip(1).collect();
+    if !unknown.is_empty() {
+        anyhow::bail!("unknown V8 flags in --v8-flags: {}; `--v8-flags=--help` lists V8's flags", unknown.join(" "));
+    }
+    JsRuntime::init_platform(None);
+    if let Some(inspect) = flags.inspect {
+        deno_runtime::deno_inspector_server::create_inspector_server(inspect.addr, "denorun", Default::default())
+            .with_context(|| format!("cannot start the inspector on {}; is the port in use?", inspect.addr))?;
+    }
+    Ok(())
+}
+
+/// Runs a worker on a thread named after it, and returns its exit code.
+pub fn run_on_thread(spec: WorkerSpec) -> i32 {
+    let name = spec.name.clone();
+    let thread = std::thread::Builder::new()
+        .name(name.clone())
+        .stack_size(8 << 20)
+        .spawn(move || deno_runtime::tokio_util::create_and_run_current_thread(run(spec)));
+    match thread.map(|t| t.join()) {
+        Ok(Ok(code)) => code,
+        Ok(Err(_)) => {
+            log::error!("{name}: the worker thread panicked");
+            1
+        }
+        Err(e) => {
+            log::error!("{name}: cannot start a worker thread: {e}");
+            1
+        }
+    }
+}
+
+/// Runs a worker to its end and returns its exit code: `Deno.exit(n)` gives n, an uncaught
+/// error is printed with its stack and gives 1.
+pub async fn run(spec: WorkerSpec) -> i32 {
+    let mut worker = match create(&spec) {
+        Ok(worker) => worker,
+        Err(e) => {
+            log::error!("{}: {e:#}", spec.name);
+            return 1;
+        }
+    };
+    let inspecting = spec.flags.inspect.is_some();
+    let result = execute(&mut worker, &spec.main_module, inspecting).await;
+    let exited = worker.js_runtime.op_state().borrow().try_borrow::<WatcherExited>().is_some();
+    match result {
+        _ if exited => worker.exit_code(),
+        Ok(code) => code,
+        Err(e) => {
+            report(&e);
+            1
+        }
+    }
+}
+
+fn create(spec: &WorkerSpec) -> anyhow::Result<MainWorker> {
+    let remote = RemoteModules::new(spec.flags.reload)?;
+    let services = WorkerServiceOptions::<DenoInNpmPackageChecker, NpmResolver<RealSys>, RealSys> {
+        blob_store: deno_runtime::deno_web::BlobStore::default_arc(),
+        broadcast_channel: Default::default(),
+        deno_rt_native_addon_loader: None,
+        feature_checker: Arc::new(FeatureChecker::default()),
+        fs: Arc::new(deno_runtime::deno_fs::RealFs),
+        module_loader: Rc::new(Loader::new(remote)),
+        node_services: None,
+        npm_process_state_provider: None,
+        permissions: spec.permissions.clone(),
+        root_cert_store_provider: None,
+        fetch_dns_resolver: Default::default(),
+        shared_array_buffer_store: None,
+        compiled_wasm_module_store: None,
+        v8_code_cache: None,
+        bundle_provider: None,
+    };
+    let inspect = spec.flags.inspect.map(|i| i.mode);
+    let options = WorkerOptions {
+        bootstrap: BootstrapOptions {
+            args: spec.args.clone(),
+            mode: WorkerExecutionMode::Run,
+            inspect: inspect.is_some(),
+            user_agent: format!("denorun/{VERSION}"),
+            deno_version: VERSION.to_string(),
+            ..Default::default()
+        },
+        extensions: vec![crate::ops::denorun::init()],
+        startup_snapshot: Some(SNAPSHOT),
+        residual_lazy_js_sources: residual::RESIDUAL_LAZY_JS,
+        residual_lazy_esm_sources: residual::RESIDUAL_LAZY_ESM,
+        seed: spec.flags.seed,
+        should_break_on_first_statement: inspect == Some(InspectMode::Break),
+        should_wait_for_inspector_session: inspect == Some(InspectMode::Wait),
+        stdio: spec.stdio.clone(),
+        ..Default::default()
+    };
+    let mut worker = MainWorker::bootstrap_from_options(&spec.main_module, services, options);
+    // `Deno.exit(n)` ends this worker (not the whole process) and cannot be caught in JS.
+    let isolate = worker.js_runtime.v8_isolate().thread_safe_handle();
+    worker.js_runtime.op_state().borrow_mut().put(WatcherExitHandle(isolate));
+    Ok(worker)
+}
+
+/// Runs the main module and the event loop, with the load/unload events `deno run` sends.
+async fn execute(worker: &mut MainWorker, main: &ModuleSpecifier, inspecting: bool) -> Result<i32, CoreError> {
+    worker.execute_main_module(main).await?;
+    worker.dispatch_load_event()?;
+    loop {
+        worker.run_event_loop(inspecting).await?;
+        if !worker.dispatch_beforeunload_event()? && !worker.dispatch_process_beforeexit_event()? {
+            break;
+        }
+    }
+    worker.dispatch_unload_event()?;
+    worker.dispatch_process_exit_event()?;
+    Ok(worker.exit_code())
+}
+
+/// Prints an error the way `deno run` does: `error: Uncaught ...` with the stack.
+fn report(error: &CoreError) {
+    match error.as_kind() {
+        CoreErrorKind::Js(js_error) => eprintln!("error: {}", format_js_error(js_error, None)),
+        _ => eprintln!("error: {error}"),
+    }
+}

@@ -1,0 +1,263 @@
+//! Test support: a real redis-server on a free loopback port (one per test binary), a runner
+//! for the denorun binary with a deadline, and a tiny HTTP server for remote modules.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const DENORUN: &str = env!("CARGO_BIN_EXE_denorun");
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The test binary's redis-server: started on first use, killed when the test process ends.
+pub struct Redis {
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+    }
+
+    /// Runs one command, e.g. `redis.cmd(&["HSET", "k", "f", "v"])`.
+    pub fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut self.conn()).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    /// Creates a worker hash from field/value pairs.
+    pub fn hset(&self, key: &str, fields: &[(&str, &str)]) {
+        let _: () = self.cmd(&["DEL", key]);
+        let mut args = vec!["HSET", key];
+        for (f, v) in fields {
+            args.push(f);
+            args.push(v);
+        }
+        let _: i64 = self.cmd(&args);
+    }
+}
+
+pub fn redis() -> &'static Redis {
+    static REDIS: OnceLock<Redis> = OnceLock::new();
+    REDIS.get_or_init(|| {
+        let port = free_port();
+        let (tx, rx) = mpsc::channel();
+        // The server is spawned from a thread that lives as long as the test process, with
+        // PR_SET_PDEATHSIG, so it dies with the tests however they end.
+        std::thread::spawn(move || {
+            let child = spawn_redis_server(port);
+            tx.send(child.id()).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let redis = Redis { port };
+        while redis::Client::open(redis.url()).unwrap().get_connection().is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    })
+}
+
+fn spawn_redis_server(port: u16) -> Child {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("redis-server must be installed (apt-get install redis-server)")
+}
+
+/// A unique name for keys and files within this test process.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// Writes `source` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, source).unwrap();
+    path
+}
+
+/// How a denorun run ended.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// A denorun command with the test Redis and a private module cache.
+pub fn denorun(args: &[&str]) -> Command {
+    let mut cmd = Command::new(DENORUN);
+    cmd.args(args).env("REDIS_URL", redis().url()).env("NO_COLOR", "1");
+    cmd
+}
+
+/// Runs a command with `stdin` as its input, and fails the test if it runs over 60 s.
+pub fn run(mut cmd: Command, stdin: &str) -> Run {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_string();
+    std::thread::spawn(move || {
+        let _ = input.write_all(stdin.as_bytes());
+    });
+    let output = wait_with_deadline(child, Duration::from_secs(60));
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn wait_with_deadline(child: Child, limit: Duration) -> Output {
+    let pid = child.id();
+    let done = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while !done.load(Ordering::Relaxed) {
+                if start.elapsed() > limit {
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let output = child.wait_with_output().unwrap();
+    done.store(true, Ordering::Relaxed);
+    watchdog.join().unwrap();
+    output
+}
+
+/// Creates a local worker: writes its source, creates its hash, and returns the key.
+pub fn local_worker(dir: &Path, source: &str, extra: &[(&str, &str)]) -> String {
+    let key = format!("{}:1:h", unique("test-worker"));
+    let path = write(dir, &format!("{}.ts", key.replace(':', "_")), source);
+    let path = path.to_str().unwrap().to_string();
+    let mut fields = vec![("workerUrl", path.as_str()), ("workerVersion", "local")];
+    fields.extend_from_slice(extra);
+    redis().hset(&key, &fields);
+    key
+}
+
+/// A minimal HTTP/1.1 server on loopback serving fixed paths; `stop()` closes it.
+pub struct HttpServer {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What a path answers: a body with a content type, or a redirect.
+#[derive(Clone)]
+pub enum Response {
+    Body(&'static str, String),
+    Redirect(String),
+}
+
+impl HttpServer {
+    pub fn start(routes: HashMap<String, Response>) -> HttpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let routes = Arc::new(Mutex::new(routes));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((stream, _)) => serve(stream, &routes.lock().unwrap()),
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        HttpServer { port, stop, thread: Some(thread) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn serve(mut stream: TcpStream, routes: &HashMap<String, Response>) {
+    stream.set_nonblocking(false).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    let request = String::from_utf8_lossy(&request);
+    let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let reply = match routes.get(&path) {
+        Some(Response::Body(content_type, body)) => format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+        Some(Response::Redirect(location)) => format!(
+            "HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        ),
+        None => "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_string(),
+    };
+    let _ = stream.write_all(reply.as_bytes());
+}

@@ -1,0 +1,86 @@
+//! `denorun run [FLAGS] <SCRIPT> [ARGS]...`, and the built-in modules that reach denorun's ops.
+
+mod common;
+
+use common::*;
+
+fn run_script(flags: &[&str], source: &str, args: &[&str]) -> Run {
+    let dir = temp_dir();
+    let path = write(dir.path(), "script.ts", source);
+    let mut argv = vec!["run"];
+    argv.extend_from_slice(flags);
+    argv.push(path.to_str().unwrap());
+    argv.extend_from_slice(args);
+    run(denorun(&argv), "")
+}
+
+#[test]
+fn run_passes_arguments_and_denies_by_default() {
+    let source = r#"
+console.log(JSON.stringify(Deno.args));
+try { await Deno.connect({ hostname: "127.0.0.1", port: 1 }); } catch (e) { console.log(e.constructor.name); }
+try { Deno.env.get("HOME"); } catch (e) { console.log(e.constructor.name); }
+"#;
+    let run1 = run_script(&[], source, &["--allow-net", "x y"]);
+    assert_eq!(run1.code, 0, "{run1:?}");
+    assert_eq!(run1.stdout, "[\"--allow-net\",\"x y\"]\nNotCapable\nNotCapable\n", "{run1:?}");
+    let run2 = run_script(&["--allow-env=HOME"], "console.log(typeof Deno.env.get('HOME'));", &[]);
+    assert_eq!(run2.stdout, "string\n", "{run2:?}");
+}
+
+#[test]
+fn run_reports_a_missing_script_and_bad_flags() {
+    let run1 = run(denorun(&["run", "/no/such/script.ts"]), "");
+    assert_eq!(run1.code, 1, "{run1:?}");
+    assert!(run1.stderr.contains("script '/no/such/script.ts' not found"), "{run1:?}");
+    let run2 = run(denorun(&["run", "--allow-nothing", "x.ts"]), "");
+    assert_eq!(run2.code, 1, "{run2:?}");
+    assert!(run2.stderr.contains("unknown Deno flag '--allow-nothing'"), "{run2:?}");
+    let run3 = run(denorun(&["run", "-A"]), "");
+    assert_eq!(run3.code, 1, "{run3:?}");
+    assert!(run3.stderr.contains("no script given"), "{run3:?}");
+}
+
+#[test]
+fn seed_makes_math_random_repeatable() {
+    let source = "console.log(Math.random());";
+    let a = run_script(&["--seed=7"], source, &[]);
+    let b = run_script(&["--seed=7"], source, &[]);
+    let c = run_script(&["--seed=8"], source, &[]);
+    assert_eq!(a.code, 0, "{a:?}");
+    assert_eq!(a.stdout, b.stdout);
+    assert_ne!(a.stdout, c.stdout);
+}
+
+/// The built-in std hex module is served for any std version and runs on a Rust op.
+#[test]
+fn builtin_hex_module_reaches_its_op() {
+    let source = r#"
+import { decode, encode } from "https://deno.land/std@0.109.0/encoding/hex.ts";
+import * as hex from "https://deno.land/std/encoding/hex.ts";
+const te = new TextEncoder(), td = new TextDecoder();
+console.log(Array.from(decode(te.encode("00ff10Ab"))).join(","));
+console.log(td.decode(encode(new Uint8Array([0, 255, 16, 171]))));
+console.log(hex.decode === decode);
+for (const bad of ["0g", "abc", "ab\u00e9"]) {
+  try { decode(te.encode(bad)); } catch (e) { console.log(e.constructor.name, e.message); }
+}
+try { decode(te.encode("ab"+"z")); } catch (e) { console.log(e.constructor.name, e.message); }
+"#;
+    let run = run_script(&[], source, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            "0,255,16,171",
+            "00ff10ab",
+            "true",
+            "TypeError Invalid byte 'g'",
+            "RangeError Odd length hex string",
+            "TypeError Invalid byte '\u{c3}'",
+            "TypeError Invalid byte 'z'",
+        ],
+        "{run:?}"
+    );
+}
