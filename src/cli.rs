@@ -31,6 +31,11 @@ pub struct Cli {
 
     #[command(flatten)]
     pub redis: RedisArgs,
+
+    /// Let the hash's --inspect listen on a non-loopback address. Whoever connects to the
+    /// inspector runs code as the worker, and anyone who can write the hash could ask for it.
+    #[arg(long)]
+    pub allow_remote_inspect: bool,
 }
 
 #[derive(Debug, Args)]

@@ -14,7 +14,7 @@ use deno_runtime::deno_permissions::PermissionsOptions;
 pub const DEFAULT_INSPECT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9229);
 
 /// Everything the flags say about how to run a module.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct DenoFlags {
     /// `-A` / `--allow-all`.
     pub allow_all: bool,

@@ -33,7 +33,7 @@ fn main() {
         Some(Command::Run(args)) => run_script(args),
         None => {
             let key = cli.worker_key.expect("clap requires WORKER_KEY");
-            run_worker(&key, &cli.redis.url)
+            run_worker(&key, &cli.redis.url, cli.allow_remote_inspect)
         }
     };
     let code = code.unwrap_or_else(|e| {
@@ -44,7 +44,7 @@ fn main() {
 }
 
 /// `denorun <WORKER_KEY>`: the worker named by a Redis hash.
-fn run_worker(key: &str, redis_url: &str) -> anyhow::Result<i32> {
+fn run_worker(key: &str, redis_url: &str, allow_remote_inspect: bool) -> anyhow::Result<i32> {
     let redis = RedisTarget::parse(redis_url)?;
     let config = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -54,6 +54,16 @@ fn run_worker(key: &str, redis_url: &str) -> anyhow::Result<i32> {
     let main_module = config.main_module(&cwd)?;
     let flags = flags::parse_options(&config.deno_options)
         .with_context(|| format!("worker '{key}': bad denoOptions; fix the field with redis-cli hset {key} denoOptions ..."))?;
+    if let Some(inspect) = flags.inspect {
+        if !inspect.addr.ip().is_loopback() && !allow_remote_inspect {
+            anyhow::bail!(
+                "worker '{key}': refusing to serve the inspector on {}, which is not a loopback address: \
+                 whoever connects runs code as the worker. Use 127.0.0.1 in denoOptions, or start \
+                 denorun with --allow-remote-inspect if you mean it",
+                inspect.addr
+            );
+        }
+    }
     let redis_addr = redis.addr.as_ref().map(|(h, p)| permissions::net_addr(h, *p));
     let permissions = permissions::build(&flags, redis_addr.as_deref())?;
     // The worker finds its Redis in REDIS_URL (with --allow-env=REDIS_URL), whichever way

@@ -215,7 +215,7 @@ console.log(JSON.stringify(r));
 #[test]
 fn connect_is_checked_against_the_net_permission() {
     let other = free_port();
-    let run = script(&format!(
+    let denied = script(&format!(
         r#"import {{ connect }} from "https://deno.land/x/redis/mod.ts";
 try {{ await connect({{ hostname: "127.0.0.1", port: {other} }}); console.log("connected"); }}
 catch (e) {{ console.log(e instanceof Deno.errors.NotCapable, (e as Error).message); }}
@@ -223,9 +223,9 @@ try {{ await connect({{ hostname: "localhost", port: PORT }}); console.log("conn
 catch (e) {{ console.log(e instanceof Deno.errors.NotCapable); }}
 "#
     ));
-    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(denied.code, 0, "{denied:?}");
     assert_eq!(
-        run.stdout,
+        denied.stdout,
         format!("true Requires net access to \"127.0.0.1:{other}\", run again with the --allow-net flag\ntrue\n")
     );
     // Allowed but nothing listening: ConnectionRefused, as deno-redis gave.
@@ -239,8 +239,8 @@ catch (e) {{ console.log(e instanceof Deno.errors.NotCapable); }}
              catch (e) {{ console.log(e instanceof Deno.errors.ConnectionRefused); }}\n"
         ),
     );
-    let run = run(denorun(&["run", &format!("--allow-net=127.0.0.1:{other}"), path.to_str().unwrap()]), "");
-    assert_eq!(run.stdout, "true\n", "{run:?}");
+    let refused = run(denorun(&["run", &format!("--allow-net=127.0.0.1:{other}"), path.to_str().unwrap()]), "");
+    assert_eq!(refused.stdout, "true\n", "{refused:?}");
 }
 
 #[test]

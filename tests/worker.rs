@@ -103,16 +103,16 @@ fn uncaught_error_prints_the_typescript_stack_and_exits_1() {
     let dir = temp_dir();
     let source = "interface Shape { sides: number }\nconst s: Shape = { sides: 3 };\n\nfunction fail(n: number): never {\n  throw new Error(`boom ${n}`);\n}\nfail(s.sides);\n";
     let key = local_worker(dir.path(), source, &[]);
-    let run = run(denorun(&[&key]), "");
-    assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("error: Uncaught") && run.stderr.contains("Error: boom 3"), "{run:?}");
+    let thrown = run(denorun(&[&key]), "");
+    assert_eq!(thrown.code, 1, "{thrown:?}");
+    assert!(thrown.stderr.contains("error: Uncaught") && thrown.stderr.contains("Error: boom 3"), "{thrown:?}");
     // Line 5, column 9 of the TypeScript source, not of the transpiled JavaScript.
-    assert!(run.stderr.contains(".ts:5:9"), "{run:?}");
+    assert!(thrown.stderr.contains(".ts:5:9"), "{thrown:?}");
     // An unhandled rejection also ends with 1.
     let key = local_worker(dir.path(), "await Promise.reject(new TypeError('nope'));", &[]);
-    let run = run(denorun(&[&key]), "");
-    assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("TypeError: nope"), "{run:?}");
+    let rejected = run(denorun(&[&key]), "");
+    assert_eq!(rejected.code, 1, "{rejected:?}");
+    assert!(rejected.stderr.contains("TypeError: nope"), "{rejected:?}");
 }
 
 #[test]

@@ -181,7 +181,7 @@ mod tests {
     fn other_paddings_round_trip() {
         for p in [Padding::OneAndZeros, Padding::LastByte, Padding::Null, Padding::Spaces, Padding::Pkcs7] {
             for len in [0usize, 1, 15, 16, 17] {
-                if len == 0 && matches!(p, Padding::Null | Padding::Spaces) {
+                if len % BLOCK == 0 && matches!(p, Padding::Null | Padding::Spaces) {
                     continue; // a whole block of padding is not recognised, as in the library
                 }
                 let data: Vec<u8> = (1..=len as u8).collect();

@@ -137,7 +137,8 @@ pub async fn op_denorun_redis_connect(
 /// Closes a client's connection.
 #[op2(fast)]
 pub fn op_denorun_redis_close(state: &mut OpState, #[smi] rid: ResourceId) {
-    let _ = state.resource_table.close(rid);
+    // Dropping the last handle closes the connection.
+    let _ = state.resource_table.take::<Connection>(rid);
 }
 
 fn connection(state: &Rc<RefCell<OpState>>, rid: ResourceId) -> Result<MultiplexedConnection, RedisOpError> {
@@ -155,7 +156,6 @@ fn command(args: &[StringOrBuffer]) -> redis::Cmd {
 /// Sends one command. `tagged` chooses the reply shape (see the module doc); a Redis error
 /// reply rejects in both shapes, as deno-redis did.
 #[op2]
-#[to_v8]
 pub async fn op_denorun_redis_call(
     state: Rc<RefCell<OpState>>,
     #[smi] rid: ResourceId,
@@ -176,12 +176,11 @@ pub async fn op_denorun_redis_call(
 /// Writes several commands in one go and reads one tagged reply per command; Redis errors
 /// stay in place (for `tx()` and `pipeline()`, whose callers add MULTI and EXEC).
 #[op2]
-#[to_v8]
 pub async fn op_denorun_redis_pipeline(
     state: Rc<RefCell<OpState>>,
     #[smi] rid: ResourceId,
     #[serde] commands: Vec<Vec<StringOrBuffer>>,
-) -> Result<Reply, RedisOpError> {
+) -> Result<Vec<Reply>, RedisOpError> {
     let mut conn = connection(&state, rid)?;
     let mut pipe = redis::pipe();
     for args in &commands {
@@ -191,7 +190,7 @@ pub async fn op_denorun_redis_pipeline(
         .send_packed_commands(&pipe, 0, commands.len())
         .await
         .map_err(|e| RedisOpError::from_redis(e, "Redis pipeline failed"))?;
-    Ok(Reply { value: Value::Array(values), tagged: true })
+    Ok(values.into_iter().map(|value| Reply { value, tagged: true }).collect())
 }
 
 /// A reply on its way to JS.
@@ -257,7 +256,6 @@ fn plain<'a>(scope: &mut v8::PinScope<'a, '_>, value: Value) -> V8Result<'a> {
         Value::Double(d) => v8::Number::new(scope, d).into(),
         Value::Boolean(b) => v8::Boolean::new(scope, b).into(),
         Value::VerbatimString { text, .. } => return string(scope, &text),
-        Value::BigNumber(n) => return string(scope, &n.to_string()),
         Value::ServerError(e) => return error_tag(scope, reply_error_message(e.code(), e.details())),
         other => return string(scope, &format!("{other:?}")),
     })
@@ -289,7 +287,6 @@ fn tagged<'a>(scope: &mut v8::PinScope<'a, '_>, value: Value) -> V8Result<'a> {
         Value::Double(d) => ("$", string(scope, &d.to_string())?),
         Value::Boolean(b) => (":", v8::Number::new(scope, b as i32 as f64).into()),
         Value::VerbatimString { text, .. } => ("$", string(scope, &text)?),
-        Value::BigNumber(n) => ("$", string(scope, &n.to_string())?),
         other => ("$", string(scope, &format!("{other:?}"))?),
     };
     tag(scope, t, v)
