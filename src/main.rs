@@ -70,7 +70,7 @@ fn run_worker(key: &str, redis_url: &str, allow_remote_inspect: bool) -> anyhow:
     // denorun was told. Set before any thread starts.
     std::env::set_var("REDIS_URL", redis_url);
     worker::init_engine(&flags)?;
-    log::debug!("{key}: running {main_module}");
+    log::debug!("{key}: running {main_module} ({} worker)", config.worker_type.as_deref().unwrap_or("untyped"));
     Ok(worker::run_on_thread(WorkerSpec {
         name: key.to_string(),
         main_module,
