@@ -18,7 +18,6 @@ Its standard input is this process's, e.g. `echo \"worker-v0 <hex key>\" | denor
     version,
     about = "Run Redis-driven TypeScript workers in embedded Deno",
     after_help = AFTER_HELP,
-    args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
 pub struct Cli {
@@ -41,7 +40,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct RedisArgs {
     /// Redis URL: redis://[:password@]host[:port][/db], or rediss:// for TLS
-    #[arg(long = "redis", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(long = "redis", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true)]
     pub url: String,
 }
 
@@ -55,6 +54,104 @@ pub enum Command {
 the --deny-* forms, --inspect[=host:port], --inspect-brk, --inspect-wait, --v8-flags=..., --seed=N, --reload."
     )]
     Run(RunArgs),
+
+    /// Run, restart and drain the workers of a type in this process, one isolate each
+    #[command(after_help = "Reads the secret line (worker-v0 <hex key>) once from stdin and gives it to \
+each worker on its own stdin. Worker ids come from ${type}:start:q; see them with `denorun status <type>`.")]
+    Supervise(SuperviseArgs),
+
+    #[command(flatten)]
+    Admin(Admin),
+}
+
+#[derive(Debug, Args)]
+pub struct SuperviseArgs {
+    /// The worker type: its defaults are in ${type}:h, its ids on ${type}:start:q
+    pub worker_type: String,
+    /// Seconds a drain (SIGTERM, SIGINT) waits for workers to finish their current request
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_timeout: f64,
+    /// Quick failures in a row after which a worker is parked on ${type}:failed:q
+    #[arg(long, default_value_t = 5)]
+    pub max_failures: u32,
+    /// A run shorter than this many seconds is a quick exit, which backs off
+    #[arg(long, default_value_t = 10.0)]
+    pub quick_exit: f64,
+    /// Seconds of the first backoff; it doubles per quick exit
+    #[arg(long, default_value_t = 0.5)]
+    pub backoff: f64,
+    /// The longest backoff, in seconds
+    #[arg(long, default_value_t = 30.0)]
+    pub backoff_max: f64,
+    /// Let workers' --inspect listen on non-loopback addresses
+    #[arg(long)]
+    pub allow_remote_inspect: bool,
+}
+
+/// Admin commands for everyday use (they replace the original's cli.ts).
+#[derive(Debug, Subcommand)]
+pub enum Admin {
+    /// Show each worker of a type: state, pid, restarts, last exit and error
+    Status { worker_type: String },
+    /// Create a worker's hash (${type}:${id}:h) with its streams and consumer id
+    SetupWorker {
+        worker_type: String,
+        id: String,
+        /// Requests to serve before exiting (0: no limit)
+        #[arg(long)]
+        request_limit: Option<u32>,
+        /// Also push the id on ${type}:start:q for the supervisor
+        #[arg(long)]
+        start: bool,
+    },
+    /// Show a worker's hash
+    ShowWorker { worker_type: String, id: String },
+    /// Create the request stream ${type}:req:x and its consumer group `worker`
+    CreateReqStream { worker_type: String },
+    /// Add a request to ${type}:req:x and wait for its reply on res:{ref}
+    XaddReq {
+        worker_type: String,
+        /// The request's ref (default: random)
+        #[arg(long = "ref")]
+        reference: Option<String>,
+        /// The request's data, JSON
+        #[arg(long, default_value = "{}")]
+        data: String,
+        /// Seconds to wait for the reply
+        #[arg(long, default_value_t = 8)]
+        timeout: u64,
+    },
+    /// Show the messages of the request stream
+    XrangeReq {
+        worker_type: String,
+        #[arg(long, default_value_t = 99)]
+        count: usize,
+    },
+    /// Show the messages of the response stream
+    XrangeRes {
+        worker_type: String,
+        #[arg(long, default_value_t = 99)]
+        count: usize,
+    },
+    /// Trim the request stream to MAXLEN
+    XtrimReq { worker_type: String, maxlen: usize },
+    /// Trim the response stream to MAXLEN
+    XtrimRes { worker_type: String, maxlen: usize },
+    /// Show the request stream's consumer group
+    Info { worker_type: String },
+    /// Encrypt a secret JSON config (FILE, or stdin) into encryptedIv and encryptedJson
+    Encrypt {
+        /// The AES key, hex (32, 48 or 64 digits)
+        #[arg(long)]
+        key: String,
+        /// The IV, hex (32 digits; default: random)
+        #[arg(long)]
+        iv: Option<String>,
+        /// Store encryptedAlg, encryptedIv and encryptedJson in this hash instead of printing them
+        #[arg(long)]
+        hset: Option<String>,
+        file: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -95,9 +95,46 @@ pub fn check_key(key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A worker type names its keys (`${type}:h`, `${type}:start:q`, ...): `^[a-z][-a-z0-9_]*$`.
+pub fn check_type(worker_type: &str) -> anyhow::Result<()> {
+    let mut chars = worker_type.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    if !first_ok || !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
+        bail!("worker type '{worker_type}' must match ^[a-z][-a-z0-9_]*$, e.g. demo-worker");
+    }
+    Ok(())
+}
+
+/// Reads and checks a worker type's defaults, `${type}:h`, as the original bootstrap did:
+/// the hash exists, has a URL, its version is `local`, `main` or `vN.N.N`, and a local
+/// module exists.
+pub async fn load_type(conn: &mut MultiplexedConnection, worker_type: &str) -> anyhow::Result<HashMap<String, String>> {
+    check_type(worker_type)?;
+    let key = format!("{worker_type}:h");
+    let hash: HashMap<String, String> = conn.hgetall(&key).await.with_context(|| format!("HGETALL {key} failed"))?;
+    let config = WorkerConfig::from_hash(&key, &hash)?;
+    let version = &config.version;
+    let tag = version.strip_prefix('v').map(|v| v.split('.').collect::<Vec<_>>());
+    let is_tag = tag.is_some_and(|parts| parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())));
+    if version != "local" && version != "main" && !is_tag {
+        bail!("{key}: workerVersion '{version}' must be local, main or a tag vN.N.N; fix it with redis-cli hset {key} workerVersion ...");
+    }
+    config.main_module(&std::env::current_dir()?)?;
+    Ok(hash)
+}
+
+/// A worker's configuration: its type's defaults, overridden by its own hash.
+pub fn merged(key: &str, defaults: &HashMap<String, String>, own: HashMap<String, String>) -> anyhow::Result<WorkerConfig> {
+    let mut fields = defaults.clone();
+    fields.extend(own);
+    WorkerConfig::from_hash(key, &fields)
+}
+
 /// A Redis URL, parsed, with the address a worker is allowed to reach.
 pub struct RedisTarget {
     pub client: redis::Client,
+    /// The URL as given.
+    pub url: String,
     /// `host:port`, when Redis is reached over TCP.
     pub addr: Option<(String, u16)>,
 }
@@ -113,7 +150,7 @@ impl RedisTarget {
             }
             _ => None,
         };
-        Ok(RedisTarget { client, addr })
+        Ok(RedisTarget { client, addr, url: url.to_string() })
     }
 
     /// `host:port` for messages.
@@ -142,6 +179,19 @@ impl RedisTarget {
             Ok(Err(e)) => Err(fail(e.to_string())),
             Err(_) => Err(fail(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))),
         }
+    }
+}
+
+impl RedisTarget {
+    /// A connection for blocking commands (BLMOVE, BRPOP): no response time-out.
+    pub async fn connect_blocking(&self) -> anyhow::Result<MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(None);
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .with_context(|| format!("cannot reach Redis at {}", self.describe()))
     }
 }
 
@@ -191,6 +241,10 @@ mod tests {
         let c = WorkerConfig::from_hash("t:1:h", &hash(&[("workerUrl", "nope.ts"), ("workerVersion", "local")])).unwrap();
         assert!(c.main_module(Path::new("/")).unwrap_err().to_string().contains("not found"));
         assert!(check_key("t:1").is_err());
+        assert!(check_type("demo-worker_2").is_ok());
+        for bad in ["", "Demo", "1demo", "demo:worker", "demo worker"] {
+            assert!(check_type(bad).is_err(), "{bad}");
+        }
         assert!(check_key("t:1:h").is_ok());
     }
 }

@@ -6,6 +6,7 @@
 //! worker may do), `loader`, `builtins` and `remote` (where modules come from), `ops` (Rust
 //! behind the built-in modules) and `worker` (the runtime).
 
+mod admin;
 mod builtins;
 mod cli;
 mod config;
@@ -14,6 +15,7 @@ mod loader;
 mod ops;
 mod permissions;
 mod remote;
+mod supervisor;
 mod worker;
 
 use std::io::Write;
@@ -31,6 +33,21 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Some(Command::Run(args)) => run_script(args),
+        Some(Command::Supervise(args)) => RedisTarget::parse(&cli.redis.url).and_then(|redis| {
+            supervisor::supervise(
+                redis,
+                supervisor::Options {
+                    worker_type: args.worker_type,
+                    drain_timeout: seconds(args.drain_timeout),
+                    max_failures: args.max_failures.max(1),
+                    quick_exit: seconds(args.quick_exit),
+                    backoff: seconds(args.backoff),
+                    backoff_max: seconds(args.backoff_max),
+                    allow_remote_inspect: args.allow_remote_inspect,
+                },
+            )
+        }),
+        Some(Command::Admin(command)) => RedisTarget::parse(&cli.redis.url).and_then(|redis| admin::run(&redis, command)),
         None => {
             let key = cli.worker_key.expect("clap requires WORKER_KEY");
             run_worker(&key, &cli.redis.url, cli.allow_remote_inspect)
@@ -41,6 +58,10 @@ fn main() {
         1
     });
     deno_runtime::exit(code);
+}
+
+fn seconds(s: f64) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(s.max(0.0))
 }
 
 /// `denorun <WORKER_KEY>`: the worker named by a Redis hash.
@@ -71,7 +92,7 @@ fn run_worker(key: &str, redis_url: &str, allow_remote_inspect: bool) -> anyhow:
     std::env::set_var("REDIS_URL", redis_url);
     worker::init_engine(&flags)?;
     log::debug!("{key}: running {main_module} ({} worker)", config.worker_type.as_deref().unwrap_or("untyped"));
-    Ok(worker::run_on_thread(WorkerSpec {
+    Ok(worker::run_to_end(WorkerSpec {
         name: key.to_string(),
         main_module,
         args: vec![key.to_string()],
@@ -91,7 +112,7 @@ fn run_script(args: RunArgs) -> anyhow::Result<i32> {
     }
     let permissions = permissions::build(&flags, None)?;
     worker::init_engine(&flags)?;
-    Ok(worker::run_on_thread(WorkerSpec {
+    Ok(worker::run_to_end(WorkerSpec {
         name: script,
         main_module,
         args: script_args,

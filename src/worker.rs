@@ -2,12 +2,12 @@
 //! own with a current-thread tokio runtime, started from the snapshot made by `build.rs`.
 
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use deno_resolver::npm::{DenoInNpmPackageChecker, NpmResolver};
 use deno_runtime::deno_core::error::{CoreError, CoreErrorKind};
-use deno_runtime::deno_core::{JsRuntime, ModuleSpecifier};
+use deno_runtime::deno_core::{v8, JsRuntime, ModuleSpecifier};
 use deno_runtime::deno_io::Stdio;
 use deno_runtime::deno_os::{WatcherExitHandle, WatcherExited};
 use deno_runtime::deno_permissions::PermissionsContainer;
@@ -60,15 +60,59 @@ pub fn init_engine(flags: &DenoFlags) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a worker on a thread named after it, and returns its exit code.
-pub fn run_on_thread(spec: WorkerSpec) -> i32 {
+/// How a worker ended.
+#[derive(Debug, Clone)]
+pub struct Exit {
+    pub code: i32,
+    /// The first line of the uncaught error (or start-up failure) that ended it, if any.
+    pub error: Option<String>,
+}
+
+impl Exit {
+    fn failed(error: String) -> Exit {
+        Exit { code: 1, error: Some(error) }
+    }
+}
+
+/// Asks a running worker to stop at once, from any thread: its event loop is dropped and any
+/// JavaScript it is running is terminated.
+#[derive(Clone, Default)]
+pub struct StopHandle(Arc<StopState>);
+
+#[derive(Default)]
+struct StopState {
+    requested: tokio::sync::Notify,
+    isolate: Mutex<Option<v8::IsolateHandle>>,
+}
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.0.requested.notify_one();
+        if let Some(isolate) = self.0.isolate.lock().unwrap().as_ref() {
+            isolate.terminate_execution();
+        }
+    }
+}
+
+/// Starts a worker on a thread named after it (the inspector shows that name). When the
+/// worker ends, the thread calls `done` with how it ended, and returns that.
+pub fn spawn(
+    spec: WorkerSpec,
+    stop: StopHandle,
+    done: impl FnOnce(&Exit) + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<Exit>> {
+    std::thread::Builder::new().name(spec.name.clone()).stack_size(8 << 20).spawn(move || {
+        let exit = deno_runtime::tokio_util::create_and_run_current_thread(run(spec, stop));
+        done(&exit);
+        exit
+    })
+}
+
+/// Runs one worker on its own thread and waits for it: `denorun <key>` and `denorun run`.
+pub fn run_to_end(spec: WorkerSpec) -> i32 {
     let name = spec.name.clone();
-    let thread = std::thread::Builder::new()
-        .name(name.clone())
-        .stack_size(8 << 20)
-        .spawn(move || deno_runtime::tokio_util::create_and_run_current_thread(run(spec)));
-    match thread.map(|t| t.join()) {
-        Ok(Ok(code)) => code,
+    match spawn(spec, StopHandle::default(), |_| {}).map(|t| t.join()) {
+        Ok(Ok(exit)) => exit.code,
         Ok(Err(_)) => {
             log::error!("{name}: the worker thread panicked");
             1
@@ -80,25 +124,30 @@ pub fn run_on_thread(spec: WorkerSpec) -> i32 {
     }
 }
 
-/// Runs a worker to its end and returns its exit code: `Deno.exit(n)` gives n, an uncaught
-/// error is printed with its stack and gives 1.
-pub async fn run(spec: WorkerSpec) -> i32 {
+/// Runs a worker to its end: `Deno.exit(n)` gives n, an uncaught error is printed with its
+/// stack and gives 1, and a stop request ends it where it is.
+pub async fn run(spec: WorkerSpec, stop: StopHandle) -> Exit {
     let mut worker = match create(&spec) {
         Ok(worker) => worker,
         Err(e) => {
             log::error!("{}: {e:#}", spec.name);
-            return 1;
+            return Exit::failed(format!("{e:#}"));
         }
     };
+    *stop.0.isolate.lock().unwrap() = Some(worker.js_runtime.v8_isolate().thread_safe_handle());
     let inspecting = spec.flags.inspect.is_some();
-    let result = execute(&mut worker, &spec.main_module, inspecting).await;
+    let result = tokio::select! {
+        result = execute(&mut worker, &spec.main_module, inspecting) => Some(result),
+        _ = stop.0.requested.notified() => None,
+    };
     let exited = worker.js_runtime.op_state().borrow().try_borrow::<WatcherExited>().is_some();
     match result {
-        _ if exited => worker.exit_code(),
-        Ok(code) => code,
-        Err(e) => {
-            report(&e);
-            1
+        _ if exited => Exit { code: worker.exit_code(), error: None },
+        None => Exit { code: 0, error: Some("stopped".into()) },
+        Some(Ok(code)) => Exit { code, error: None },
+        Some(Err(e)) => {
+            let message = report(&e);
+            Exit::failed(message.lines().next().unwrap_or_default().to_string())
         }
     }
 }
@@ -164,10 +213,13 @@ async fn execute(worker: &mut MainWorker, main: &ModuleSpecifier, inspecting: bo
     Ok(worker.exit_code())
 }
 
-/// Prints an error the way `deno run` does: `error: Uncaught ...` with the stack.
-fn report(error: &CoreError) {
-    match error.as_kind() {
-        CoreErrorKind::Js(js_error) => eprintln!("error: {}", format_js_error(js_error, None)),
-        _ => eprintln!("error: {error}"),
-    }
+/// Prints an error the way `deno run` does (`error: Uncaught ...` with the stack) and
+/// returns it.
+fn report(error: &CoreError) -> String {
+    let message = match error.as_kind() {
+        CoreErrorKind::Js(js_error) => format_js_error(js_error, None),
+        _ => error.to_string(),
+    };
+    eprintln!("error: {message}");
+    message
 }

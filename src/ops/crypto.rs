@@ -14,7 +14,7 @@ const BLOCK: usize = 16;
 
 /// aykxt/crypto's `Padding` enum.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Padding {
+pub enum Padding {
     None = 1,
     Pkcs7 = 2,
     OneAndZeros = 3,
@@ -115,15 +115,9 @@ macro_rules! with_aes {
     };
 }
 
-/// Encrypts `data` (padded) with AES-CBC; the caller's next IV is the last output block.
-#[op2]
-#[buffer]
-pub fn op_denorun_aes_cbc_encrypt(
-    #[buffer] key: &[u8],
-    #[buffer] iv: &[u8],
-    #[buffer] data: &[u8],
-    padding: u32,
-) -> Result<Vec<u8>, JsErrorBox> {
+/// AES-CBC encryption of `data` with aykxt/crypto padding number `padding` (2 = PKCS7), as
+/// `openssl enc -aes-<bits>-cbc` does for PKCS7. Also used by `denorun encrypt`.
+pub fn cbc_encrypt(key: &[u8], iv: &[u8], data: &[u8], padding: u32) -> Result<Vec<u8>, JsErrorBox> {
     check(key, iv)?;
     let mut buf = Padding::from_number(padding)?.pad(data)?;
     let len = buf.len();
@@ -136,16 +130,8 @@ pub fn op_denorun_aes_cbc_encrypt(
     Ok(buf)
 }
 
-/// Decrypts `data` with AES-CBC and cuts the padding leniently; the caller's next IV is the
-/// last input block.
-#[op2]
-#[buffer]
-pub fn op_denorun_aes_cbc_decrypt(
-    #[buffer] key: &[u8],
-    #[buffer] iv: &[u8],
-    #[buffer] data: &[u8],
-    padding: u32,
-) -> Result<Vec<u8>, JsErrorBox> {
+/// AES-CBC decryption with the library's lenient unpadding.
+pub fn cbc_decrypt(key: &[u8], iv: &[u8], data: &[u8], padding: u32) -> Result<Vec<u8>, JsErrorBox> {
     check(key, iv)?;
     let padding = Padding::from_number(padding)?;
     if data.len() % BLOCK != 0 {
@@ -161,6 +147,31 @@ pub fn op_denorun_aes_cbc_decrypt(
     let cut = padding.padding_len(&buf);
     buf.truncate(buf.len() - cut);
     Ok(buf)
+}
+
+/// Encrypts `data` (padded); the caller's next IV is the last output block.
+#[op2]
+#[buffer]
+pub fn op_denorun_aes_cbc_encrypt(
+    #[buffer] key: &[u8],
+    #[buffer] iv: &[u8],
+    #[buffer] data: &[u8],
+    padding: u32,
+) -> Result<Vec<u8>, JsErrorBox> {
+    cbc_encrypt(key, iv, data, padding)
+}
+
+/// Decrypts `data` and cuts the padding leniently; the caller's next IV is the last input
+/// block.
+#[op2]
+#[buffer]
+pub fn op_denorun_aes_cbc_decrypt(
+    #[buffer] key: &[u8],
+    #[buffer] iv: &[u8],
+    #[buffer] data: &[u8],
+    padding: u32,
+) -> Result<Vec<u8>, JsErrorBox> {
+    cbc_decrypt(key, iv, data, padding)
 }
 
 #[cfg(test)]

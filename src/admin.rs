@@ -1,0 +1,294 @@
+//! Everyday admin commands, replacing the original's TypeScript CLI: set up and show worker
+//! hashes, create and inspect the request and response streams, send a request and wait for
+//! its reply, see the supervisor's workers, and encrypt a worker's secret config.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamRangeReply, StreamTrimOptions, StreamTrimmingMode};
+use redis::AsyncCommands;
+
+use crate::cli::Admin;
+use crate::config::{check_type, RedisTarget};
+use crate::ops::crypto::{cbc_encrypt, Padding};
+
+/// Runs an admin command and returns the exit code.
+pub fn run(redis: &RedisTarget, command: Admin) -> anyhow::Result<i32> {
+    if let Admin::Encrypt { key, iv, hset, file } = command {
+        return encrypt(redis, &key, iv.as_deref(), hset.as_deref(), file);
+    }
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+        let mut conn = redis.connect().await?;
+        match command {
+            Admin::Status { worker_type } => status(&mut conn, &worker_type).await,
+            Admin::SetupWorker { worker_type, id, request_limit, start } => {
+                setup_worker(&mut conn, &worker_type, &id, request_limit, start).await
+            }
+            Admin::ShowWorker { worker_type, id } => {
+                check_type(&worker_type)?;
+                show_hash(&mut conn, &format!("{worker_type}:{id}:h")).await
+            }
+            Admin::CreateReqStream { worker_type } => create_req_stream(&mut conn, &worker_type).await,
+            Admin::XaddReq { worker_type, reference, data, timeout } => {
+                xadd_req(redis, &mut conn, &worker_type, reference, &data, timeout).await
+            }
+            Admin::XrangeReq { worker_type, count } => xrange(&mut conn, &stream(&worker_type, "req")?, count).await,
+            Admin::XrangeRes { worker_type, count } => xrange(&mut conn, &stream(&worker_type, "res")?, count).await,
+            Admin::XtrimReq { worker_type, maxlen } => xtrim(&mut conn, &stream(&worker_type, "req")?, maxlen).await,
+            Admin::XtrimRes { worker_type, maxlen } => xtrim(&mut conn, &stream(&worker_type, "res")?, maxlen).await,
+            Admin::Info { worker_type } => info(&mut conn, &worker_type).await,
+            Admin::Encrypt { .. } => unreachable!("handled above"),
+        }
+    })
+}
+
+fn stream(worker_type: &str, which: &str) -> anyhow::Result<String> {
+    check_type(worker_type)?;
+    Ok(format!("{worker_type}:{which}:x"))
+}
+
+/// Each worker of a type (from its queues): state, pid, restarts, last exit and error.
+async fn status(conn: &mut MultiplexedConnection, worker_type: &str) -> anyhow::Result<i32> {
+    check_type(worker_type)?;
+    let supervisor: HashMap<String, String> = conn.hgetall(format!("{worker_type}:h")).await?;
+    match supervisor.get("pid") {
+        Some(pid) => println!(
+            "supervisor: pid {pid} on {}, started {} time(s)",
+            supervisor.get("host").map(String::as_str).unwrap_or("?"),
+            supervisor.get("startedCount").map(String::as_str).unwrap_or("?")
+        ),
+        None => println!("supervisor: not running"),
+    }
+    let mut ids: Vec<(String, &str)> = Vec::new();
+    for (queue, state) in [("started", "started"), ("start", "queued"), ("failed", "failed")] {
+        let listed: Vec<String> = conn.lrange(format!("{worker_type}:{queue}:q"), 0, -1).await?;
+        for id in listed {
+            if !ids.iter().any(|(known, _)| *known == id) {
+                ids.push((id, state));
+            }
+        }
+    }
+    if ids.is_empty() {
+        println!("no workers: push ids on {worker_type}:start:q");
+        return Ok(0);
+    }
+    println!("{:<8} {:<11} {:<8} {:<9} {:<10} LAST ERROR", "ID", "STATE", "PID", "RESTARTS", "LAST EXIT");
+    for (id, state) in ids {
+        let hash: HashMap<String, String> = conn.hgetall(format!("{worker_type}:{id}:h")).await?;
+        let field = |name: &str| hash.get(name).cloned().unwrap_or_else(|| "-".into());
+        let state = match (state, hash.contains_key("pid")) {
+            ("started", true) => "running",
+            ("started", false) => "restarting",
+            (other, _) => other,
+        };
+        println!(
+            "{:<8} {:<11} {:<8} {:<9} {:<10} {}",
+            id,
+            state,
+            field("pid"),
+            field("restarts"),
+            field("lastExit"),
+            hash.get("lastError").filter(|e| !e.is_empty()).map(String::as_str).unwrap_or("-")
+        );
+    }
+    Ok(0)
+}
+
+async fn setup_worker(
+    conn: &mut MultiplexedConnection,
+    worker_type: &str,
+    id: &str,
+    request_limit: Option<u32>,
+    start: bool,
+) -> anyhow::Result<i32> {
+    check_type(worker_type)?;
+    let key = format!("{worker_type}:{id}:h");
+    let mut fields = vec![
+        ("workerType", worker_type.to_string()),
+        ("requestStream", format!("{worker_type}:req:x")),
+        ("responseStream", format!("{worker_type}:res:x")),
+        ("consumerId", id.to_string()),
+    ];
+    if let Some(limit) = request_limit {
+        fields.push(("requestLimit", limit.to_string()));
+    }
+    let mut pipe = redis::pipe();
+    pipe.atomic().del(&key).ignore().hset_multiple(&key, &fields).ignore();
+    if start {
+        pipe.lpush(format!("{worker_type}:start:q"), id).ignore();
+    }
+    let () = pipe.query_async(conn).await?;
+    show_hash(conn, &key).await
+}
+
+async fn show_hash(conn: &mut MultiplexedConnection, key: &str) -> anyhow::Result<i32> {
+    let hash: BTreeMap<String, String> = conn.hgetall(key).await?;
+    if hash.is_empty() {
+        bail!("{key} does not exist; create it with denorun setup-worker");
+    }
+    println!("{key}");
+    for (field, value) in hash {
+        println!("  {field} {value}");
+    }
+    Ok(0)
+}
+
+async fn create_req_stream(conn: &mut MultiplexedConnection, worker_type: &str) -> anyhow::Result<i32> {
+    let key = stream(worker_type, "req")?;
+    let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(&key, "worker", "0").await;
+    match created {
+        Ok(()) => println!("created {key} with consumer group worker"),
+        Err(e) if e.code() == Some("BUSYGROUP") => println!("{key} exists with consumer group worker"),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(0)
+}
+
+/// Adds a request as the original CLI did, then waits for the worker's reply, like xadd.sh.
+async fn xadd_req(
+    redis: &RedisTarget,
+    conn: &mut MultiplexedConnection,
+    worker_type: &str,
+    reference: Option<String>,
+    data: &str,
+    timeout: u64,
+) -> anyhow::Result<i32> {
+    let key = stream(worker_type, "req")?;
+    serde_json::from_str::<serde_json::Value>(data).with_context(|| format!("--data is not JSON: {data}"))?;
+    let reference = reference.unwrap_or_else(|| hex::encode(rand::random::<[u8; 6]>()));
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let request_hash = format!("req:{reference}:h");
+    let () = redis::pipe()
+        .atomic()
+        .hset_multiple(
+            &request_hash,
+            &[("ref", reference.as_str()), ("type", worker_type), ("requestData", data), ("created", &now)],
+        )
+        .ignore()
+        .expire(&request_hash, 120)
+        .ignore()
+        .query_async(conn)
+        .await?;
+    let id: String = conn
+        .xadd(&key, "*", &[("ref", reference.as_str()), ("time", &now), ("type", worker_type), ("data", data)])
+        .await?;
+    println!("ref={reference} id={id}");
+    let mut blocking = redis.connect_blocking().await?;
+    let reply: Option<[String; 2]> = blocking.brpop(format!("res:{reference}"), timeout as f64).await?;
+    match reply {
+        Some([_, reply]) => {
+            println!("{reply}");
+            Ok(0)
+        }
+        None => bail!(
+            "no reply for {reference} within {timeout}s: is a {worker_type} worker running? (denorun status {worker_type})"
+        ),
+    }
+}
+
+async fn xrange(conn: &mut MultiplexedConnection, key: &str, count: usize) -> anyhow::Result<i32> {
+    let reply: StreamRangeReply = conn.xrange_count(key, "-", "+", count).await?;
+    for entry in reply.ids {
+        let mut fields: Vec<(String, String)> = entry
+            .map
+            .iter()
+            .map(|(k, v)| (k.clone(), redis::from_redis_value_ref::<String>(v).unwrap_or_default()))
+            .collect();
+        fields.sort();
+        let fields: Vec<String> = fields.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("{} {}", entry.id, fields.join(" "));
+    }
+    Ok(0)
+}
+
+async fn xtrim(conn: &mut MultiplexedConnection, key: &str, maxlen: usize) -> anyhow::Result<i32> {
+    let removed: usize = conn.xtrim_options(key, &StreamTrimOptions::maxlen(StreamTrimmingMode::Exact, maxlen)).await?;
+    println!("trimmed {removed} from {key}");
+    Ok(0)
+}
+
+async fn info(conn: &mut MultiplexedConnection, worker_type: &str) -> anyhow::Result<i32> {
+    let key = stream(worker_type, "req")?;
+    let groups: redis::RedisResult<Vec<HashMap<String, redis::Value>>> =
+        redis::cmd("XINFO").arg("GROUPS").arg(&key).query_async(conn).await;
+    let groups = match groups {
+        Ok(groups) => groups,
+        Err(e) if e.detail().is_some_and(|d| d.contains("no such key")) => {
+            bail!("{key} does not exist; create it with denorun create-req-stream {worker_type}")
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if groups.is_empty() {
+        bail!("{key} has no consumer groups yet; create one with denorun create-req-stream {worker_type}");
+    }
+    for group in groups {
+        let mut fields: Vec<_> = group.into_iter().collect();
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        println!("group:");
+        for (field, value) in fields {
+            let text = redis::from_redis_value_ref::<String>(&value).unwrap_or_else(|_| format!("{value:?}"));
+            println!("  {field} {text}");
+        }
+    }
+    Ok(0)
+}
+
+/// Encrypts a JSON document (a file, or stdin) with AES-CBC and PKCS7, the same bytes as
+/// `openssl enc -aes-128-cbc -K <key> -iv <iv> -base64 -A`, and prints (or stores) the
+/// `encryptedIv` and `encryptedJson` fields a worker hash needs.
+fn encrypt(
+    redis: &RedisTarget,
+    key_hex: &str,
+    iv_hex: Option<&str>,
+    hset: Option<&str>,
+    file: Option<PathBuf>,
+) -> anyhow::Result<i32> {
+    let key = hex::decode(key_hex).context("--key must be hex, e.g. from: od -An -N16 -tx1 /dev/urandom")?;
+    if !matches!(key.len(), 16 | 24 | 32) {
+        bail!("--key must be 16, 24 or 32 bytes (32, 48 or 64 hex digits), not {}", key.len());
+    }
+    let iv = match iv_hex {
+        Some(iv) => hex::decode(iv).context("--iv must be hex")?,
+        None => rand::random::<[u8; 16]>().to_vec(),
+    };
+    if iv.len() != 16 {
+        bail!("--iv must be 16 bytes (32 hex digits)");
+    }
+    let mut json = Vec::new();
+    match &file {
+        Some(path) if path.as_os_str() != "-" => {
+            json = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        _ => {
+            std::io::stdin().read_to_end(&mut json).context("reading the JSON from stdin")?;
+        }
+    }
+    serde_json::from_slice::<serde_json::Value>(&json).context("the secret config is not valid JSON")?;
+    let encrypted = cbc_encrypt(&key, &iv, &json, Padding::Pkcs7 as u32).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let fields = [
+        ("encryptedAlg", format!("aes-{}-cbc", key.len() * 8)),
+        ("encryptedIv", hex::encode(&iv)),
+        ("encryptedJson", base64::engine::general_purpose::STANDARD.encode(encrypted)),
+    ];
+    match hset {
+        Some(hash) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let mut conn = redis.connect().await?;
+                let () = conn.hset_multiple(hash, &fields).await?;
+                anyhow::Ok(())
+            })?;
+            println!("set {} in {hash}", fields.map(|(f, _)| f).join(", "));
+        }
+        None => {
+            for (field, value) in fields {
+                println!("{field} {value}");
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,288 @@
+//! `denorun supervise` against a real redis-server: several demo workers in one process,
+//! restarts, backoff and parking, draining on SIGTERM, and where the secret goes.
+//! Each test uses its own Redis db, since the demo's keys are fixed (`demo-worker:*`).
+
+mod common;
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use redis::Commands;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const SECRET: &str = "00112233445566778899aabbccddeeff";
+const IV: &str = "0f0e0d0c0b0a09080706050403020100";
+
+fn url(db: u8) -> String {
+    format!("{}/{db}", redis().url())
+}
+
+fn conn(db: u8) -> redis::Connection {
+    redis::Client::open(url(db)).unwrap().get_connection().unwrap()
+}
+
+/// Encrypts the demo's secret config into `hash` with `denorun encrypt`.
+fn encrypt_into(db: u8, hash: &str) {
+    let mut encrypt = Command::new(DENORUN);
+    encrypt.args(["encrypt", "--key", SECRET, "--iv", IV, "--hset", hash]).env("REDIS_URL", url(db));
+    let encrypted = run(encrypt, r#"{ "password": "hello", "type": "demo-worker" }"#);
+    assert_eq!(encrypted.code, 0, "{encrypted:?}");
+}
+
+/// The demo type's defaults in `demo-worker:h` (the module comes from there only), `ids`
+/// worker hashes with the fields the worker reads itself, queued on start:q, and the request
+/// stream's group: what demo/run.sh sets up, with `worker` as the module.
+fn setup(db: u8, worker: &Path, ids: &[&str], request_limit: u32) {
+    let mut c = conn(db);
+    let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
+    encrypt_into(db, "demo-worker:h");
+    let defaults = [
+        ("workerUrl", worker.to_str().unwrap()),
+        ("workerVersion", "local"),
+        ("workerType", "demo-worker"),
+        ("requestStream", "demo-worker:req:x"),
+        ("responseStream", "demo-worker:res:x"),
+        ("denoOptions", "--allow-env=REDIS_URL"),
+    ];
+    let _: () = c.hset_multiple("demo-worker:h", &defaults).unwrap();
+    for id in ids {
+        let key = format!("demo-worker:{id}:h");
+        encrypt_into(db, &key);
+        let limit = request_limit.to_string();
+        let own = [
+            ("consumerId", *id),
+            ("requestLimit", limit.as_str()),
+            ("requestStream", "demo-worker:req:x"),
+            ("responseStream", "demo-worker:res:x"),
+        ];
+        let _: () = c.hset_multiple(&key, &own).unwrap();
+        let _: () = c.lpush("demo-worker:start:q", *id).unwrap();
+    }
+    let _: () = redis::cmd("XGROUP").arg(&["CREATE", "demo-worker:req:x", "worker", "$", "MKSTREAM"]).query(&mut c).unwrap();
+}
+
+fn demo_worker() -> PathBuf {
+    Path::new(ROOT).join("demo/worker.ts")
+}
+
+struct Supervisor {
+    child: Child,
+    log: tempfile::TempDir,
+}
+
+impl Supervisor {
+    fn start(db: u8, extra: &[&str]) -> Supervisor {
+        let log = temp_dir();
+        let mut cmd = Command::new(DENORUN);
+        cmd.arg("supervise")
+            .arg("demo-worker")
+            .args(extra)
+            .env("REDIS_URL", url(db))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(File::create(log.path().join("out")).unwrap())
+            .stderr(File::create(log.path().join("err")).unwrap());
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(format!("worker-v0 {SECRET}\n").as_bytes()).unwrap();
+        Supervisor { child, log }
+    }
+
+    fn signal(&self, signal: i32) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for the exit (60 s at most) and returns it with what the supervisor printed.
+    fn finish(mut self) -> Run {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                self.child.kill().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: std::fs::read_to_string(self.log.path().join("out")).unwrap(),
+            stderr: std::fs::read_to_string(self.log.path().join("err")).unwrap(),
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn has_pid(db: u8, id: &str) -> bool {
+    conn(db).hexists(format!("demo-worker:{id}:h"), "pid").unwrap()
+}
+
+fn request(db: u8, reference: &str) -> serde_json::Value {
+    let mut c = conn(db);
+    let _: String = c.xadd("demo-worker:req:x", "*", &[("ref", reference), ("type", "demo-worker")]).unwrap();
+    let reply: Option<(String, String)> = c.brpop(format!("res:{reference}"), 10.0).unwrap();
+    serde_json::from_str(&reply.unwrap_or_else(|| panic!("no reply for {reference}")).1).unwrap()
+}
+
+#[test]
+fn three_workers_in_one_process_all_serve_requests() {
+    let db = 6;
+    setup(db, &demo_worker(), &["1", "2", "3"], 0);
+    let supervisor = Supervisor::start(db, &[]);
+    wait_until("all three workers run", || ["1", "2", "3"].iter().all(|id| has_pid(db, id)));
+    let pids: HashSet<String> =
+        ["1", "2", "3"].iter().map(|id| conn(db).hget(format!("demo-worker:{id}:h"), "pid").unwrap()).collect();
+    assert_eq!(pids, HashSet::from([supervisor.child.id().to_string()]), "one process");
+    let started: Vec<String> = conn(db).lrange("demo-worker:started:q", 0, -1).unwrap();
+    assert_eq!(started.len(), 3);
+
+    let mut served_by = HashSet::new();
+    for i in 0..9 {
+        let res = request(db, &format!("r{i}"));
+        assert_eq!(res["code"], 200);
+        served_by.insert(res["worker"]["workerKey"].as_str().unwrap().to_string());
+    }
+    assert_eq!(served_by.len(), 3, "{served_by:?}");
+
+    let status = run(denorun(&["status", "demo-worker", "--redis", &url(db)]), "");
+    assert_eq!(status.code, 0, "{status:?}");
+    assert_eq!(status.stdout.matches(" running ").count(), 3, "{status:?}");
+    supervisor.signal(libc::SIGTERM);
+    let run = supervisor.finish();
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[test]
+fn deleting_one_pid_restarts_that_worker_only() {
+    let db = 7;
+    setup(db, &demo_worker(), &["1", "2", "3"], 0);
+    let supervisor = Supervisor::start(db, &[]);
+    wait_until("all three workers run", || ["1", "2", "3"].iter().all(|id| has_pid(db, id)));
+    let _: () = conn(db).hdel("demo-worker:2:h", "pid").unwrap();
+    wait_until("worker 2 has restarted", || {
+        let restarts: Option<u32> = conn(db).hget("demo-worker:2:h", "restarts").unwrap();
+        restarts == Some(1) && has_pid(db, "2")
+    });
+    let error: String = conn(db).hget("demo-worker:2:h", "lastError").unwrap();
+    assert!(error.contains("Aborting because 'pid' field removed/changed"), "{error}");
+    for id in ["1", "3"] {
+        let restarts: Option<u32> = conn(db).hget(format!("demo-worker:{id}:h"), "restarts").unwrap();
+        assert_eq!(restarts, None, "worker {id} was not restarted");
+    }
+    assert_eq!(request(db, "after-restart")["code"], 200);
+    supervisor.signal(libc::SIGTERM);
+    assert_eq!(supervisor.finish().code, 0);
+}
+
+#[test]
+fn a_worker_failing_at_start_is_backed_off_then_parked() {
+    let db = 8;
+    let dir = temp_dir();
+    let failing = write(dir.path(), "failing.ts", "throw new Error(`boom at start of ${Deno.args[0]}`);\n");
+    setup(db, &failing, &["1"], 0);
+    let supervisor = Supervisor::start(db, &["--max-failures", "3", "--backoff", "0.05", "--quick-exit", "30"]);
+    wait_until("the worker is parked", || {
+        let failed: Vec<String> = conn(db).lrange("demo-worker:failed:q", 0, -1).unwrap();
+        failed == ["1"]
+    });
+    let hash: std::collections::HashMap<String, String> = conn(db).hgetall("demo-worker:1:h").unwrap();
+    assert_eq!(hash["restarts"], "3");
+    assert_eq!(hash["lastExit"], "1");
+    assert!(hash["lastError"].contains("Error: boom at start of demo-worker:1:h"), "{hash:?}");
+    assert!(!hash.contains_key("pid"));
+    let started: Vec<String> = conn(db).lrange("demo-worker:started:q", 0, -1).unwrap();
+    let start: Vec<String> = conn(db).lrange("demo-worker:start:q", 0, -1).unwrap();
+    assert!(started.is_empty() && start.is_empty(), "{started:?} {start:?}");
+
+    let status = run(denorun(&["status", "demo-worker", "--redis", &url(db)]), "");
+    assert!(status.stdout.contains("failed") && status.stdout.contains("boom at start"), "{status:?}");
+    supervisor.signal(libc::SIGTERM);
+    let run = supervisor.finish();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stderr.matches("restarting in").count(), 2, "{run:?}");
+    assert!(run.stderr.contains("parked on demo-worker:failed:q after 3 quick failures"), "{run:?}");
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_and_requeues_every_id() {
+    let db = 9;
+    setup(db, &demo_worker(), &["1", "2"], 0);
+    let supervisor = Supervisor::start(db, &[]);
+    wait_until("both workers run", || has_pid(db, "1") && has_pid(db, "2"));
+    let mut c = conn(db);
+    for i in 0..200 {
+        let _: String = c.xadd("demo-worker:req:x", "*", &[("ref", format!("burst{i}")), ("type", "demo-worker".into())]).unwrap();
+    }
+    wait_until("some requests are served", || c.xlen::<_, usize>("demo-worker:res:x").unwrap() >= 5);
+    supervisor.signal(libc::SIGTERM);
+    let run = supervisor.finish();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("draining 2 worker(s)"), "{run:?}");
+
+    // Every request a worker took was answered: delivered (pending) == responses.
+    let pending: (usize, Option<String>, Option<String>, Option<Vec<(String, String)>>) =
+        redis::cmd("XPENDING").arg("demo-worker:req:x").arg("worker").query(&mut c).unwrap();
+    let responses: usize = c.xlen("demo-worker:res:x").unwrap();
+    assert_eq!(pending.0, responses, "each delivered request has its response");
+    assert!(responses < 200, "the drain stopped the workers before the stream ran dry");
+    for id in ["1", "2"] {
+        assert!(!has_pid(db, id), "worker {id} still has a pid");
+    }
+    let mut start: Vec<String> = c.lrange("demo-worker:start:q", 0, -1).unwrap();
+    start.sort();
+    assert_eq!(start, ["1", "2"]);
+    let started: usize = c.llen("demo-worker:started:q").unwrap();
+    assert_eq!(started, 0);
+    let supervisor_pid: Option<String> = c.hget("demo-worker:h", "pid").unwrap();
+    assert_eq!(supervisor_pid, None);
+}
+
+#[test]
+fn the_secret_is_not_in_environ_cmdline_or_logs() {
+    let db = 10;
+    setup(db, &demo_worker(), &["1"], 0);
+    let supervisor = Supervisor::start(db, &[]);
+    wait_until("the worker runs", || has_pid(db, "1"));
+    let pid = supervisor.child.id();
+    for file in ["environ", "cmdline"] {
+        let bytes = std::fs::read(format!("/proc/{pid}/{file}")).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains(SECRET), "the secret is in /proc/{pid}/{file}");
+    }
+    // Each worker thread runs under the same process: the same check covers them.
+    assert_eq!(request(db, "s1")["code"], 200);
+    supervisor.signal(libc::SIGINT);
+    let run = supervisor.finish();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stdout.contains(SECRET) && !run.stderr.contains(SECRET), "{run:?}");
+    assert!(run.stdout.contains("INFO Started with secret config type: demo-worker"), "{run:?}");
+}
+
+#[test]
+fn bad_type_or_missing_secret_are_clear_errors() {
+    let no_hash = run(denorun(&["supervise", "nosuch-type", "--redis", &url(11)]), "worker-v0 00\n");
+    assert_eq!(no_hash.code, 1, "{no_hash:?}");
+    assert!(no_hash.stderr.contains("worker hash 'nosuch-type:h' does not exist"), "{no_hash:?}");
+    let bad_type = run(denorun(&["supervise", "Bad:Type"]), "worker-v0 00\n");
+    assert_eq!(bad_type.code, 1, "{bad_type:?}");
+    assert!(bad_type.stderr.contains("must match ^[a-z][-a-z0-9_]*$"), "{bad_type:?}");
+    let no_secret = run(denorun(&["supervise", "demo-worker", "--redis", &url(11)]), "");
+    assert_eq!(no_secret.code, 1, "{no_secret:?}");
+    assert!(no_secret.stderr.contains("no secret line on stdin"), "{no_secret:?}");
+}
