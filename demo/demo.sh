@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's demo: sets up the machine, builds denorun, starts a private redis-server on a
-# free port (unless REDIS_URL is set), runs the demo worker (demo/run.sh) and sends it three
-# requests (demo/xadd.sh); the worker exits after the third.
+# free port (unless REDIS_URL is set), supervises two demo workers (demo/run.sh), sends them
+# three requests (demo/xadd.sh), shows their status, and drains them with SIGTERM.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -23,14 +23,18 @@ if [ -z "${REDIS_URL:-}" ]; then
 fi
 
 demo/clean.sh >/dev/null
-REQUEST_LIMIT=3 demo/run.sh &
-worker=$!
-until [ -n "$(redis-cli -u "$REDIS_URL" hget demo-worker:1:h pid)" ]; do
-  kill -0 $worker 2>/dev/null || { echo "the worker did not start" >&2; exit 1; }
-  sleep 0.1
+WORKERS=2 demo/run.sh &
+supervisor=$!
+for id in 1 2; do
+  until [ -n "$(redis-cli -u "$REDIS_URL" hget demo-worker:$id:h pid)" ]; do
+    kill -0 $supervisor 2>/dev/null || { echo "the workers did not start" >&2; exit 1; }
+    sleep 0.1
+  done
 done
 for _ in 1 2 3; do
   demo/xadd.sh
 done
-wait $worker
-echo "worker exited with $?; response stream length: $(redis-cli -u "$REDIS_URL" xlen demo-worker:res:x)"
+"${CARGO_TARGET_DIR}/release/denorun" status demo-worker
+kill -TERM $supervisor
+wait $supervisor
+echo "supervisor exited with $?; response stream length: $(redis-cli -u "$REDIS_URL" xlen demo-worker:res:x)"

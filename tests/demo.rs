@@ -152,7 +152,7 @@ fn serves_requests_up_to_the_limit_with_replies_stream_entries_and_traces() {
 fn run_sh_and_xadd_sh_work_with_only_denorun_and_redis_cli() {
     let db = 2;
     let _: () = redis::cmd("FLUSHDB").query(&mut conn(db)).unwrap();
-    let mut worker = Command::new("bash")
+    let mut supervisor = Command::new("bash")
         .arg("demo/run.sh")
         .current_dir(ROOT)
         .env("REDIS_URL", url(db))
@@ -163,21 +163,28 @@ fn run_sh_and_xadd_sh_work_with_only_denorun_and_redis_cli() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_pid(db, &mut worker);
-    for _ in 0..2 {
+    wait_for_pid(db, &mut supervisor);
+    // Three requests: the worker restarts after its limit of two, and serves the third.
+    for _ in 0..3 {
         let mut xadd = Command::new("bash");
         xadd.arg("demo/xadd.sh").current_dir(ROOT).env("REDIS_URL", url(db)).env("DENORUN", DENORUN);
         let sent = run(xadd, "");
         assert_eq!(sent.code, 0, "{sent:?}");
-        let reference = sent.stdout.lines().next().unwrap().trim_start_matches("ref=").to_string();
+        let first = sent.stdout.lines().next().unwrap();
+        let reference = first.split_whitespace().next().unwrap().trim_start_matches("ref=").to_string();
         let res: Value = serde_json::from_str(sent.stdout.lines().nth(1).unwrap()).unwrap();
         assert_eq!(res["ref"], reference.as_str(), "{sent:?}");
         assert_eq!(res["code"], 200);
     }
-    let run = finish(worker);
+    let restarts: String = conn(db).hget(KEY, "restarts").unwrap();
+    assert_eq!(restarts, "1");
+    unsafe { libc::kill(supervisor.id() as i32, libc::SIGTERM) };
+    let run = finish(supervisor);
     assert_eq!(run.code, 0, "{run:?}");
     let len: usize = conn(db).xlen("demo-worker:res:x").unwrap();
-    assert_eq!(len, 2);
+    assert_eq!(len, 3);
+    let start: Vec<String> = conn(db).lrange("demo-worker:start:q", 0, -1).unwrap();
+    assert_eq!(start, ["1"]);
     // A second run.sh refuses to overwrite the demo's keys.
     let mut again = Command::new("bash");
     again.arg("demo/run.sh").current_dir(ROOT).env("REDIS_URL", url(db)).env("DENORUN", DENORUN);
