@@ -1,0 +1,622 @@
+//! denorun's benchmark: the demo worker's loop (HGET pid; XREADGROUP COUNT 1 BLOCK; MULTI
+//! LPUSH EXPIRE XADD HMSET EXEC) in four forms on one Redis, in one run:
+//!
+//! - denorun with the demo worker (`denorun <key>`; `denorun supervise` for many workers);
+//! - Deno 2.9.6 running the same loop written with npm ioredis, one process per worker;
+//! - Node 20 running that ioredis worker;
+//! - a bare Rust loop with the `redis` crate (`denorun-bench worker <key>`): no JavaScript.
+//!
+//! A load generator XADDs requests and waits for each reply (BRPOP `res:{ref}`) at a fixed
+//! concurrency. It reports requests/s, p50/p99 latency, worker CPU time per request, cold
+//! start, and RSS, prints one table with ratios, and writes BENCHMARKS.md.
+//!
+//! Usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--out FILE]
+//!        denorun-bench worker <key>   (the bare Rust form; REDIS_URL names the Redis)
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use redis::AsyncCommands;
+
+const KEY_HEX: &str = "00112233445566778899aabbccddeeff";
+const IV_HEX: &str = "0f0e0d0c0b0a09080706050403020100";
+const CONCURRENCY: usize = 8;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match args.first().map(String::as_str) {
+        Some("worker") => rt.block_on(rust_worker(args.get(1).context("usage: denorun-bench worker <key>")?)),
+        Some("run") => rt.block_on(run(Options::parse(&args[1..])?)),
+        _ => bail!("usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--out FILE]"),
+    }
+}
+
+struct Options {
+    denorun: PathBuf,
+    deno: PathBuf,
+    node: PathBuf,
+    quick: bool,
+    out: PathBuf,
+    /// The command line, for the report.
+    command: String,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> anyhow::Result<Options> {
+        let mut values: HashMap<&str, &str> = HashMap::new();
+        let mut quick = false;
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                "--quick" => quick = true,
+                "--denorun" | "--deno" | "--node" | "--out" => {
+                    values.insert(arg, it.next().context("a flag needs a value")?);
+                }
+                other => bail!("unknown argument {other}"),
+            }
+        }
+        let path = |flag: &str| values.get(flag).map(PathBuf::from).with_context(|| format!("{flag} is required"));
+        Ok(Options {
+            denorun: path("--denorun")?,
+            deno: path("--deno")?,
+            node: path("--node")?,
+            quick,
+            out: values.get("--out").map(PathBuf::from).unwrap_or_else(|| "BENCHMARKS.md".into()),
+            command: std::env::var("BENCH_COMMAND").unwrap_or_else(|_| "bench/run.sh".into()),
+        })
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Form {
+    Denorun,
+    Deno,
+    Node,
+    Rust,
+}
+
+impl Form {
+    const ALL: [Form; 4] = [Form::Denorun, Form::Deno, Form::Node, Form::Rust];
+
+    fn name(self) -> &'static str {
+        match self {
+            Form::Denorun => "(a) denorun",
+            Form::Deno => "(b) Deno 2.9 + ioredis",
+            Form::Node => "(c) Node 20 + ioredis",
+            Form::Rust => "(d) Rust loop",
+        }
+    }
+}
+
+/// A running form: its processes.
+struct Workers {
+    children: Vec<Child>,
+    form: Form,
+}
+
+impl Workers {
+    fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
+    fn stop(mut self) {
+        for child in &mut self.children {
+            let signal = if self.form == Form::Denorun { libc::SIGTERM } else { libc::SIGKILL };
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
+        for child in &mut self.children {
+            let _ = child.wait();
+        }
+    }
+}
+
+struct Bench {
+    opts: Options,
+    redis_url: String,
+    conn: redis::aio::MultiplexedConnection,
+    root: PathBuf,
+}
+
+#[derive(Default, Clone)]
+struct Row {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_us_per_request: f64,
+    rss_idle_mib: f64,
+    rss_load_mib: f64,
+}
+
+#[derive(Default, Clone)]
+struct Cold {
+    to_xreadgroup_ms: f64,
+    to_reply_ms: f64,
+}
+
+async fn run(opts: Options) -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let (_redis, redis_url) = start_redis()?;
+    let conn = redis::Client::open(redis_url.as_str())?.get_multiplexed_async_connection().await?;
+    let mut bench = Bench { opts, redis_url, conn, root };
+    let requests = if bench.opts.quick { 400 } else { 4000 };
+    let cold_runs = if bench.opts.quick { 1 } else { 5 };
+
+    let mut cold: HashMap<&str, Cold> = HashMap::new();
+    let mut rows: HashMap<(&str, usize), Row> = HashMap::new();
+    let mut denorun_rss_per_added = 0.0;
+    for form in Form::ALL {
+        eprintln!("{}: cold start x{cold_runs}", form.name());
+        cold.insert(form.name(), bench.cold_start(form, cold_runs).await?);
+        for workers in [1usize, 4] {
+            eprintln!("{}: {workers} worker(s), {requests} requests", form.name());
+            let row = bench.throughput(form, workers, requests).await?;
+            rows.insert((form.name(), workers), row);
+        }
+        if form == Form::Denorun {
+            let (one, four) = (&rows[&(form.name(), 1)], &rows[&(form.name(), 4)]);
+            denorun_rss_per_added = (four.rss_idle_mib - one.rss_idle_mib) / 3.0;
+        }
+    }
+    let report = report(&bench.opts, requests, &cold, &rows, denorun_rss_per_added);
+    println!("{report}");
+    std::fs::write(&bench.opts.out, &report).with_context(|| format!("writing {}", bench.opts.out.display()))?;
+    eprintln!("wrote {}", bench.opts.out.display());
+    Ok(())
+}
+
+impl Bench {
+    /// FLUSHDB, then the type hash and `n` worker hashes as demo/run.sh makes them.
+    async fn setup(&mut self, n: usize) -> anyhow::Result<()> {
+        let () = redis::cmd("FLUSHDB").query_async(&mut self.conn).await?;
+        let worker = self.root.join("demo/worker.ts");
+        let mut hashes = vec!["demo-worker:h".to_string()];
+        hashes.extend((1..=n).map(|i| format!("demo-worker:{i}:h")));
+        for (i, hash) in hashes.iter().enumerate() {
+            let id = i.to_string();
+            let fields = [
+                ("workerUrl", worker.to_str().unwrap()),
+                ("workerVersion", "local"),
+                ("workerType", "demo-worker"),
+                ("requestStream", "demo-worker:req:x"),
+                ("responseStream", "demo-worker:res:x"),
+                ("consumerId", id.as_str()),
+                ("requestLimit", "0"),
+                ("denoOptions", "--allow-env=REDIS_URL"),
+            ];
+            let () = self.conn.hset_multiple(hash, &fields).await?;
+            let mut encrypt = Command::new(&self.opts.denorun);
+            encrypt
+                .args(["encrypt", "--key", KEY_HEX, "--iv", IV_HEX, "--hset", hash])
+                .env("REDIS_URL", &self.redis_url)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null());
+            let mut child = encrypt.spawn()?;
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(br#"{ "password": "hello", "type": "demo-worker" }"#)?;
+            if !child.wait()?.success() {
+                bail!("denorun encrypt failed");
+            }
+        }
+        let () = redis::cmd("XGROUP")
+            .arg(&["CREATE", "demo-worker:req:x", "worker", "$", "MKSTREAM"])
+            .query_async(&mut self.conn)
+            .await?;
+        Ok(())
+    }
+
+    fn spawn(&self, form: Form, n: usize, single: bool) -> anyhow::Result<Workers> {
+        let secret = format!("worker-v0 {KEY_HEX}\n");
+        let bench_dir = self.root.join("bench");
+        let commands: Vec<Command> = match form {
+            Form::Denorun if single => vec![cmd(&self.opts.denorun, &["demo-worker:1:h"])],
+            Form::Denorun => vec![cmd(&self.opts.denorun, &["supervise", "demo-worker"])],
+            Form::Deno => (1..=n)
+                .map(|i| {
+                    let key = format!("demo-worker:{i}:h");
+                    cmd(&self.opts.deno, &["run", "-A", "--quiet", "workers/ioredis-worker.mjs", &key])
+                })
+                .collect(),
+            Form::Node => (1..=n)
+                .map(|i| cmd(&self.opts.node, &["workers/ioredis-worker.mjs", &format!("demo-worker:{i}:h")]))
+                .collect(),
+            Form::Rust => {
+                let me = std::env::current_exe()?;
+                (1..=n).map(|i| cmd(&me, &["worker", &format!("demo-worker:{i}:h")])).collect()
+            }
+        };
+        let mut children = Vec::new();
+        for mut command in commands {
+            command
+                .current_dir(&bench_dir)
+                .env("REDIS_URL", &self.redis_url)
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit());
+            let mut child = command.spawn().with_context(|| format!("starting {}", form.name()))?;
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(secret.as_bytes())?;
+            children.push(child);
+        }
+        if form == Form::Denorun && !single {
+            for i in 1..=n {
+                let () = redis::cmd("LPUSH").arg("demo-worker:start:q").arg(i).query(&mut self.sync_conn()?)?;
+            }
+        }
+        Ok(Workers { children, form })
+    }
+
+    fn sync_conn(&self) -> anyhow::Result<redis::Connection> {
+        Ok(redis::Client::open(self.redis_url.as_str())?.get_connection()?)
+    }
+
+    /// Process start to first XREADGROUP (the consumer appears) and to the first reply, for a
+    /// request already waiting in the stream; the median of `runs`.
+    async fn cold_start(&mut self, form: Form, runs: usize) -> anyhow::Result<Cold> {
+        let mut samples = Vec::new();
+        for _ in 0..runs {
+            self.setup(1).await?;
+            let _: String = self.conn.xadd("demo-worker:req:x", "*", &[("ref", "cold"), ("type", "demo-worker")]).await?;
+            let start = Instant::now();
+            let workers = self.spawn(form, 1, true)?;
+            let mut to_xreadgroup = None;
+            let to_reply = loop {
+                if start.elapsed() > Duration::from_secs(30) {
+                    bail!("{}: no reply within 30 s", form.name());
+                }
+                if to_xreadgroup.is_none() {
+                    let consumers: redis::Value = redis::cmd("XINFO")
+                        .arg(&["CONSUMERS", "demo-worker:req:x", "worker"])
+                        .query_async(&mut self.conn)
+                        .await?;
+                    if matches!(&consumers, redis::Value::Array(items) if !items.is_empty()) {
+                        to_xreadgroup = Some(start.elapsed());
+                    }
+                }
+                let replies: usize = self.conn.llen("res:cold").await?;
+                if replies > 0 {
+                    break start.elapsed();
+                }
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            };
+            workers.stop();
+            samples.push(Cold {
+                to_xreadgroup_ms: ms(to_xreadgroup.unwrap_or(to_reply)),
+                to_reply_ms: ms(to_reply),
+            });
+        }
+        let median = |f: fn(&Cold) -> f64| {
+            let mut v: Vec<f64> = samples.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        Ok(Cold { to_xreadgroup_ms: median(|c| c.to_xreadgroup_ms), to_reply_ms: median(|c| c.to_reply_ms) })
+    }
+
+    async fn throughput(&mut self, form: Form, n: usize, requests: usize) -> anyhow::Result<Row> {
+        self.setup(n).await?;
+        let workers = self.spawn(form, n, false)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut ready = 0;
+            for i in 1..=n {
+                let has: bool = self.conn.hexists(format!("demo-worker:{i}:h"), "pid").await?;
+                ready += has as usize;
+            }
+            if ready == n {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{}: {n} workers did not start", form.name());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let pids = workers.pids();
+        let rss_idle = rss_mib(&pids);
+        load(&self.redis_url, requests / 10, "warm").await?; // warm up the JITs
+        let cpu_before = cpu_seconds(&pids);
+        let started = Instant::now();
+        // Peak RSS while under load, sampled every 100 ms.
+        let peak_kib = Arc::new(AtomicU64::new(0));
+        let sampler = tokio::spawn({
+            let (peak_kib, pids) = (peak_kib.clone(), pids.clone());
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    peak_kib.fetch_max((rss_mib(&pids) * 1024.0) as u64, Ordering::Relaxed);
+                }
+            }
+        });
+        let latencies = load(&self.redis_url, requests, "r").await?;
+        sampler.abort();
+        let rss_load = (peak_kib.load(Ordering::Relaxed) as f64 / 1024.0).max(rss_mib(&pids));
+        let elapsed = started.elapsed();
+        let cpu = cpu_seconds(&pids) - cpu_before;
+        workers.stop();
+        let mut sorted = latencies;
+        sorted.sort();
+        let pct = |p: f64| ms(sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]);
+        Ok(Row {
+            rps: requests as f64 / elapsed.as_secs_f64(),
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+            cpu_us_per_request: cpu * 1e6 / requests as f64,
+            rss_idle_mib: rss_idle,
+            rss_load_mib: rss_load,
+        })
+    }
+}
+
+fn cmd(program: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(program);
+    c.args(args);
+    c
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// `requests` requests from CONCURRENCY clients, each XADD then BRPOP of its reply; returns
+/// each request's latency.
+async fn load(redis_url: &str, requests: usize, prefix: &str) -> anyhow::Result<Vec<Duration>> {
+    let client = redis::Client::open(redis_url)?;
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut clients = Vec::new();
+    for c in 0..CONCURRENCY {
+        let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+        let prefix = prefix.to_string();
+        clients.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            for i in (c..requests).step_by(CONCURRENCY) {
+                let reference = format!("{prefix}{i}");
+                let start = Instant::now();
+                let _: String = conn
+                    .xadd("demo-worker:req:x", "*", &[("ref", reference.as_str()), ("type", "demo-worker"), ("data", "{}")])
+                    .await?;
+                let reply: Option<[String; 2]> = conn.brpop(format!("res:{reference}"), 10.0).await?;
+                if reply.is_none() {
+                    bail!("no reply for {reference} within 10 s");
+                }
+                latencies.push(start.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for client in clients {
+        all.extend(client.await??);
+    }
+    Ok(all)
+}
+
+/// user + system CPU seconds of processes (all their threads).
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .map(|stat| {
+            let fields: Vec<&str> = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("").split(' ').collect();
+            let utime: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            let stime: f64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            (utime + stime) / ticks
+        })
+        .sum()
+}
+
+/// Resident memory of processes, MiB.
+fn rss_mib(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .sum::<f64>()
+        / 1024.0
+}
+
+/// A private redis-server on a free loopback port, without persistence.
+fn start_redis() -> anyhow::Result<(ChildGuard, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting redis-server (apt-get install redis-server)")?;
+    let url = format!("redis://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis::Client::open(url.as_str())?.get_connection().is_err() {
+        if Instant::now() > deadline {
+            bail!("redis-server did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((ChildGuard(child), url))
+}
+
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Form (d): the demo worker's Redis traffic with the `redis` crate and no JavaScript.
+async fn rust_worker(key: &str) -> anyhow::Result<()> {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let client = redis::Client::open(url)?;
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+    let hash: HashMap<String, String> = conn.hgetall(key).await?;
+    let field = |name: &str| hash.get(name).cloned().with_context(|| format!("{key} has no {name}"));
+    let (requests, responses, consumer) = (field("requestStream")?, field("responseStream")?, field("consumerId")?);
+    let pid = std::process::id().to_string();
+    if conn.hexists::<_, _, bool>(key, "pid").await? {
+        bail!("Expecting an empty 'pid' field: {key}");
+    }
+    let () = conn.hset(key, "pid", &pid).await?;
+    println!("INFO Started");
+    loop {
+        let current: Option<String> = conn.hget(key, "pid").await?;
+        if current.as_deref() != Some(pid.as_str()) {
+            bail!("Aborting because 'pid' field removed/changed");
+        }
+        let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+            .arg(&["GROUP", "worker", &consumer, "COUNT", "1", "BLOCK", "2000", "STREAMS", &requests, ">"])
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        let Some(entry) = reply.keys.first().and_then(|k| k.ids.first()) else { continue };
+        let received = now_ms();
+        let reference: String = entry.get("ref").context("request without ref")?;
+        let res = serde_json::json!({
+            "ref": reference, "source": "demo-worker", "type": "demo-worker-res", "code": 200,
+            "worker": {"workerType": "demo-worker", "workerKey": key},
+        })
+        .to_string();
+        let trace = serde_json::json!({"received": received, "completed": now_ms(), "res": res}).to_string();
+        let res_key = format!("res:{reference}");
+        let () = redis::pipe()
+            .atomic()
+            .lpush(&res_key, &res)
+            .ignore()
+            .expire(&res_key, 8)
+            .ignore()
+            .cmd("XADD")
+            .arg(&responses)
+            .arg(&["MAXLEN", "~", "1000", "*", "ref", &reference, "type", "demo-worker", "xid", &entry.id, "res", &res])
+            .ignore()
+            .cmd("HMSET")
+            .arg(format!("req:{reference}:h"))
+            .arg("demoWorkerTrace")
+            .arg(&trace)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        println!("INFO Processed ref: {reference}");
+    }
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis()
+}
+
+fn report(
+    opts: &Options,
+    requests: usize,
+    cold: &HashMap<&str, Cold>,
+    rows: &HashMap<(&str, usize), Row>,
+    rss_per_added: f64,
+) -> String {
+    let b = Form::Deno.name();
+    let d = Form::Rust.name();
+    let mut out = String::new();
+    let _ = writeln!(out, "# Benchmarks\n");
+    let _ = writeln!(
+        out,
+        "The demo worker's loop (HGET pid; XREADGROUP COUNT 1 BLOCK 2000; MULTI LPUSH EXPIRE XADD HMSET EXEC) \
+         in four forms against one private redis-server, driven by a load generator that XADDs a request and \
+         waits for its reply (BRPOP) from {CONCURRENCY} concurrent clients; {requests} requests per row after \
+         a warm-up. CPU is the user + system time of the worker processes per request. RSS is summed over \
+         the worker processes (denorun: one process for all workers). Ratios are against (b) and (d).\n"
+    );
+    let _ = writeln!(out, "Command: `{}`{}\n", opts.command, if opts.quick { " (--quick)" } else { "" });
+    let _ = writeln!(out, "## Machine and versions\n\n{}\n", machine(opts));
+    let _ = writeln!(out, "## Throughput, latency, CPU and memory\n");
+    let _ = writeln!(
+        out,
+        "| form | workers | req/s | vs (b) | vs (d) | p50 ms | p99 ms | CPU µs/req | vs (b) | vs (d) | RSS idle MiB | RSS load MiB |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for n in [1, 4] {
+        for form in Form::ALL {
+            let r = &rows[&(form.name(), n)];
+            let (rb, rd) = (&rows[&(b, n)], &rows[&(d, n)]);
+            let _ = writeln!(
+                out,
+                "| {} | {n} | {:.0} | {:.2}× | {:.2}× | {:.2} | {:.2} | {:.0} | {:.2}× | {:.2}× | {:.1} | {:.1} |",
+                form.name(),
+                r.rps,
+                r.rps / rb.rps,
+                r.rps / rd.rps,
+                r.p50_ms,
+                r.p99_ms,
+                r.cpu_us_per_request,
+                r.cpu_us_per_request / rb.cpu_us_per_request,
+                r.cpu_us_per_request / rd.cpu_us_per_request,
+                r.rss_idle_mib,
+                r.rss_load_mib
+            );
+        }
+    }
+    let _ = writeln!(out, "\n## Cold start (median)\n");
+    let _ = writeln!(out, "| form | to first XREADGROUP ms | to first reply ms | reply vs (b) | reply vs (d) |");
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    for form in Form::ALL {
+        let c = &cold[form.name()];
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {:.1} | {:.2}× | {:.2}× |",
+            form.name(),
+            c.to_xreadgroup_ms,
+            c.to_reply_ms,
+            c.to_reply_ms / cold[b].to_reply_ms,
+            c.to_reply_ms / cold[d].to_reply_ms
+        );
+    }
+    let a = Form::Denorun.name();
+    let verdict = |ok: bool| if ok { "met" } else { "missed" };
+    let cpu_b = rows[&(a, 4)].cpu_us_per_request / rows[&(b, 4)].cpu_us_per_request;
+    let cpu_d = rows[&(a, 4)].cpu_us_per_request / rows[&(d, 4)].cpu_us_per_request;
+    let rps_b = rows[&(a, 4)].rps / rows[&(b, 4)].rps;
+    let cold_b = cold[a].to_reply_ms / cold[b].to_reply_ms;
+    let _ = writeln!(out, "\n## Targets\n");
+    let _ = writeln!(out, "| target | measured | |\n|---|---|---|");
+    let _ = writeln!(out, "| CPU per request ≤ 0.5× (b) (4 workers) | {cpu_b:.2}× | {} |", verdict(cpu_b <= 0.5));
+    let _ = writeln!(out, "| CPU per request ≤ 2× (d) (4 workers) | {cpu_d:.2}× | {} |", verdict(cpu_d <= 2.0));
+    let _ = writeln!(out, "| req/s with 4 workers ≥ 1.5× (b) | {rps_b:.2}× | {} |", verdict(rps_b >= 1.5));
+    let _ = writeln!(out, "| cold start to first reply ≤ 0.3× (b) | {cold_b:.2}× | {} |", verdict(cold_b <= 0.3));
+    let _ = writeln!(
+        out,
+        "| RSS per additional worker in one denorun process ≤ 15 MiB | {rss_per_added:.1} MiB | {} |",
+        verdict(rss_per_added <= 15.0)
+    );
+    out
+}
+
+fn machine(opts: &Options) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0) / 1048576.0))
+        .unwrap_or(0.0);
+    let version = |program: &Path, arg: &str| {
+        Command::new(program)
+            .arg(arg)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "- CPU: {cpu}, {} cores; memory {mem:.0} GiB\n- denorun: {}\n- Deno: {}\n- Node: {}\n- Redis: {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        version(&opts.denorun, "--version"),
+        version(&opts.deno, "--version"),
+        version(&opts.node, "--version"),
+        version(Path::new("redis-server"), "--version"),
+    )
+}
