@@ -338,14 +338,8 @@ impl Supervisor {
     }
 
     async fn park(&mut self, id: &str, key: &str, failures: u32, error: &str) {
-        let parked: redis::RedisResult<()> = redis::pipe()
-            .atomic()
-            .lrem(&self.keys.started, 1, id)
-            .lpush(&self.keys.failed, id)
-            .ignore()
-            .query_async(&mut self.conn)
-            .await;
-        match parked {
+        let failed = self.keys.failed.clone();
+        match self.move_from_started(id, &failed).await {
             Ok(()) => log::error!(
                 "{key}: parked on {} after {failures} quick failures in a row; last error: {error}. \
                  Fix it, then requeue it: redis-cli lmove {} {} right left",
@@ -357,18 +351,24 @@ impl Supervisor {
         }
     }
 
-    /// Puts an id back on start:q (and out of started:q) in one transaction.
+    /// Puts an id back on start:q.
     async fn requeue(&mut self, id: &str) {
-        let requeued: redis::RedisResult<()> = redis::pipe()
+        let start = self.keys.start.clone();
+        if let Err(e) = self.move_from_started(id, &start).await {
+            log::error!("{}: cannot requeue it on {start}: {e}", self.keys.worker(id));
+        }
+    }
+
+    /// Moves an id out of started:q onto `queue`, in one transaction.
+    async fn move_from_started(&mut self, id: &str, queue: &str) -> redis::RedisResult<()> {
+        redis::pipe()
             .atomic()
             .lrem(&self.keys.started, 1, id)
-            .lpush(&self.keys.start, id)
+            .ignore()
+            .lpush(queue, id)
             .ignore()
             .query_async(&mut self.conn)
-            .await;
-        if let Err(e) = requeued {
-            log::error!("{}: cannot requeue it on {}: {e}", self.keys.worker(id), self.keys.start);
-        }
+            .await
     }
 
     /// Takes no new ids, and asks each worker to stop after its current request by clearing

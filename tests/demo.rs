@@ -12,22 +12,12 @@ use common::*;
 use redis::Commands;
 use serde_json::Value;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const KEY: &str = "demo-worker:1:h";
-const SECRET: &str = "00112233445566778899aabbccddeeff";
-const IV: &str = "0f0e0d0c0b0a09080706050403020100";
 
-fn url(db: u8) -> String {
-    format!("{}/{db}", redis().url())
-}
-
-fn conn(db: u8) -> redis::Connection {
-    redis::Client::open(url(db)).unwrap().get_connection().unwrap()
-}
 
 /// Sets up the demo worker's hash and request stream in `db`, as demo/run.sh does.
 fn setup(db: u8, request_limit: u32) {
-    let mut c = conn(db);
+    let mut c = redis().db(db);
     let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
     let plain = "eyAicGFzc3dvcmQiOiAiaGVsbG8iLCAidHlwZSI6ICJkZW1vLXdvcmtlciIgfQ=="; // the demo's secret JSON
     let mut encrypt = Command::new(DENORUN);
@@ -60,7 +50,7 @@ fn start_worker(db: u8, stdin: &str) -> Child {
     let mut cmd = Command::new(DENORUN);
     cmd.arg(KEY)
         .current_dir(ROOT)
-        .env("REDIS_URL", url(db))
+        .env("REDIS_URL", redis().db_url(db))
         .env("NO_COLOR", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -90,7 +80,7 @@ fn finish(child: Child) -> Run {
 fn wait_for_pid(db: u8, child: &mut Child) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let pid: Option<String> = conn(db).hget(KEY, "pid").unwrap();
+        let pid: Option<String> = redis().db(db).hget(KEY, "pid").unwrap();
         if let Some(pid) = pid {
             return pid;
         }
@@ -103,11 +93,11 @@ fn wait_for_pid(db: u8, child: &mut Child) -> String {
 }
 
 fn add_request(db: u8, fields: &[(&str, &str)]) {
-    let _: String = conn(db).xadd("demo-worker:req:x", "*", fields).unwrap();
+    let _: String = redis().db(db).xadd("demo-worker:req:x", "*", fields).unwrap();
 }
 
 fn reply(db: u8, reference: &str) -> Value {
-    let popped: Option<(String, String)> = conn(db).brpop(format!("res:{reference}"), 10.0).unwrap();
+    let popped: Option<(String, String)> = redis().db(db).brpop(format!("res:{reference}"), 10.0).unwrap();
     let (_, json) = popped.unwrap_or_else(|| panic!("no reply for {reference}"));
     serde_json::from_str(&json).unwrap()
 }
@@ -130,9 +120,9 @@ fn serves_requests_up_to_the_limit_with_replies_stream_entries_and_traces() {
         assert_eq!(res["worker"], serde_json::json!({"workerType": "demo-worker", "workerKey": KEY}));
         assert_eq!(res["request"]["payload"], serde_json::json!({"data": "{}"}));
         assert!(res["time"].as_str().unwrap().ends_with('Z'));
-        let ttl: i64 = conn(db).ttl(format!("res:{reference}")).unwrap();
+        let ttl: i64 = redis().db(db).ttl(format!("res:{reference}")).unwrap();
         assert_eq!(ttl, -2, "the reply list is gone once popped");
-        let trace: String = conn(db).hget(format!("req:{reference}:h"), "demoWorkerTrace").unwrap();
+        let trace: String = redis().db(db).hget(format!("req:{reference}:h"), "demoWorkerTrace").unwrap();
         let trace: Value = serde_json::from_str(&trace).unwrap();
         assert!(trace["completed"].as_u64() >= trace["received"].as_u64());
     }
@@ -140,7 +130,7 @@ fn serves_requests_up_to_the_limit_with_replies_stream_entries_and_traces() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("INFO Started with secret config type: demo-worker"), "{run:?}");
     assert_eq!(run.stdout.matches("INFO Processed ref: ").count(), 3, "{run:?}");
-    let entries: redis::streams::StreamRangeReply = conn(db).xrange_all("demo-worker:res:x").unwrap();
+    let entries: redis::streams::StreamRangeReply = redis().db(db).xrange_all("demo-worker:res:x").unwrap();
     assert_eq!(entries.ids.len(), 3);
     let refs: Vec<String> = entries.ids.iter().map(|e| e.get::<String>("ref").unwrap()).collect();
     assert_eq!(refs, ["ref0", "ref1", "ref2"]);
@@ -151,11 +141,11 @@ fn serves_requests_up_to_the_limit_with_replies_stream_entries_and_traces() {
 #[test]
 fn run_sh_and_xadd_sh_work_with_only_denorun_and_redis_cli() {
     let db = 2;
-    let _: () = redis::cmd("FLUSHDB").query(&mut conn(db)).unwrap();
+    let _: () = redis::cmd("FLUSHDB").query(&mut redis().db(db)).unwrap();
     let mut supervisor = Command::new("bash")
         .arg("demo/run.sh")
         .current_dir(ROOT)
-        .env("REDIS_URL", url(db))
+        .env("REDIS_URL", redis().db_url(db))
         .env("DENORUN", DENORUN)
         .env("REQUEST_LIMIT", "2")
         .env("NO_COLOR", "1")
@@ -167,7 +157,7 @@ fn run_sh_and_xadd_sh_work_with_only_denorun_and_redis_cli() {
     // Three requests: the worker restarts after its limit of two, and serves the third.
     for _ in 0..3 {
         let mut xadd = Command::new("bash");
-        xadd.arg("demo/xadd.sh").current_dir(ROOT).env("REDIS_URL", url(db)).env("DENORUN", DENORUN);
+        xadd.arg("demo/xadd.sh").current_dir(ROOT).env("REDIS_URL", redis().db_url(db)).env("DENORUN", DENORUN);
         let sent = run(xadd, "");
         assert_eq!(sent.code, 0, "{sent:?}");
         let first = sent.stdout.lines().next().unwrap();
@@ -176,18 +166,18 @@ fn run_sh_and_xadd_sh_work_with_only_denorun_and_redis_cli() {
         assert_eq!(res["ref"], reference.as_str(), "{sent:?}");
         assert_eq!(res["code"], 200);
     }
-    let restarts: String = conn(db).hget(KEY, "restarts").unwrap();
+    let restarts: String = redis().db(db).hget(KEY, "restarts").unwrap();
     assert_eq!(restarts, "1");
     unsafe { libc::kill(supervisor.id() as i32, libc::SIGTERM) };
     let run = finish(supervisor);
     assert_eq!(run.code, 0, "{run:?}");
-    let len: usize = conn(db).xlen("demo-worker:res:x").unwrap();
+    let len: usize = redis().db(db).xlen("demo-worker:res:x").unwrap();
     assert_eq!(len, 3);
-    let start: Vec<String> = conn(db).lrange("demo-worker:start:q", 0, -1).unwrap();
+    let start: Vec<String> = redis().db(db).lrange("demo-worker:start:q", 0, -1).unwrap();
     assert_eq!(start, ["1"]);
     // A second run.sh refuses to overwrite the demo's keys.
     let mut again = Command::new("bash");
-    again.arg("demo/run.sh").current_dir(ROOT).env("REDIS_URL", url(db)).env("DENORUN", DENORUN);
+    again.arg("demo/run.sh").current_dir(ROOT).env("REDIS_URL", redis().db_url(db)).env("DENORUN", DENORUN);
     let again = common::run(again, "");
     assert_eq!(again.code, 1, "{again:?}");
     assert!(again.stderr.contains("run demo/clean.sh first"), "{again:?}");
@@ -199,7 +189,7 @@ fn changing_pid_makes_the_worker_abort() {
     setup(db, 0);
     let mut worker = start_worker(db, &format!("worker-v0 {SECRET}\n"));
     wait_for_pid(db, &mut worker);
-    let _: () = conn(db).hset(KEY, "pid", "1").unwrap();
+    let _: () = redis().db(db).hset(KEY, "pid", "1").unwrap();
     let run = finish(worker);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("Aborting because 'pid' field removed/changed"), "{run:?}");
@@ -215,7 +205,7 @@ fn a_wrong_or_missing_key_on_stdin_fails_clearly() {
     let missing = finish(start_worker(db, ""));
     assert_eq!(missing.code, 1, "{missing:?}");
     assert!(missing.stderr.contains("Invalid input type"), "{missing:?}");
-    let pid: Option<String> = conn(db).hget(KEY, "pid").unwrap();
+    let pid: Option<String> = redis().db(db).hget(KEY, "pid").unwrap();
     assert_eq!(pid, None, "a worker that could not start claims nothing");
 }
 

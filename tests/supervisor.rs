@@ -14,22 +14,12 @@ use std::time::{Duration, Instant};
 use common::*;
 use redis::Commands;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const SECRET: &str = "00112233445566778899aabbccddeeff";
-const IV: &str = "0f0e0d0c0b0a09080706050403020100";
 
-fn url(db: u8) -> String {
-    format!("{}/{db}", redis().url())
-}
-
-fn conn(db: u8) -> redis::Connection {
-    redis::Client::open(url(db)).unwrap().get_connection().unwrap()
-}
 
 /// Encrypts the demo's secret config into `hash` with `denorun encrypt`.
 fn encrypt_into(db: u8, hash: &str) {
     let mut encrypt = Command::new(DENORUN);
-    encrypt.args(["encrypt", "--key", SECRET, "--iv", IV, "--hset", hash]).env("REDIS_URL", url(db));
+    encrypt.args(["encrypt", "--key", SECRET, "--iv", IV, "--hset", hash]).env("REDIS_URL", redis().db_url(db));
     let encrypted = run(encrypt, r#"{ "password": "hello", "type": "demo-worker" }"#);
     assert_eq!(encrypted.code, 0, "{encrypted:?}");
 }
@@ -38,7 +28,7 @@ fn encrypt_into(db: u8, hash: &str) {
 /// worker hashes with the fields the worker reads itself, queued on start:q, and the request
 /// stream's group: what demo/run.sh sets up, with `worker` as the module.
 fn setup(db: u8, worker: &Path, ids: &[&str], request_limit: u32) {
-    let mut c = conn(db);
+    let mut c = redis().db(db);
     let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
     encrypt_into(db, "demo-worker:h");
     let defaults = [
@@ -82,7 +72,7 @@ impl Supervisor {
         cmd.arg("supervise")
             .arg("demo-worker")
             .args(extra)
-            .env("REDIS_URL", url(db))
+            .env("REDIS_URL", redis().db_url(db))
             .env("NO_COLOR", "1")
             .stdin(Stdio::piped())
             .stdout(File::create(log.path().join("out")).unwrap())
@@ -131,11 +121,11 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 fn has_pid(db: u8, id: &str) -> bool {
-    conn(db).hexists(format!("demo-worker:{id}:h"), "pid").unwrap()
+    redis().db(db).hexists(format!("demo-worker:{id}:h"), "pid").unwrap()
 }
 
 fn request(db: u8, reference: &str) -> serde_json::Value {
-    let mut c = conn(db);
+    let mut c = redis().db(db);
     let _: String = c.xadd("demo-worker:req:x", "*", &[("ref", reference), ("type", "demo-worker")]).unwrap();
     let reply: Option<(String, String)> = c.brpop(format!("res:{reference}"), 10.0).unwrap();
     serde_json::from_str(&reply.unwrap_or_else(|| panic!("no reply for {reference}")).1).unwrap()
@@ -148,9 +138,9 @@ fn three_workers_in_one_process_all_serve_requests() {
     let supervisor = Supervisor::start(db, &[]);
     wait_until("all three workers run", || ["1", "2", "3"].iter().all(|id| has_pid(db, id)));
     let pids: HashSet<String> =
-        ["1", "2", "3"].iter().map(|id| conn(db).hget(format!("demo-worker:{id}:h"), "pid").unwrap()).collect();
+        ["1", "2", "3"].iter().map(|id| redis().db(db).hget(format!("demo-worker:{id}:h"), "pid").unwrap()).collect();
     assert_eq!(pids, HashSet::from([supervisor.child.id().to_string()]), "one process");
-    let started: Vec<String> = conn(db).lrange("demo-worker:started:q", 0, -1).unwrap();
+    let started: Vec<String> = redis().db(db).lrange("demo-worker:started:q", 0, -1).unwrap();
     assert_eq!(started.len(), 3);
 
     let mut served_by = HashSet::new();
@@ -161,7 +151,7 @@ fn three_workers_in_one_process_all_serve_requests() {
     }
     assert_eq!(served_by.len(), 3, "{served_by:?}");
 
-    let status = run(denorun(&["status", "demo-worker", "--redis", &url(db)]), "");
+    let status = run(denorun(&["status", "demo-worker", "--redis", &redis().db_url(db)]), "");
     assert_eq!(status.code, 0, "{status:?}");
     assert_eq!(status.stdout.matches(" running ").count(), 3, "{status:?}");
     supervisor.signal(libc::SIGTERM);
@@ -175,15 +165,15 @@ fn deleting_one_pid_restarts_that_worker_only() {
     setup(db, &demo_worker(), &["1", "2", "3"], 0);
     let supervisor = Supervisor::start(db, &[]);
     wait_until("all three workers run", || ["1", "2", "3"].iter().all(|id| has_pid(db, id)));
-    let _: () = conn(db).hdel("demo-worker:2:h", "pid").unwrap();
+    let _: () = redis().db(db).hdel("demo-worker:2:h", "pid").unwrap();
     wait_until("worker 2 has restarted", || {
-        let restarts: Option<u32> = conn(db).hget("demo-worker:2:h", "restarts").unwrap();
+        let restarts: Option<u32> = redis().db(db).hget("demo-worker:2:h", "restarts").unwrap();
         restarts == Some(1) && has_pid(db, "2")
     });
-    let error: String = conn(db).hget("demo-worker:2:h", "lastError").unwrap();
+    let error: String = redis().db(db).hget("demo-worker:2:h", "lastError").unwrap();
     assert!(error.contains("Aborting because 'pid' field removed/changed"), "{error}");
     for id in ["1", "3"] {
-        let restarts: Option<u32> = conn(db).hget(format!("demo-worker:{id}:h"), "restarts").unwrap();
+        let restarts: Option<u32> = redis().db(db).hget(format!("demo-worker:{id}:h"), "restarts").unwrap();
         assert_eq!(restarts, None, "worker {id} was not restarted");
     }
     assert_eq!(request(db, "after-restart")["code"], 200);
@@ -199,19 +189,19 @@ fn a_worker_failing_at_start_is_backed_off_then_parked() {
     setup(db, &failing, &["1"], 0);
     let supervisor = Supervisor::start(db, &["--max-failures", "3", "--backoff", "0.05", "--quick-exit", "30"]);
     wait_until("the worker is parked", || {
-        let failed: Vec<String> = conn(db).lrange("demo-worker:failed:q", 0, -1).unwrap();
+        let failed: Vec<String> = redis().db(db).lrange("demo-worker:failed:q", 0, -1).unwrap();
         failed == ["1"]
     });
-    let hash: std::collections::HashMap<String, String> = conn(db).hgetall("demo-worker:1:h").unwrap();
+    let hash: std::collections::HashMap<String, String> = redis().db(db).hgetall("demo-worker:1:h").unwrap();
     assert_eq!(hash["restarts"], "3");
     assert_eq!(hash["lastExit"], "1");
     assert!(hash["lastError"].contains("Error: boom at start of demo-worker:1:h"), "{hash:?}");
     assert!(!hash.contains_key("pid"));
-    let started: Vec<String> = conn(db).lrange("demo-worker:started:q", 0, -1).unwrap();
-    let start: Vec<String> = conn(db).lrange("demo-worker:start:q", 0, -1).unwrap();
+    let started: Vec<String> = redis().db(db).lrange("demo-worker:started:q", 0, -1).unwrap();
+    let start: Vec<String> = redis().db(db).lrange("demo-worker:start:q", 0, -1).unwrap();
     assert!(started.is_empty() && start.is_empty(), "{started:?} {start:?}");
 
-    let status = run(denorun(&["status", "demo-worker", "--redis", &url(db)]), "");
+    let status = run(denorun(&["status", "demo-worker", "--redis", &redis().db_url(db)]), "");
     assert!(status.stdout.contains("failed") && status.stdout.contains("boom at start"), "{status:?}");
     supervisor.signal(libc::SIGTERM);
     let run = supervisor.finish();
@@ -226,7 +216,7 @@ fn sigterm_drains_in_flight_requests_and_requeues_every_id() {
     setup(db, &demo_worker(), &["1", "2"], 0);
     let supervisor = Supervisor::start(db, &[]);
     wait_until("both workers run", || has_pid(db, "1") && has_pid(db, "2"));
-    let mut c = conn(db);
+    let mut c = redis().db(db);
     for i in 0..200 {
         let _: String = c.xadd("demo-worker:req:x", "*", &[("ref", format!("burst{i}")), ("type", "demo-worker".into())]).unwrap();
     }
@@ -276,13 +266,13 @@ fn the_secret_is_not_in_environ_cmdline_or_logs() {
 
 #[test]
 fn bad_type_or_missing_secret_are_clear_errors() {
-    let no_hash = run(denorun(&["supervise", "nosuch-type", "--redis", &url(11)]), "worker-v0 00\n");
+    let no_hash = run(denorun(&["supervise", "nosuch-type", "--redis", &redis().db_url(11)]), "worker-v0 00\n");
     assert_eq!(no_hash.code, 1, "{no_hash:?}");
     assert!(no_hash.stderr.contains("worker hash 'nosuch-type:h' does not exist"), "{no_hash:?}");
     let bad_type = run(denorun(&["supervise", "Bad:Type"]), "worker-v0 00\n");
     assert_eq!(bad_type.code, 1, "{bad_type:?}");
     assert!(bad_type.stderr.contains("must match ^[a-z][-a-z0-9_]*$"), "{bad_type:?}");
-    let no_secret = run(denorun(&["supervise", "demo-worker", "--redis", &url(11)]), "");
+    let no_secret = run(denorun(&["supervise", "demo-worker", "--redis", &redis().db_url(11)]), "");
     assert_eq!(no_secret.code, 1, "{no_secret:?}");
     assert!(no_secret.stderr.contains("no secret line on stdin"), "{no_secret:?}");
 }

@@ -13,6 +13,11 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub const DENORUN: &str = env!("CARGO_BIN_EXE_denorun");
+/// The repository, where demo/ is.
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// The AES key and IV the demo tests encrypt the secret config with.
+pub const SECRET: &str = "00112233445566778899aabbccddeeff";
+pub const IV: &str = "0f0e0d0c0b0a09080706050403020100";
 
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
@@ -31,6 +36,16 @@ impl Redis {
 
     pub fn conn(&self) -> redis::Connection {
         redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+    }
+
+    /// The URL of one of the server's numbered databases.
+    pub fn db_url(&self, db: u8) -> String {
+        format!("{}/{db}", self.url())
+    }
+
+    /// A connection to one of the server's numbered databases.
+    pub fn db(&self, db: u8) -> redis::Connection {
+        redis::Client::open(self.db_url(db)).unwrap().get_connection().unwrap()
     }
 
     /// Runs one command, e.g. `redis.cmd(&["HSET", "k", "f", "v"])`.
