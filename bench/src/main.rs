@@ -12,6 +12,7 @@
 //!
 //! Usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--out FILE]
 //!        denorun-bench worker <key>   (the bare Rust form; REDIS_URL names the Redis)
+//!        denorun-bench load [requests] (load only, against running workers, for profiling)
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -34,6 +35,15 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("worker") => rt.block_on(rust_worker(args.get(1).context("usage: denorun-bench worker <key>")?)),
         Some("run") => rt.block_on(run(Options::parse(&args[1..])?)),
+        // Load only, against workers already running (for profiling): load <requests>.
+        Some("load") => rt.block_on(async {
+            let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            let requests: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(10_000);
+            let start = Instant::now();
+            load(&url, requests, "p").await?;
+            eprintln!("{requests} requests in {:.2}s", start.elapsed().as_secs_f64());
+            Ok(())
+        }),
         _ => bail!("usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--out FILE]"),
     }
 }
