@@ -95,14 +95,27 @@ impl StopHandle {
 }
 
 /// Starts a worker on a thread named after it (the inspector shows that name). When the
-/// worker ends, the thread calls `done` with how it ended, and returns that.
+/// worker ends, even by a panic in the runtime (e.g. `new Worker()`, which denorun does not
+/// offer), the thread calls `done` with how it ended, and returns that.
 pub fn spawn(
     spec: WorkerSpec,
     stop: StopHandle,
     done: impl FnOnce(&Exit) + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<Exit>> {
     std::thread::Builder::new().name(spec.name.clone()).stack_size(8 << 20).spawn(move || {
-        let exit = deno_runtime::tokio_util::create_and_run_current_thread(run(spec, stop));
+        let name = spec.name.clone();
+        let runtime = std::panic::AssertUnwindSafe(|| {
+            deno_runtime::tokio_util::create_and_run_current_thread(run(spec, stop))
+        });
+        let exit = std::panic::catch_unwind(runtime).unwrap_or_else(|panic| {
+            let reason = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown");
+            log::error!("{name}: the worker's runtime panicked: {reason}");
+            Exit::failed(format!("the runtime panicked: {reason}"))
+        });
         done(&exit);
         exit
     })
@@ -113,10 +126,7 @@ pub fn run_to_end(spec: WorkerSpec) -> i32 {
     let name = spec.name.clone();
     match spawn(spec, StopHandle::default(), |_| {}).map(|t| t.join()) {
         Ok(Ok(exit)) => exit.code,
-        Ok(Err(_)) => {
-            log::error!("{name}: the worker thread panicked");
-            1
-        }
+        Ok(Err(_)) => 1, // a panic after the worker ended; already reported
         Err(e) => {
             log::error!("{name}: cannot start a worker thread: {e}");
             1

@@ -252,3 +252,12 @@ fn redis_url_with_password_and_db() {
     assert_eq!(run2.code, 1, "{run2:?}");
     assert!(run2.stderr.contains("refused the credentials"), "{run2:?}");
 }
+
+#[test]
+fn web_workers_are_not_offered_and_fail_cleanly() {
+    let dir = temp_dir();
+    let key = local_worker(dir.path(), "new Worker(new URL('data:text/javascript,1'), { type: 'module' });", &[]);
+    let run = run(denorun(&[&key]), "");
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("panicked"), "{run:?}");
+}
