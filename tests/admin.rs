@@ -1,0 +1,88 @@
+//! The admin commands against a real redis-server: encrypt, setup-worker, show-worker,
+//! create-req-stream, info, xadd-req, xrange-*, xtrim-*.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn encrypt_matches_openssl_enc() {
+    // printf '%s' '{ "password": "hello", "type": "demo-worker" }' | openssl enc -aes-128-cbc
+    //   -K 00112233445566778899aabbccddeeff -iv 0f0e0d0c0b0a09080706050403020100 -base64 -A
+    let out = run(
+        denorun(&["encrypt", "--key", SECRET, "--iv", IV]),
+        r#"{ "password": "hello", "type": "demo-worker" }"#,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout,
+        format!(
+            "encryptedAlg aes-128-cbc\nencryptedIv {IV}\nencryptedJson rVqq2SB3JPzVSbwq5LprVdzlVmfQJIcBCpRNcD60Jpdxvaaf0ikP+v1tcUdiFWli\n"
+        )
+    );
+    let random_iv = run(denorun(&["encrypt", "--key", SECRET]), "{}");
+    assert_eq!(random_iv.code, 0, "{random_iv:?}");
+    assert_ne!(random_iv.stdout.lines().nth(1), run(denorun(&["encrypt", "--key", SECRET]), "{}").stdout.lines().nth(1));
+
+    let short = run(denorun(&["encrypt", "--key", "0011"]), "{}");
+    assert_eq!(short.code, 1, "{short:?}");
+    assert!(short.stderr.contains("--key must be 16, 24 or 32 bytes"), "{short:?}");
+    let not_json = run(denorun(&["encrypt", "--key", SECRET]), "password=hello");
+    assert_eq!(not_json.code, 1, "{not_json:?}");
+    assert!(not_json.stderr.contains("not valid JSON"), "{not_json:?}");
+}
+
+#[test]
+fn set_up_a_worker_and_its_streams() {
+    let t = unique("admin");
+    let setup = run(denorun(&["setup-worker", &t, "7", "--request-limit", "3", "--start"]), "");
+    assert_eq!(setup.code, 0, "{setup:?}");
+    let show = run(denorun(&["show-worker", &t, "7"]), "");
+    assert_eq!(
+        show.stdout,
+        format!(
+            "{t}:7:h\n  consumerId 7\n  requestLimit 3\n  requestStream {t}:req:x\n  responseStream {t}:res:x\n  workerType {t}\n"
+        )
+    );
+    let queued: Vec<String> = redis().cmd(&["LRANGE", &format!("{t}:start:q"), "0", "-1"]);
+    assert_eq!(queued, ["7"]);
+    let missing = run(denorun(&["show-worker", &t, "8"]), "");
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert!(missing.stderr.contains("does not exist"), "{missing:?}");
+
+    let no_stream = run(denorun(&["info", &t]), "");
+    assert_eq!(no_stream.code, 1, "{no_stream:?}");
+    assert!(no_stream.stderr.contains("create-req-stream"), "{no_stream:?}");
+    for _ in 0..2 {
+        let created = run(denorun(&["create-req-stream", &t]), "");
+        assert_eq!(created.code, 0, "{created:?}");
+    }
+    let info = run(denorun(&["info", &t]), "");
+    assert_eq!(info.code, 0, "{info:?}");
+    assert!(info.stdout.contains("  name worker\n") && info.stdout.contains("  consumers 0\n"), "{info:?}");
+    let bad_type = run(denorun(&["info", "Not A Type"]), "");
+    assert!(bad_type.stderr.contains("must match"), "{bad_type:?}");
+}
+
+#[test]
+fn requests_without_a_worker_time_out_clearly_and_streams_can_be_read_and_trimmed() {
+    let t = unique("admin");
+    assert_eq!(run(denorun(&["create-req-stream", &t]), "").code, 0);
+    let sent = run(denorun(&["xadd-req", &t, "--ref", "r1", "--data", "{\"n\":1}", "--timeout", "1"]), "");
+    assert_eq!(sent.code, 1, "{sent:?}");
+    assert!(sent.stdout.starts_with("ref=r1 id="), "{sent:?}");
+    assert!(sent.stderr.contains(&format!("no reply for r1 within 1s: is a {t} worker running?")), "{sent:?}");
+    let request: std::collections::HashMap<String, String> = redis().cmd(&["HGETALL", "req:r1:h"]);
+    assert_eq!(request["requestData"], "{\"n\":1}");
+    let bad = run(denorun(&["xadd-req", &t, "--data", "{nope"]), "");
+    assert!(bad.stderr.contains("--data is not JSON"), "{bad:?}");
+
+    let listed = run(denorun(&["xrange-req", &t]), "");
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert_eq!(listed.stdout.lines().count(), 1, "{listed:?}");
+    assert!(listed.stdout.contains("data={\"n\":1} ref=r1 time="), "{listed:?}");
+    assert_eq!(run(denorun(&["xrange-res", &t]), "").stdout, "");
+    let trimmed = run(denorun(&["xtrim-req", &t, "0"]), "");
+    assert_eq!(trimmed.stdout, format!("trimmed 1 from {t}:req:x\n"), "{trimmed:?}");
+    assert_eq!(run(denorun(&["xrange-req", &t]), "").stdout, "");
+}
