@@ -191,7 +191,7 @@ fn create(spec: &WorkerSpec) -> anyhow::Result<MainWorker> {
             deno_version: VERSION.to_string(),
             ..Default::default()
         },
-        extensions: vec![crate::ops::denorun::init()],
+        extensions: vec![crate::ops::denorun::init(inspect.is_some())],
         startup_snapshot: Some(SNAPSHOT),
         residual_lazy_js_sources: residual::RESIDUAL_LAZY_JS,
         residual_lazy_esm_sources: residual::RESIDUAL_LAZY_ESM,

@@ -118,6 +118,11 @@ fn inspect_serves_the_target_list_and_evaluates_in_the_worker() {
     assert_eq!(http_json(port, "/json")[0]["id"], target["id"]);
     let result = cdp.call("Runtime.evaluate", json!({"expression": "`${Deno.args[0]} ${globalThis.answer}`"}));
     assert_eq!(result["result"]["value"], format!("{key} 42"));
+    // The worker's console reaches DevTools.
+    cdp.call("Runtime.enable", json!({}));
+    cdp.call("Runtime.evaluate", json!({"expression": "console.log('to devtools')"}));
+    let logged = cdp.event("Runtime.consoleAPICalled");
+    assert_eq!(logged["args"][0]["value"], "to devtools", "{logged}");
 
     worker.kill().unwrap();
     let run = finish(worker);

@@ -155,7 +155,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     let (_redis, redis_url) = start_redis()?;
     let conn = redis::Client::open(redis_url.as_str())?.get_multiplexed_async_connection().await?;
     let mut bench = Bench { opts, redis_url, conn, root };
-    let requests = if bench.opts.quick { 400 } else { 4000 };
+    let requests = if bench.opts.quick { 400 } else { 10_000 };
     let cold_runs = if bench.opts.quick { 1 } else { 5 };
 
     let mut cold: HashMap<&str, Cold> = HashMap::new();
@@ -174,7 +174,16 @@ async fn run(opts: Options) -> anyhow::Result<()> {
             denorun_rss_per_added = (four.rss_idle_mib - one.rss_idle_mib) / 3.0;
         }
     }
-    let report = report(&bench.opts, requests, &cold, &rows, denorun_rss_per_added);
+    eprintln!("(a) denorun: idle RSS by worker count");
+    let mut idle = vec![("one `denorun <key>` process".to_string(), bench.idle_rss(1, true).await?)];
+    for n in [1, 4, 16] {
+        idle.push((format!("`denorun supervise`, {n} worker(s)"), bench.idle_rss(n, false).await?));
+    }
+    let mut report = report(&bench.opts, requests, &cold, &rows, denorun_rss_per_added);
+    let _ = writeln!(report, "\n## denorun's idle RSS by worker count\n\n| process | RSS MiB |\n|---|---|");
+    for (what, mib) in idle {
+        let _ = writeln!(report, "| {what} | {mib:.1} |");
+    }
     println!("{report}");
     std::fs::write(&bench.opts.out, &report).with_context(|| format!("writing {}", bench.opts.out.display()))?;
     eprintln!("wrote {}", bench.opts.out.display());
@@ -310,9 +319,19 @@ impl Bench {
         Ok(Cold { to_xreadgroup_ms: median(|c| c.to_xreadgroup_ms), to_reply_ms: median(|c| c.to_reply_ms) })
     }
 
-    async fn throughput(&mut self, form: Form, n: usize, requests: usize) -> anyhow::Result<Row> {
+    /// RSS of denorun with `n` idle workers, one second after they all started.
+    async fn idle_rss(&mut self, n: usize, single: bool) -> anyhow::Result<f64> {
         self.setup(n).await?;
-        let workers = self.spawn(form, n, false)?;
+        let workers = self.spawn(Form::Denorun, n, single)?;
+        self.wait_ready(Form::Denorun, n).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss = rss_mib(&workers.pids());
+        workers.stop();
+        Ok(rss)
+    }
+
+    /// Waits until the `n` workers have written their `pid`.
+    async fn wait_ready(&mut self, form: Form, n: usize) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let mut ready = 0;
@@ -321,13 +340,19 @@ impl Bench {
                 ready += has as usize;
             }
             if ready == n {
-                break;
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!("{}: {n} workers did not start", form.name());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    async fn throughput(&mut self, form: Form, n: usize, requests: usize) -> anyhow::Result<Row> {
+        self.setup(n).await?;
+        let workers = self.spawn(form, n, false)?;
+        self.wait_ready(form, n).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let pids = workers.pids();
         let rss_idle = rss_mib(&pids);

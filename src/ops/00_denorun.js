@@ -14,7 +14,20 @@ const {
   op_denorun_redis_close,
   op_denorun_redis_call,
   op_denorun_redis_pipeline,
+  op_denorun_inspecting,
 } = core.ops;
+
+// Deno's bootstrap wraps each method of console (those V8's inspector console also has) so
+// that an inspector attached later still sees console calls; each call then also captures a
+// stack trace for that inspector: a tenth of a busy worker's CPU. A worker started without
+// --inspect cannot get an inspector later, so it empties V8's console object, and the wrap
+// that follows finds nothing to wrap.
+if (!op_denorun_inspecting()) {
+  const v8Console = core.v8Console;
+  for (const key of Object.keys(v8Console)) {
+    delete v8Console[key];
+  }
+}
 
 // deno-redis v0.24's error classes. They extend Error without renaming it, as the originals
 // did. The Rust ops reject with the first two by class name.

@@ -9,6 +9,16 @@ pub mod crypto;
 pub mod encoding;
 pub mod redis;
 
+use deno_core::{op2, OpState};
+
+/// Whether this worker serves the inspector (`--inspect*`).
+struct Inspecting(bool);
+
+#[op2(fast)]
+fn op_denorun_inspecting(state: &mut OpState) -> bool {
+    state.borrow::<Inspecting>().0
+}
+
 deno_core::extension!(
     denorun,
     ops = [
@@ -22,7 +32,10 @@ deno_core::extension!(
         redis::op_denorun_redis_close,
         redis::op_denorun_redis_call,
         redis::op_denorun_redis_pipeline,
+        op_denorun_inspecting,
     ],
+    options = { inspecting: bool },
+    state = |state, options| state.put(Inspecting(options.inspecting)),
     customizer = |ext: &mut deno_core::Extension| {
         ext.esm_files.to_mut().push(deno_core::ExtensionFileSource::new(
             "ext:denorun/00_denorun.js",
