@@ -217,7 +217,7 @@ fn sigterm_drains_in_flight_requests_and_requeues_every_id() {
     let supervisor = Supervisor::start(db, &[]);
     wait_until("both workers run", || has_pid(db, "1") && has_pid(db, "2"));
     let mut c = redis().db(db);
-    for i in 0..200 {
+    for i in 0..2000 {
         let _: String = c.xadd("demo-worker:req:x", "*", &[("ref", format!("burst{i}")), ("type", "demo-worker".into())]).unwrap();
     }
     wait_until("some requests are served", || c.xlen::<_, usize>("demo-worker:res:x").unwrap() >= 5);
@@ -231,7 +231,7 @@ fn sigterm_drains_in_flight_requests_and_requeues_every_id() {
         redis::cmd("XPENDING").arg("demo-worker:req:x").arg("worker").query(&mut c).unwrap();
     let responses: usize = c.xlen("demo-worker:res:x").unwrap();
     assert_eq!(pending.0, responses, "each delivered request has its response");
-    assert!(responses < 200, "the drain stopped the workers before the stream ran dry");
+    assert!(responses < 2000, "the drain stopped the workers before the stream ran dry");
     for id in ["1", "2"] {
         assert!(!has_pid(db, id), "worker {id} still has a pid");
     }
