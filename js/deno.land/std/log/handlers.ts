@@ -32,6 +32,10 @@ export class BaseHandler {
     if (this.formatter instanceof Function) {
       return this.formatter(logRecord);
     }
+    if (this.formatter === DEFAULT_FORMATTER) {
+      // The same text as the replace below, without a regular expression per line.
+      return `${logRecord.levelName} ${logRecord.msg}`;
+    }
     return this.formatter.replace(/{(\S+)}/g, (match, p1): string => {
       const value = logRecord[p1 as keyof LogRecord];
       if (value === undefined) return match;
