@@ -180,9 +180,7 @@ impl RedisTarget {
             Err(_) => Err(fail(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))),
         }
     }
-}
 
-impl RedisTarget {
     /// A connection for blocking commands (BLMOVE, BRPOP): no response time-out.
     pub async fn connect_blocking(&self) -> anyhow::Result<MultiplexedConnection> {
         let config = redis::AsyncConnectionConfig::new()

@@ -75,21 +75,12 @@ fn run_worker(key: &str, redis_url: &str, allow_remote_inspect: bool) -> anyhow:
     let main_module = config.main_module(&cwd)?;
     let flags = flags::parse_options(&config.deno_options)
         .with_context(|| format!("worker '{key}': bad denoOptions; fix the field with redis-cli hset {key} denoOptions ..."))?;
-    if let Some(inspect) = flags.inspect {
-        if !inspect.addr.ip().is_loopback() && !allow_remote_inspect {
-            anyhow::bail!(
-                "worker '{key}': refusing to serve the inspector on {}, which is not a loopback address: \
-                 whoever connects runs code as the worker. Use 127.0.0.1 in denoOptions, or start \
-                 denorun with --allow-remote-inspect if you mean it",
-                inspect.addr
-            );
-        }
-    }
     let redis_addr = redis.addr.as_ref().map(|(h, p)| permissions::net_addr(h, *p));
     let permissions = permissions::build(&flags, redis_addr.as_deref())?;
     // The worker finds its Redis in REDIS_URL (with --allow-env=REDIS_URL), whichever way
     // denorun was told. Set before any thread starts.
     std::env::set_var("REDIS_URL", redis_url);
+    worker::serve_inspector(flags.inspect, allow_remote_inspect).with_context(|| format!("worker '{key}'"))?;
     worker::init_engine(&flags)?;
     log::debug!("{key}: running {main_module} ({} worker)", config.worker_type.as_deref().unwrap_or("untyped"));
     Ok(worker::run_to_end(WorkerSpec {
@@ -111,6 +102,8 @@ fn run_script(args: RunArgs) -> anyhow::Result<i32> {
         anyhow::bail!("script '{script}' not found");
     }
     let permissions = permissions::build(&flags, None)?;
+    // The flags come from this command line itself, so any address goes.
+    worker::serve_inspector(flags.inspect, true)?;
     worker::init_engine(&flags)?;
     Ok(worker::run_to_end(WorkerSpec {
         name: script,

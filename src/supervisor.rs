@@ -131,7 +131,7 @@ impl Supervisor {
         let defaults = config::load_type(&mut conn, &options.worker_type).await?;
         let type_flags = flags::parse_options(defaults.get("denoOptions").map(String::as_str).unwrap_or(""))
             .with_context(|| format!("{}: bad denoOptions", keys.hash))?;
-        worker::init_engine(&flags::DenoFlags { inspect: None, ..type_flags })?;
+        worker::init_engine(&type_flags)?;
         std::env::set_var("REDIS_URL", &redis.url);
 
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -259,16 +259,7 @@ impl Supervisor {
         if !flags.v8_flags.is_empty() || flags.seed.is_some() {
             log::warn!("{key}: --v8-flags and --seed apply to the whole process; set them in {}", self.keys.hash);
         }
-        if let Some(inspect) = flags.inspect {
-            if !inspect.addr.ip().is_loopback() && !self.options.allow_remote_inspect {
-                anyhow::bail!(
-                    "refusing the inspector on non-loopback {}; start the supervisor with --allow-remote-inspect to allow it",
-                    inspect.addr
-                );
-            }
-            deno_runtime::deno_inspector_server::create_inspector_server(inspect.addr, "denorun", Default::default())
-                .with_context(|| format!("cannot start the inspector on {}", inspect.addr))?;
-        }
+        worker::serve_inspector(flags.inspect, self.options.allow_remote_inspect)?;
         let redis_addr = self.redis.addr.as_ref().map(|(h, p)| permissions::net_addr(h, *p));
         let permissions = permissions::build(&flags, redis_addr.as_deref())?;
 

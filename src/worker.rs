@@ -16,7 +16,7 @@ use deno_runtime::worker::{MainWorker, WorkerOptions, WorkerServiceOptions};
 use deno_runtime::{BootstrapOptions, FeatureChecker, WorkerExecutionMode};
 use sys_traits::impls::RealSys;
 
-use crate::flags::{DenoFlags, InspectMode};
+use crate::flags::{DenoFlags, Inspect, InspectMode};
 use crate::loader::Loader;
 use crate::remote::RemoteModules;
 
@@ -40,8 +40,8 @@ pub struct WorkerSpec {
     pub stdio: Stdio,
 }
 
-/// Sets the process-wide V8 options (flags, seed) and starts V8 and, if asked for, the
-/// inspector server. Call once, before the first worker.
+/// Sets the process-wide V8 options (flags, seed) and starts V8. Call once, before the first
+/// worker.
 pub fn init_engine(flags: &DenoFlags) -> anyhow::Result<()> {
     let mut v8_flags = vec!["denorun".to_string()];
     v8_flags.extend(flags.v8_flags.iter().cloned());
@@ -53,10 +53,24 @@ pub fn init_engine(flags: &DenoFlags) -> anyhow::Result<()> {
         anyhow::bail!("unknown V8 flags in --v8-flags: {}; `--v8-flags=--help` lists V8's flags", unknown.join(" "));
     }
     JsRuntime::init_platform(None);
-    if let Some(inspect) = flags.inspect {
-        deno_runtime::deno_inspector_server::create_inspector_server(inspect.addr, "denorun", Default::default())
-            .with_context(|| format!("cannot start the inspector on {}; is the port in use?", inspect.addr))?;
+    Ok(())
+}
+
+/// Starts the process's inspector server for a worker's `--inspect*`, if it has one. Whoever
+/// connects runs code as the worker, so a non-loopback address needs `allow_remote`, which
+/// only denorun's own command line can give (not a hash, which anyone with Redis can write).
+pub fn serve_inspector(inspect: Option<Inspect>, allow_remote: bool) -> anyhow::Result<()> {
+    let Some(inspect) = inspect else { return Ok(()) };
+    if !inspect.addr.ip().is_loopback() && !allow_remote {
+        anyhow::bail!(
+            "refusing to serve the inspector on {}, which is not a loopback address: whoever connects \
+             runs code as the worker. Use 127.0.0.1 in denoOptions, or start denorun with \
+             --allow-remote-inspect if you mean it",
+            inspect.addr
+        );
     }
+    deno_runtime::deno_inspector_server::create_inspector_server(inspect.addr, "denorun", Default::default())
+        .with_context(|| format!("cannot start the inspector on {}; is the port in use?", inspect.addr))?;
     Ok(())
 }
 
