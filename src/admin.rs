@@ -51,7 +51,8 @@ fn stream(worker_type: &str, which: &str) -> anyhow::Result<String> {
     Ok(format!("{worker_type}:{which}:x"))
 }
 
-/// Each worker of a type (from its queues): state, pid, restarts, last exit and error.
+/// Each worker of a type (from its queues): state, supervisor, restarts, last exit (reason
+/// and code) and error.
 async fn status(conn: &mut MultiplexedConnection, worker_type: &str) -> anyhow::Result<i32> {
     check_type(worker_type)?;
     let supervisor: HashMap<String, String> = conn.hgetall(format!("{worker_type}:h")).await?;
@@ -76,7 +77,10 @@ async fn status(conn: &mut MultiplexedConnection, worker_type: &str) -> anyhow::
         println!("no workers: push ids on {worker_type}:start:q");
         return Ok(0);
     }
-    println!("{:<8} {:<11} {:<8} {:<9} {:<10} LAST ERROR", "ID", "STATE", "PID", "RESTARTS", "LAST EXIT");
+    println!(
+        "{:<8} {:<11} {:<22} {:<9} {:<12} LAST ERROR",
+        "ID", "STATE", "SUPERVISOR", "RESTARTS", "LAST EXIT"
+    );
     for (id, state) in ids {
         let hash: HashMap<String, String> = conn.hgetall(format!("{worker_type}:{id}:h")).await?;
         let field = |name: &str| hash.get(name).cloned().unwrap_or_else(|| "-".into());
@@ -85,13 +89,18 @@ async fn status(conn: &mut MultiplexedConnection, worker_type: &str) -> anyhow::
             ("started", false) => "restarting",
             (other, _) => other,
         };
+        let last_exit = match (hash.get("lastReason"), hash.get("lastExit")) {
+            (Some(reason), Some(code)) => format!("{reason} ({code})"),
+            (None, Some(code)) => code.clone(),
+            _ => "-".into(),
+        };
         println!(
-            "{:<8} {:<11} {:<8} {:<9} {:<10} {}",
+            "{:<8} {:<11} {:<22} {:<9} {:<12} {}",
             id,
             state,
-            field("pid"),
+            field("supervisor"),
             field("restarts"),
-            field("lastExit"),
+            last_exit,
             hash.get("lastError").filter(|e| !e.is_empty()).map(String::as_str).unwrap_or("-")
         );
     }

@@ -8,6 +8,7 @@ The worker hash (HGETALL <WORKER_KEY>) names the module and its options:
   workerUrl | url          module URL, or a local path when the version is `local`
   workerVersion | version  `local`, `main` or a tag such as v1.2.3
   denoOptions              Deno flags, e.g. --allow-read=/data --inspect=127.0.0.1:9229
+  maxHeapMb, maxBlockMs    this worker's heap limit and longest run without yielding
 
 The worker may connect to its Redis and nothing else unless denoOptions grants more.
 Its standard input is this process's, e.g. `echo \"worker-v0 <hex key>\" | denorun demo-worker:1:h`.";
@@ -35,6 +36,20 @@ pub struct Cli {
     /// inspector runs code as the worker, and anyone who can write the hash could ask for it.
     #[arg(long)]
     pub allow_remote_inspect: bool,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Each worker's limits, when neither its hash nor its type's hash sets them.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct LimitArgs {
+    /// A worker's V8 heap limit in MiB (hash field maxHeapMb); near it the worker alone ends
+    #[arg(long, value_name = "MIB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_heap_mb: u64,
+    /// Milliseconds a worker's JavaScript may run without yielding (hash field maxBlockMs)
+    #[arg(long, value_name = "MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_block_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -83,9 +98,15 @@ pub struct SuperviseArgs {
     /// The longest backoff, in seconds
     #[arg(long, default_value_t = 30.0)]
     pub backoff_max: f64,
+    /// Seconds between heartbeats (the `seenAt` of each id it runs); ids whose supervisor
+    /// misses five are recovered by the others
+    #[arg(long, default_value_t = 2.0)]
+    pub heartbeat: f64,
     /// Let workers' --inspect listen on non-loopback addresses
     #[arg(long)]
     pub allow_remote_inspect: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// Admin commands for everyday use (they replace the original's cli.ts).

@@ -23,6 +23,10 @@ pub struct WorkerConfig {
     pub version: String,
     pub worker_type: Option<String>,
     pub deno_options: String,
+    /// `maxHeapMb`: the worker's V8 heap limit, when the hashes set one.
+    pub max_heap_mb: Option<u64>,
+    /// `maxBlockMs`: how long its JavaScript may run without yielding, when the hashes set it.
+    pub max_block_ms: Option<u64>,
 }
 
 impl WorkerConfig {
@@ -44,7 +48,18 @@ impl WorkerConfig {
                  set it, e.g. redis-cli hset {key} workerUrl ./worker.ts workerVersion local"
             );
         };
+        let number = |name: &str| -> anyhow::Result<Option<u64>> {
+            match field(name, name) {
+                None => Ok(None),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(Some(n)),
+                    _ => bail!("worker hash '{key}': {name} '{v}' must be a whole number above 0; fix it with redis-cli hset {key} {name} ..."),
+                },
+            }
+        };
         Ok(WorkerConfig {
+            max_heap_mb: number("maxHeapMb")?,
+            max_block_ms: number("maxBlockMs")?,
             key: key.to_string(),
             url,
             version: field("workerVersion", "version").unwrap_or_else(|| "main".to_string()),
@@ -221,6 +236,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.url.as_str(), c.version.as_str(), c.deno_options.as_str()), ("w.ts", "local", "-R"));
+    }
+
+    #[test]
+    fn limits_are_positive_numbers() {
+        let c = WorkerConfig::from_hash("t:1:h", &hash(&[("url", "w.ts"), ("maxHeapMb", "64"), ("maxBlockMs", " 250 ")]));
+        let c = c.unwrap();
+        assert_eq!((c.max_heap_mb, c.max_block_ms), (Some(64), Some(250)));
+        for bad in ["0", "-1", "lots", "1.5"] {
+            let e = WorkerConfig::from_hash("t:1:h", &hash(&[("url", "w.ts"), ("maxHeapMb", bad)])).unwrap_err();
+            assert!(e.to_string().contains("maxHeapMb"), "{e}");
+        }
     }
 
     #[test]

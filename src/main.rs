@@ -4,7 +4,8 @@
 //! and runs its module; `denorun run` runs a script like `deno run`. The layout follows the
 //! concepts: `cli` (command line), `config` (worker hash), `flags` and `permissions` (what a
 //! worker may do), `loader`, `builtins` and `remote` (where modules come from), `ops` (Rust
-//! behind the built-in modules) and `worker` (the runtime).
+//! behind the built-in modules), `spec` (hash to worker), `worker` (the runtime, its limits
+//! and why it ended) and `supervisor` (many workers in one process).
 
 mod admin;
 mod builtins;
@@ -15,6 +16,7 @@ mod loader;
 mod ops;
 mod permissions;
 mod remote;
+mod spec;
 mod supervisor;
 mod worker;
 
@@ -24,9 +26,10 @@ use anyhow::Context;
 use clap::Parser;
 use deno_runtime::deno_core::resolve_url_or_path;
 
-use crate::cli::{Cli, Command, RunArgs};
+use crate::cli::{Cli, Command, LimitArgs, RunArgs};
 use crate::config::RedisTarget;
-use crate::worker::WorkerSpec;
+use crate::spec::{Host, LimitDefaults};
+use crate::worker::{Limits, WorkerSpec};
 
 fn main() {
     init_logger();
@@ -39,10 +42,14 @@ fn main() {
                 supervisor::Options {
                     worker_type: args.worker_type,
                     drain_timeout: seconds(args.drain_timeout),
-                    max_failures: args.max_failures.max(1),
-                    quick_exit: seconds(args.quick_exit),
-                    backoff: seconds(args.backoff),
-                    backoff_max: seconds(args.backoff_max),
+                    policy: supervisor::Policy {
+                        quick_exit: seconds(args.quick_exit),
+                        backoff: seconds(args.backoff),
+                        backoff_max: seconds(args.backoff_max),
+                        max_failures: args.max_failures.max(1),
+                    },
+                    limits: limit_defaults(args.limits),
+                    heartbeat: seconds(args.heartbeat).max(std::time::Duration::from_millis(100)),
                     allow_remote_inspect: args.allow_remote_inspect,
                 },
             )
@@ -50,7 +57,7 @@ fn main() {
         Some(Command::Admin(command)) => RedisTarget::parse(&cli.redis.url).and_then(|redis| admin::run(&redis, command)),
         None => {
             let key = cli.worker_key.expect("clap requires WORKER_KEY");
-            run_worker(&key, &cli.redis.url, cli.allow_remote_inspect)
+            run_worker(&key, &cli.redis.url, cli.allow_remote_inspect, limit_defaults(cli.limits))
         }
     };
     let code = code.unwrap_or_else(|e| {
@@ -64,33 +71,25 @@ fn seconds(s: f64) -> std::time::Duration {
     std::time::Duration::from_secs_f64(s.max(0.0))
 }
 
+fn limit_defaults(args: LimitArgs) -> LimitDefaults {
+    LimitDefaults { max_heap_mb: args.max_heap_mb, max_block_ms: args.max_block_ms }
+}
+
 /// `denorun <WORKER_KEY>`: the worker named by a Redis hash.
-fn run_worker(key: &str, redis_url: &str, allow_remote_inspect: bool) -> anyhow::Result<i32> {
+fn run_worker(key: &str, redis_url: &str, allow_remote_inspect: bool, limits: LimitDefaults) -> anyhow::Result<i32> {
     let redis = RedisTarget::parse(redis_url)?;
     let config = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(config::load(&redis, key))?;
-    let cwd = std::env::current_dir()?;
-    let main_module = config.main_module(&cwd)?;
-    let flags = flags::parse_options(&config.deno_options)
-        .with_context(|| format!("worker '{key}': bad denoOptions; fix the field with redis-cli hset {key} denoOptions ..."))?;
-    let redis_addr = redis.addr.as_ref().map(|(h, p)| permissions::net_addr(h, *p));
-    let permissions = permissions::build(&flags, redis_addr.as_deref())?;
+    let host = Host { redis: &redis, limits, allow_remote_inspect };
+    let spec = spec::assemble(&config, &host, Default::default())?;
     // The worker finds its Redis in REDIS_URL (with --allow-env=REDIS_URL), whichever way
     // denorun was told. Set before any thread starts.
     std::env::set_var("REDIS_URL", redis_url);
-    worker::serve_inspector(flags.inspect, allow_remote_inspect).with_context(|| format!("worker '{key}'"))?;
-    worker::init_engine(&flags)?;
-    log::debug!("{key}: running {main_module} ({} worker)", config.worker_type.as_deref().unwrap_or("untyped"));
-    Ok(worker::run_to_end(WorkerSpec {
-        name: key.to_string(),
-        main_module,
-        args: vec![key.to_string()],
-        flags,
-        permissions,
-        stdio: Default::default(),
-    }))
+    worker::init_engine(&spec.flags)?;
+    log::debug!("{key}: running {} ({} worker)", spec.main_module, config.worker_type.as_deref().unwrap_or("untyped"));
+    Ok(worker::run_to_end(spec))
 }
 
 /// `denorun run [FLAGS] <SCRIPT> [ARGS]...`: like `deno run`, deny by default.
@@ -102,8 +101,7 @@ fn run_script(args: RunArgs) -> anyhow::Result<i32> {
         anyhow::bail!("script '{script}' not found");
     }
     let permissions = permissions::build(&flags, None)?;
-    // The flags come from this command line itself, so any address goes.
-    worker::serve_inspector(flags.inspect, true)?;
+    // The flags come from this command line itself, so any inspector address goes.
     worker::init_engine(&flags)?;
     Ok(worker::run_to_end(WorkerSpec {
         name: script,
@@ -112,6 +110,7 @@ fn run_script(args: RunArgs) -> anyhow::Result<i32> {
         flags,
         permissions,
         stdio: Default::default(),
+        limits: Limits::NONE,
     }))
 }
 

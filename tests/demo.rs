@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use redis::Commands;
@@ -78,18 +78,12 @@ fn finish(child: Child) -> Run {
 
 /// Waits until the worker has claimed its hash (written `pid`).
 fn wait_for_pid(db: u8, child: &mut Child) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let pid: Option<String> = redis().db(db).hget(KEY, "pid").unwrap();
-        if let Some(pid) = pid {
-            return pid;
-        }
+    wait_for("the worker writes its pid", Duration::from_secs(30), || {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the worker exited before writing its pid: {status}");
         }
-        assert!(Instant::now() < deadline, "the worker did not write its pid");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        redis().db(db).hget(KEY, "pid").unwrap()
+    })
 }
 
 fn add_request(db: u8, fields: &[(&str, &str)]) {

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
@@ -28,21 +28,26 @@ fn finish(child: Child) -> Run {
     }
 }
 
-/// GET `path` from the inspector's HTTP endpoint, retrying until it is up.
+/// GET `path` from the inspector's HTTP endpoint once it answers.
 fn http_json(port: u16, path: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-            write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").unwrap();
-            let mut response = String::new();
-            stream.read_to_string(&mut response).unwrap();
-            if let Some((_, body)) = response.split_once("\r\n\r\n") {
-                return serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"));
-            }
-        }
-        assert!(Instant::now() < deadline, "the inspector did not come up on port {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(&format!("the inspector answers on port {port}"), Duration::from_secs(20), || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let (_, body) = response.split_once("\r\n\r\n")?;
+        Some(serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}")))
+    })
+}
+
+/// The inspector's targets once the worker is among them: the server answers before the
+/// worker has registered, so an empty list means "not yet".
+fn targets(port: u16) -> Vec<Value> {
+    wait_for(&format!("a target is listed on port {port}"), Duration::from_secs(20), || {
+        let list = http_json(port, "/json/list");
+        let list = list.as_array().cloned().unwrap_or_default();
+        (!list.is_empty()).then_some(list)
+    })
 }
 
 /// A minimal CDP client: numbered calls, and the events that arrive meanwhile.
@@ -54,8 +59,7 @@ struct Cdp {
 
 impl Cdp {
     fn connect(port: u16) -> (Cdp, Value) {
-        let targets = http_json(port, "/json/list");
-        let target = targets[0].clone();
+        let target = targets(port)[0].clone();
         let url = target["webSocketDebuggerUrl"].as_str().unwrap().to_string();
         let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -198,11 +202,7 @@ console.log(`sum ${totals.sum}`);
     cdp.call("Debugger.resume", json!({}));
     drop(cdp); // the worker stays while a debugger is attached
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while worker.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the worker did not exit after the debugger detached");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the worker exits after the debugger detached", || worker.try_wait().unwrap().is_some());
     let run = finish(worker);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.stdout, "sum 3\n");
@@ -223,7 +223,7 @@ fn inspect_wait_runs_nothing_until_a_debugger_connects() {
     let options = format!("--inspect-wait=127.0.0.1:{port}");
     let key = local_worker(dir.path(), &source, &[("denoOptions", &options)]);
     let worker = start(&key);
-    http_json(port, "/json/list");
+    targets(port);
     std::thread::sleep(Duration::from_millis(500));
     let before: Option<String> = redis().cmd(&["GET", &marker]);
     assert_eq!(before, None, "the worker ran before a debugger connected");
@@ -232,11 +232,9 @@ fn inspect_wait_runs_nothing_until_a_debugger_connects() {
     let (mut cdp, _) = Cdp::connect(port);
     cdp.call("Runtime.enable", json!({}));
     cdp.call("Runtime.runIfWaitingForDebugger", json!({}));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while redis().cmd::<Option<String>>(&["GET", &marker]).is_none() {
-        assert!(Instant::now() < deadline, "the worker did not run after a debugger connected");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the worker runs after a debugger connected", || {
+        redis().cmd::<Option<String>>(&["GET", &marker]).is_some()
+    });
     drop(cdp);
     let run = finish(worker);
     assert_eq!(run.code, 0, "{run:?}");
@@ -263,4 +261,29 @@ fn unsafe_or_busy_inspector_addresses_are_refused() {
     assert_eq!(in_use.code, 1, "{in_use:?}");
     assert!(in_use.stderr.contains("is the port in use?"), "{in_use:?}");
     assert!(!in_use.stdout.contains("started"));
+}
+
+#[test]
+fn two_workers_of_one_supervisor_each_get_their_own_inspector() {
+    let dir = temp_dir();
+    let script = write(dir.path(), "sleep.ts", "await new Promise((resolve) => setTimeout(resolve, 60_000));\n");
+    let worker_type = unique("inspected");
+    let c = redis();
+    c.hset(&format!("{worker_type}:h"), &[("workerUrl", script.to_str().unwrap()), ("workerVersion", "local")]);
+    let ports = [free_port(), free_port()];
+    for (id, port) in ["a", "b"].iter().zip(ports) {
+        c.hset(&format!("{worker_type}:{id}:h"), &[("denoOptions", &format!("--inspect=127.0.0.1:{port}"))]);
+        let _: i64 = c.cmd(&["LPUSH", &format!("{worker_type}:start:q"), id]);
+    }
+    let mut cmd = denorun(&["supervise", &worker_type]);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut supervisor = cmd.spawn().unwrap();
+    supervisor.stdin.take().unwrap().write_all(b"worker-v0 00\n").unwrap();
+    for (id, port) in ["a", "b"].iter().zip(ports) {
+        let listed = targets(port);
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert!(listed[0]["title"].as_str().unwrap().contains(&format!("{worker_type}:{id}:h")), "{listed:?}");
+    }
+    supervisor.kill().unwrap();
+    supervisor.wait().unwrap();
 }

@@ -5,138 +5,23 @@
 mod common;
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+use common::demo::*;
 use common::*;
 use redis::Commands;
 
 
 
-/// Encrypts the demo's secret config into `hash` with `denorun encrypt`.
-fn encrypt_into(db: u8, hash: &str) {
-    let mut encrypt = Command::new(DENORUN);
-    encrypt.args(["encrypt", "--key", SECRET, "--iv", IV, "--hset", hash]).env("REDIS_URL", redis().db_url(db));
-    let encrypted = run(encrypt, r#"{ "password": "hello", "type": "demo-worker" }"#);
-    assert_eq!(encrypted.code, 0, "{encrypted:?}");
-}
-
-/// The demo type's defaults in `demo-worker:h` (the module comes from there only), `ids`
-/// worker hashes with the fields the worker reads itself, queued on start:q, and the request
-/// stream's group: what demo/run.sh sets up, with `worker` as the module.
-fn setup(db: u8, worker: &Path, ids: &[&str], request_limit: u32) {
-    let mut c = redis().db(db);
-    let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
-    encrypt_into(db, "demo-worker:h");
-    let defaults = [
-        ("workerUrl", worker.to_str().unwrap()),
-        ("workerVersion", "local"),
-        ("workerType", "demo-worker"),
-        ("requestStream", "demo-worker:req:x"),
-        ("responseStream", "demo-worker:res:x"),
-        ("denoOptions", "--allow-env=REDIS_URL"),
-    ];
-    let _: () = c.hset_multiple("demo-worker:h", &defaults).unwrap();
-    for id in ids {
-        let key = format!("demo-worker:{id}:h");
-        encrypt_into(db, &key);
-        let limit = request_limit.to_string();
-        let own = [
-            ("consumerId", *id),
-            ("requestLimit", limit.as_str()),
-            ("requestStream", "demo-worker:req:x"),
-            ("responseStream", "demo-worker:res:x"),
-        ];
-        let _: () = c.hset_multiple(&key, &own).unwrap();
-        let _: () = c.lpush("demo-worker:start:q", *id).unwrap();
-    }
-    let _: () = redis::cmd("XGROUP").arg(&["CREATE", "demo-worker:req:x", "worker", "$", "MKSTREAM"]).query(&mut c).unwrap();
-}
-
-fn demo_worker() -> PathBuf {
-    Path::new(ROOT).join("demo/worker.ts")
-}
-
-struct Supervisor {
-    child: Child,
-    log: tempfile::TempDir,
-}
-
-impl Supervisor {
-    fn start(db: u8, extra: &[&str]) -> Supervisor {
-        let log = temp_dir();
-        let mut cmd = Command::new(DENORUN);
-        cmd.arg("supervise")
-            .arg("demo-worker")
-            .args(extra)
-            .env("REDIS_URL", redis().db_url(db))
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::piped())
-            .stdout(File::create(log.path().join("out")).unwrap())
-            .stderr(File::create(log.path().join("err")).unwrap());
-        let mut child = cmd.spawn().unwrap();
-        child.stdin.take().unwrap().write_all(format!("worker-v0 {SECRET}\n").as_bytes()).unwrap();
-        Supervisor { child, log }
-    }
-
-    fn signal(&self, signal: i32) {
-        unsafe { libc::kill(self.child.id() as i32, signal) };
-    }
-
-    /// Waits for the exit (60 s at most) and returns it with what the supervisor printed.
-    fn finish(mut self) -> Run {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                self.child.kill().unwrap();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Run {
-            code: status.code().unwrap_or(-1),
-            stdout: std::fs::read_to_string(self.log.path().join("out")).unwrap(),
-            stderr: std::fs::read_to_string(self.log.path().join("err")).unwrap(),
-        }
-    }
-}
-
-impl Drop for Supervisor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn has_pid(db: u8, id: &str) -> bool {
-    redis().db(db).hexists(format!("demo-worker:{id}:h"), "pid").unwrap()
-}
-
-fn request(db: u8, reference: &str) -> serde_json::Value {
-    let mut c = redis().db(db);
-    let _: String = c.xadd("demo-worker:req:x", "*", &[("ref", reference), ("type", "demo-worker")]).unwrap();
-    let reply: Option<(String, String)> = c.brpop(format!("res:{reference}"), 10.0).unwrap();
-    serde_json::from_str(&reply.unwrap_or_else(|| panic!("no reply for {reference}")).1).unwrap()
+fn url(db: u8) -> String {
+    redis().db_url(db)
 }
 
 #[test]
 fn three_workers_in_one_process_all_serve_requests() {
     let db = 6;
-    setup(db, &demo_worker(), &["1", "2", "3"], 0);
-    let supervisor = Supervisor::start(db, &[]);
-    wait_until("all three workers run", || ["1", "2", "3"].iter().all(|id| has_pid(db, id)));
+    setup(&url(db), &demo_worker(), &["1", "2", "3"], 0);
+    let supervisor = Supervisor::start(&url(db), &[]);
+    wait_until("all three workers run", || ["1", "2", "3"].iter().all(|id| has_pid(&url(db), id)));
     let pids: HashSet<String> =
         ["1", "2", "3"].iter().map(|id| redis().db(db).hget(format!("demo-worker:{id}:h"), "pid").unwrap()).collect();
     assert_eq!(pids, HashSet::from([supervisor.child.id().to_string()]), "one process");
@@ -145,7 +30,7 @@ fn three_workers_in_one_process_all_serve_requests() {
 
     let mut served_by = HashSet::new();
     for i in 0..9 {
-        let res = request(db, &format!("r{i}"));
+        let res = request(&url(db), &format!("r{i}"));
         assert_eq!(res["code"], 200);
         served_by.insert(res["worker"]["workerKey"].as_str().unwrap().to_string());
     }
@@ -162,13 +47,13 @@ fn three_workers_in_one_process_all_serve_requests() {
 #[test]
 fn deleting_one_pid_restarts_that_worker_only() {
     let db = 7;
-    setup(db, &demo_worker(), &["1", "2", "3"], 0);
-    let supervisor = Supervisor::start(db, &[]);
-    wait_until("all three workers run", || ["1", "2", "3"].iter().all(|id| has_pid(db, id)));
+    setup(&url(db), &demo_worker(), &["1", "2", "3"], 0);
+    let supervisor = Supervisor::start(&url(db), &[]);
+    wait_until("all three workers run", || ["1", "2", "3"].iter().all(|id| has_pid(&url(db), id)));
     let _: () = redis().db(db).hdel("demo-worker:2:h", "pid").unwrap();
     wait_until("worker 2 has restarted", || {
         let restarts: Option<u32> = redis().db(db).hget("demo-worker:2:h", "restarts").unwrap();
-        restarts == Some(1) && has_pid(db, "2")
+        restarts == Some(1) && has_pid(&url(db), "2")
     });
     let error: String = redis().db(db).hget("demo-worker:2:h", "lastError").unwrap();
     assert!(error.contains("Aborting because 'pid' field removed/changed"), "{error}");
@@ -176,7 +61,7 @@ fn deleting_one_pid_restarts_that_worker_only() {
         let restarts: Option<u32> = redis().db(db).hget(format!("demo-worker:{id}:h"), "restarts").unwrap();
         assert_eq!(restarts, None, "worker {id} was not restarted");
     }
-    assert_eq!(request(db, "after-restart")["code"], 200);
+    assert_eq!(request(&url(db), "after-restart")["code"], 200);
     supervisor.signal(libc::SIGTERM);
     assert_eq!(supervisor.finish().code, 0);
 }
@@ -186,8 +71,8 @@ fn a_worker_failing_at_start_is_backed_off_then_parked() {
     let db = 8;
     let dir = temp_dir();
     let failing = write(dir.path(), "failing.ts", "throw new Error(`boom at start of ${Deno.args[0]}`);\n");
-    setup(db, &failing, &["1"], 0);
-    let supervisor = Supervisor::start(db, &["--max-failures", "3", "--backoff", "0.05", "--quick-exit", "30"]);
+    setup(&url(db), &failing, &["1"], 0);
+    let supervisor = Supervisor::start(&url(db), &["--max-failures", "3", "--backoff", "0.05", "--quick-exit", "30"]);
     wait_until("the worker is parked", || {
         let failed: Vec<String> = redis().db(db).lrange("demo-worker:failed:q", 0, -1).unwrap();
         failed == ["1"]
@@ -213,9 +98,9 @@ fn a_worker_failing_at_start_is_backed_off_then_parked() {
 #[test]
 fn sigterm_drains_in_flight_requests_and_requeues_every_id() {
     let db = 9;
-    setup(db, &demo_worker(), &["1", "2"], 0);
-    let supervisor = Supervisor::start(db, &[]);
-    wait_until("both workers run", || has_pid(db, "1") && has_pid(db, "2"));
+    setup(&url(db), &demo_worker(), &["1", "2"], 0);
+    let supervisor = Supervisor::start(&url(db), &[]);
+    wait_until("both workers run", || has_pid(&url(db), "1") && has_pid(&url(db), "2"));
     let mut c = redis().db(db);
     for i in 0..2000 {
         let _: String = c.xadd("demo-worker:req:x", "*", &[("ref", format!("burst{i}")), ("type", "demo-worker".into())]).unwrap();
@@ -233,8 +118,14 @@ fn sigterm_drains_in_flight_requests_and_requeues_every_id() {
     assert_eq!(pending.0, responses, "each delivered request has its response");
     assert!(responses < 2000, "the drain stopped the workers before the stream ran dry");
     for id in ["1", "2"] {
-        assert!(!has_pid(db, id), "worker {id} still has a pid");
+        let hash = worker_hash(&url(db), id);
+        assert!(!hash.contains_key("pid"), "worker {id} still has a pid");
+        // The 2021 worker's abort on its cleared pid is a normal stop, not an error.
+        assert_eq!(hash.get("lastReason").map(String::as_str), Some("drain"), "{hash:?}");
+        assert!(!hash.contains_key("lastError"), "{hash:?}");
     }
+    assert!(!run.stderr.contains("Uncaught"), "{run:?}");
+    assert_eq!(run.stderr.matches("stopped by a drain").count(), 2, "{run:?}");
     let mut start: Vec<String> = c.lrange("demo-worker:start:q", 0, -1).unwrap();
     start.sort();
     assert_eq!(start, ["1", "2"]);
@@ -247,16 +138,16 @@ fn sigterm_drains_in_flight_requests_and_requeues_every_id() {
 #[test]
 fn the_secret_is_not_in_environ_cmdline_or_logs() {
     let db = 10;
-    setup(db, &demo_worker(), &["1"], 0);
-    let supervisor = Supervisor::start(db, &[]);
-    wait_until("the worker runs", || has_pid(db, "1"));
+    setup(&url(db), &demo_worker(), &["1"], 0);
+    let supervisor = Supervisor::start(&url(db), &[]);
+    wait_until("the worker runs", || has_pid(&url(db), "1"));
     let pid = supervisor.child.id();
     for file in ["environ", "cmdline"] {
         let bytes = std::fs::read(format!("/proc/{pid}/{file}")).unwrap();
         assert!(!String::from_utf8_lossy(&bytes).contains(SECRET), "the secret is in /proc/{pid}/{file}");
     }
     // Each worker thread runs under the same process: the same check covers them.
-    assert_eq!(request(db, "s1")["code"], 200);
+    assert_eq!(request(&url(db), "s1")["code"], 200);
     supervisor.signal(libc::SIGINT);
     let run = supervisor.finish();
     assert_eq!(run.code, 0, "{run:?}");

@@ -19,6 +19,13 @@ fn op_denorun_inspecting(state: &mut OpState) -> bool {
     state.borrow::<Inspecting>().0
 }
 
+/// Stands in for Deno's `op_create_worker`: `new Worker()` throws a JS error that the worker
+/// can catch, where deno_runtime without a web-worker factory would panic its thread.
+#[op2(nofast)]
+fn op_denorun_no_web_workers() -> Result<(), deno_error::JsErrorBox> {
+    Err(deno_error::JsErrorBox::generic("denorun workers cannot start Web Workers"))
+}
+
 deno_core::extension!(
     denorun,
     ops = [
@@ -35,6 +42,10 @@ deno_core::extension!(
         op_denorun_inspecting,
     ],
     options = { inspecting: bool },
+    middleware = |op| match op.name {
+        "op_create_worker" => op.with_implementation_from(&op_denorun_no_web_workers()),
+        _ => op,
+    },
     state = |state, options| state.put(Inspecting(options.inspecting)),
     customizer = |ext: &mut deno_core::Extension| {
         ext.esm_files.to_mut().push(deno_core::ExtensionFileSource::new(

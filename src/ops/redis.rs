@@ -50,6 +50,19 @@ pub enum RedisOpError {
     Resource(#[from] deno_core::error::ResourceError),
 }
 
+/// Put in the worker's `OpState` when a Redis connection is refused or drops: the worker's
+/// end, if it follows, is Redis's fault rather than the worker's.
+pub struct RedisLost(pub String);
+
+/// Converts a failed command, noting a lost connection in the worker's state.
+fn failed(state: &Rc<RefCell<OpState>>, e: RedisError, context: &str) -> RedisOpError {
+    let error = RedisOpError::from_redis(e, context);
+    if let RedisOpError::Refused(message) | RedisOpError::Closed(message) = &error {
+        state.borrow_mut().put(RedisLost(message.clone()));
+    }
+    error
+}
+
 impl RedisOpError {
     fn from_redis(e: RedisError, context: &str) -> RedisOpError {
         if let Some(code) = e.code() {
@@ -130,7 +143,7 @@ pub async fn op_denorun_redis_connect(
     let conn = client
         .get_multiplexed_async_connection_with_config(&config)
         .await
-        .map_err(|e| RedisOpError::from_redis(e, &format!("connecting to Redis at {address}")))?;
+        .map_err(|e| failed(&state, e, &format!("connecting to Redis at {address}")))?;
     Ok(state.borrow_mut().resource_table.add(Connection(conn)))
 }
 
@@ -166,7 +179,7 @@ pub async fn op_denorun_redis_call(
     let value = conn
         .send_packed_command(&command(&args))
         .await
-        .map_err(|e| RedisOpError::from_redis(e, "Redis command failed"))?;
+        .map_err(|e| failed(&state, e, "Redis command failed"))?;
     if let Value::ServerError(e) = &value {
         return Err(RedisOpError::Reply(reply_error_message(e.code(), e.details())));
     }
@@ -189,7 +202,7 @@ pub async fn op_denorun_redis_pipeline(
     let values = conn
         .send_packed_commands(&pipe, 0, commands.len())
         .await
-        .map_err(|e| RedisOpError::from_redis(e, "Redis pipeline failed"))?;
+        .map_err(|e| failed(&state, e, "Redis pipeline failed"))?;
     Ok(values.into_iter().map(|value| Reply { value, tagged: true }).collect())
 }
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod demo;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,6 +20,25 @@ pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// The AES key and IV the demo tests encrypt the secret config with.
 pub const SECRET: &str = "00112233445566778899aabbccddeeff";
 pub const IV: &str = "0f0e0d0c0b0a09080706050403020100";
+
+/// Waits until `probe` gives a value, polling every 20 ms, and returns it; fails the test,
+/// naming `what`, after `limit`. Every test that waits on a process waits here, for the
+/// thing it needs (a target listed, a field written), never for a fixed time.
+pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`wait_for`] a condition, for up to 30 s.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    wait_for(what, Duration::from_secs(30), || done().then_some(()))
+}
 
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
@@ -92,6 +113,64 @@ pub fn redis() -> &'static Redis {
         }
         redis
     })
+}
+
+/// A redis-server of one test's own, which the test may kill and restart on the same port.
+/// Its append-only file is fsynced on every write, so what a client saw succeed survives.
+pub struct OwnRedis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    pub fn start() -> OwnRedis {
+        let mut redis = OwnRedis { port: free_port(), dir: temp_dir(), child: None };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILLs the server, as a crash or an OOM killer would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Starts the server (again) on its port, and waits until it answers.
+    pub fn restart(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        self.child = Some(cmd.spawn().expect("redis-server must be installed (apt-get install redis-server)"));
+        let url = self.url();
+        wait_for(&format!("redis-server answers on port {}", self.port), Duration::from_secs(10), || {
+            let mut c = redis::Client::open(url.as_str()).ok()?.get_connection().ok()?;
+            redis::cmd("PING").query::<String>(&mut c).ok()
+        });
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 fn spawn_redis_server(port: u16) -> Child {

@@ -1,13 +1,19 @@
 //! The worker runtime: one module running in a deno_runtime `MainWorker`, on a thread of its
 //! own with a current-thread tokio runtime, started from the snapshot made by `build.rs`.
+//! Its limits (`limits`), its inspector (`inspector`) and why it ended (`exit`) are
+//! submodules.
+
+pub mod exit;
+pub mod inspector;
+pub mod limits;
 
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use deno_resolver::npm::{DenoInNpmPackageChecker, NpmResolver};
 use deno_runtime::deno_core::error::{CoreError, CoreErrorKind};
 use deno_runtime::deno_core::{v8, JsRuntime, ModuleSpecifier};
+use deno_runtime::deno_inspector_server::InspectorServer;
 use deno_runtime::deno_io::Stdio;
 use deno_runtime::deno_os::{WatcherExitHandle, WatcherExited};
 use deno_runtime::deno_permissions::PermissionsContainer;
@@ -16,7 +22,9 @@ use deno_runtime::worker::{MainWorker, WorkerOptions, WorkerServiceOptions};
 use deno_runtime::{BootstrapOptions, FeatureChecker, WorkerExecutionMode};
 use sys_traits::impls::RealSys;
 
-use crate::flags::{DenoFlags, Inspect, InspectMode};
+pub use self::exit::{Exit, Reason};
+pub use self::limits::Limits;
+use crate::flags::{DenoFlags, InspectMode};
 use crate::loader::Loader;
 use crate::remote::RemoteModules;
 
@@ -38,6 +46,7 @@ pub struct WorkerSpec {
     pub flags: DenoFlags,
     pub permissions: PermissionsContainer,
     pub stdio: Stdio,
+    pub limits: Limits,
 }
 
 /// Sets the process-wide V8 options (flags, seed) and starts V8. Call once, before the first
@@ -56,38 +65,6 @@ pub fn init_engine(flags: &DenoFlags) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the process's inspector server for a worker's `--inspect*`, if it has one. Whoever
-/// connects runs code as the worker, so a non-loopback address needs `allow_remote`, which
-/// only denorun's own command line can give (not a hash, which anyone with Redis can write).
-pub fn serve_inspector(inspect: Option<Inspect>, allow_remote: bool) -> anyhow::Result<()> {
-    let Some(inspect) = inspect else { return Ok(()) };
-    if !inspect.addr.ip().is_loopback() && !allow_remote {
-        anyhow::bail!(
-            "refusing to serve the inspector on {}, which is not a loopback address: whoever connects \
-             runs code as the worker. Use 127.0.0.1 in denoOptions, or start denorun with \
-             --allow-remote-inspect if you mean it",
-            inspect.addr
-        );
-    }
-    deno_runtime::deno_inspector_server::create_inspector_server(inspect.addr, "denorun", Default::default())
-        .with_context(|| format!("cannot start the inspector on {}; is the port in use?", inspect.addr))?;
-    Ok(())
-}
-
-/// How a worker ended.
-#[derive(Debug, Clone)]
-pub struct Exit {
-    pub code: i32,
-    /// The first line of the uncaught error (or start-up failure) that ended it, if any.
-    pub error: Option<String>,
-}
-
-impl Exit {
-    fn failed(error: String) -> Exit {
-        Exit { code: 1, error: Some(error) }
-    }
-}
-
 /// Asks a running worker to stop at once, from any thread: its event loop is dropped and any
 /// JavaScript it is running is terminated.
 #[derive(Clone, Default)]
@@ -97,14 +74,27 @@ pub struct StopHandle(Arc<StopState>);
 struct StopState {
     requested: tokio::sync::Notify,
     isolate: Mutex<Option<v8::IsolateHandle>>,
+    /// Why it was stopped; the first reason given wins.
+    reason: Mutex<Option<Reason>>,
 }
 
 impl StopHandle {
+    /// Stops the worker where it is (a drain's time-out, a second signal).
     pub fn stop(&self) {
+        self.terminate(Reason::Stopped);
+    }
+
+    /// Ends the worker for `reason`: its JavaScript is terminated and its event loop dropped.
+    pub fn terminate(&self, reason: Reason) {
+        self.0.reason.lock().unwrap().get_or_insert(reason);
         self.0.requested.notify_one();
         if let Some(isolate) = self.0.isolate.lock().unwrap().as_ref() {
             isolate.terminate_execution();
         }
+    }
+
+    fn reason(&self) -> Option<Reason> {
+        self.0.reason.lock().unwrap().clone()
     }
 }
 
@@ -128,7 +118,7 @@ pub fn spawn(
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("unknown");
             log::error!("{name}: the worker's runtime panicked: {reason}");
-            Exit::failed(format!("the runtime panicked: {reason}"))
+            Exit::new(Reason::Uncaught(format!("the runtime panicked: {reason}")))
         });
         done(&exit);
         exit
@@ -136,10 +126,19 @@ pub fn spawn(
 }
 
 /// Runs one worker on its own thread and waits for it: `denorun <key>` and `denorun run`.
+/// An uncaught error is printed as `deno run` prints it; the exit code is the worker's.
 pub fn run_to_end(spec: WorkerSpec) -> i32 {
     let name = spec.name.clone();
     match spawn(spec, StopHandle::default(), |_| {}).map(|t| t.join()) {
-        Ok(Ok(exit)) => exit.code,
+        Ok(Ok(exit)) => {
+            match (&exit.report, &exit.reason) {
+                (Some(report), _) => eprintln!("error: {report}"),
+                (None, Reason::StartFailed(message)) => log::error!("{name}: {message}"),
+                (None, Reason::Memory { .. } | Reason::Cpu { .. }) => log::error!("{name}: {}", exit.reason),
+                _ => {}
+            }
+            exit.reason.code()
+        }
         Ok(Err(_)) => 1, // a panic after the worker ended; already reported
         Err(e) => {
             log::error!("{name}: cannot start a worker thread: {e}");
@@ -148,35 +147,52 @@ pub fn run_to_end(spec: WorkerSpec) -> i32 {
     }
 }
 
-/// Runs a worker to its end: `Deno.exit(n)` gives n, an uncaught error is printed with its
-/// stack and gives 1, and a stop request ends it where it is.
+/// Runs a worker to its end: `Deno.exit(n)` gives n, an uncaught error gives its report,
+/// and a stop request, the heap guard or the watchdog end it where it is.
 pub async fn run(spec: WorkerSpec, stop: StopHandle) -> Exit {
-    let mut worker = match create(&spec) {
-        Ok(worker) => worker,
-        Err(e) => {
-            log::error!("{}: {e:#}", spec.name);
-            return Exit::failed(format!("{e:#}"));
-        }
+    let (mut worker, server) = match create(&spec) {
+        Ok(created) => created,
+        Err(e) => return Exit::new(Reason::StartFailed(format!("{e:#}"))),
     };
     *stop.0.isolate.lock().unwrap() = Some(worker.js_runtime.v8_isolate().thread_safe_handle());
-    let inspecting = spec.flags.inspect.is_some();
-    let result = tokio::select! {
-        result = execute(&mut worker, &spec.main_module, inspecting) => Some(result),
-        _ = stop.0.requested.notified() => None,
-    };
-    let exited = worker.js_runtime.op_state().borrow().try_borrow::<WatcherExited>().is_some();
-    match result {
-        _ if exited => Exit { code: worker.exit_code(), error: None },
-        None => Exit { code: 0, error: Some("stopped".into()) },
-        Some(Ok(code)) => Exit { code, error: None },
-        Some(Err(e)) => {
-            let message = report(&e);
-            Exit::failed(message.lines().next().unwrap_or_default().to_string())
-        }
+    limits::install_heap_guard(&mut worker.js_runtime, &spec.limits, &stop);
+    if let (Some(server), Some(inspect)) = (&server, spec.flags.inspect) {
+        inspector::register(server, &mut worker, &spec.main_module, inspect.mode);
     }
+    let inspecting = spec.flags.inspect.is_some();
+    let result = {
+        let (execution, _watchdog) =
+            limits::Watchdog::watch(execute(&mut worker, &spec.main_module, inspecting), spec.limits.max_block, &stop);
+        tokio::select! {
+            result = execution => Some(result),
+            _ = stop.0.requested.notified() => None,
+        }
+    };
+    let state = worker.js_runtime.op_state();
+    let exited = state.borrow().try_borrow::<WatcherExited>().is_some();
+    let redis_lost = state.borrow().try_borrow::<crate::ops::redis::RedisLost>().map(|lost| lost.0.clone());
+    let exit = match (stop.reason(), result) {
+        (Some(reason), _) => Exit::new(reason),
+        _ if exited => Exit::new(Reason::Exited(worker.exit_code())),
+        (None, None) => Exit::new(Reason::Stopped),
+        (None, Some(Ok(code))) => Exit::new(Reason::Exited(code)),
+        (None, Some(Err(e))) => {
+            let report = format_error(&e);
+            let first_line = report.lines().next().unwrap_or_default().to_string();
+            let reason = match redis_lost {
+                Some(lost) => Reason::RedisLost(lost),
+                None => Reason::Uncaught(first_line),
+            };
+            Exit { reason, report: Some(report) }
+        }
+    };
+    drop(worker);
+    drop(server);
+    exit
 }
 
-fn create(spec: &WorkerSpec) -> anyhow::Result<MainWorker> {
+fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<InspectorServer>>)> {
+    let server = inspector::bind(spec.flags.inspect)?;
     let remote = RemoteModules::new(spec.flags.reload)?;
     let services = WorkerServiceOptions::<DenoInNpmPackageChecker, NpmResolver<RealSys>, RealSys> {
         blob_store: deno_runtime::deno_web::BlobStore::default_arc(),
@@ -213,13 +229,14 @@ fn create(spec: &WorkerSpec) -> anyhow::Result<MainWorker> {
         should_break_on_first_statement: inspect == Some(InspectMode::Break),
         should_wait_for_inspector_session: inspect == Some(InspectMode::Wait),
         stdio: spec.stdio.clone(),
+        create_params: spec.limits.create_params(),
         ..Default::default()
     };
     let mut worker = MainWorker::bootstrap_from_options(&spec.main_module, services, options);
     // `Deno.exit(n)` ends this worker (not the whole process) and cannot be caught in JS.
     let isolate = worker.js_runtime.v8_isolate().thread_safe_handle();
     worker.js_runtime.op_state().borrow_mut().put(WatcherExitHandle(isolate));
-    Ok(worker)
+    Ok((worker, server))
 }
 
 /// Runs the main module and the event loop, with the load/unload events `deno run` sends.
@@ -237,13 +254,10 @@ async fn execute(worker: &mut MainWorker, main: &ModuleSpecifier, inspecting: bo
     Ok(worker.exit_code())
 }
 
-/// Prints an error the way `deno run` does (`error: Uncaught ...` with the stack) and
-/// returns it.
-fn report(error: &CoreError) -> String {
-    let message = match error.as_kind() {
+/// An error the way `deno run` prints it after `error: ` (`Uncaught ...` with the stack).
+fn format_error(error: &CoreError) -> String {
+    match error.as_kind() {
         CoreErrorKind::Js(js_error) => format_js_error(js_error, None),
         _ => error.to_string(),
-    };
-    eprintln!("error: {message}");
-    message
+    }
 }

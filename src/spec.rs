@@ -1,0 +1,79 @@
+//! From a worker's hash to a [`WorkerSpec`]: module, Deno flags, permissions, inspector
+//! address and limits. `denorun <key>` and `denorun supervise` both assemble workers here.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use deno_runtime::deno_io::Stdio;
+
+use crate::config::{RedisTarget, WorkerConfig};
+use crate::flags;
+use crate::permissions;
+use crate::worker::{inspector, Limits, WorkerSpec};
+
+/// Limits for workers whose hashes set none: `--max-heap-mb` and `--max-block-ms`.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitDefaults {
+    pub max_heap_mb: u64,
+    pub max_block_ms: u64,
+}
+
+/// What the host contributes to every worker it runs.
+pub struct Host<'a> {
+    pub redis: &'a RedisTarget,
+    pub limits: LimitDefaults,
+    /// `--allow-remote-inspect`, from denorun's own command line.
+    pub allow_remote_inspect: bool,
+}
+
+/// Assembles the worker a hash describes. Its stdin is `stdio`'s.
+pub fn assemble(config: &WorkerConfig, host: &Host, stdio: Stdio) -> anyhow::Result<WorkerSpec> {
+    let key = &config.key;
+    let main_module = config.main_module(&std::env::current_dir()?)?;
+    let flags = flags::parse_options(&config.deno_options)
+        .with_context(|| format!("worker '{key}': bad denoOptions; fix the field with redis-cli hset {key} denoOptions ..."))?;
+    inspector::check_address(flags.inspect, host.allow_remote_inspect).with_context(|| format!("worker '{key}'"))?;
+    let redis_addr = host.redis.addr.as_ref().map(|(h, p)| permissions::net_addr(h, *p));
+    let permissions = permissions::build(&flags, redis_addr.as_deref())?;
+    let limits = limits(config, host.limits, flags.inspect.is_some());
+    Ok(WorkerSpec { name: key.clone(), main_module, args: vec![key.clone()], flags, permissions, stdio, limits })
+}
+
+/// The hash's limits, else the host's. A worker under a debugger may sit paused at a
+/// breakpoint for as long as its user likes, so it has no watchdog.
+pub fn limits(config: &WorkerConfig, defaults: LimitDefaults, inspecting: bool) -> Limits {
+    let max_block_ms = config.max_block_ms.unwrap_or(defaults.max_block_ms);
+    Limits {
+        max_heap_mb: Some(config.max_heap_mb.unwrap_or(defaults.max_heap_mb)),
+        max_block: (!inspecting).then(|| Duration::from_millis(max_block_ms)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(fields: &[(&str, &str)]) -> WorkerConfig {
+        let mut hash: std::collections::HashMap<String, String> =
+            fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        hash.insert("workerUrl".into(), "w.ts".into());
+        WorkerConfig::from_hash("t:1:h", &hash).unwrap()
+    }
+
+    const DEFAULTS: LimitDefaults = LimitDefaults { max_heap_mb: 512, max_block_ms: 10_000 };
+
+    #[test]
+    fn the_hash_overrides_the_host() {
+        let l = limits(&config(&[("maxHeapMb", "64"), ("maxBlockMs", "500")]), DEFAULTS, false);
+        assert_eq!(l, Limits { max_heap_mb: Some(64), max_block: Some(Duration::from_millis(500)) });
+        let l = limits(&config(&[]), DEFAULTS, false);
+        assert_eq!(l, Limits { max_heap_mb: Some(512), max_block: Some(Duration::from_secs(10)) });
+    }
+
+    #[test]
+    fn a_debugged_worker_has_no_watchdog() {
+        let l = limits(&config(&[("maxBlockMs", "500")]), DEFAULTS, true);
+        assert_eq!(l.max_block, None);
+        assert_eq!(l.max_heap_mb, Some(512));
+    }
+}

@@ -1,0 +1,47 @@
+//! Launching one worker of the supervisor: its hash merged over the type's defaults, the
+//! shared assembly (`spec`), a stdin pipe holding the secret line, and a thread of its own.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use deno_runtime::deno_io::{Stdio, StdioPipe};
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use tokio::sync::mpsc;
+
+use super::Event;
+use crate::config;
+use crate::spec::{self, Host};
+use crate::worker::{self, StopHandle};
+
+/// Starts the worker of `id`; its end arrives as `Event::Exited`.
+pub async fn launch(
+    conn: &mut ConnectionManager,
+    host: &Host<'_>,
+    defaults: &HashMap<String, String>,
+    key: &str,
+    id: &str,
+    secret: &str,
+    events: &mpsc::UnboundedSender<Event>,
+) -> anyhow::Result<StopHandle> {
+    let own: HashMap<String, String> = conn.hgetall(key).await?;
+    let config = config::merged(key, defaults, own)?;
+    let spec = spec::assemble(&config, host, Stdio { stdin: secret_pipe(secret)?, ..Default::default() })?;
+    if !spec.flags.v8_flags.is_empty() || spec.flags.seed.is_some() {
+        log::warn!("{key}: --v8-flags and --seed apply to the whole process; set them in the type's hash");
+    }
+    let stop = StopHandle::default();
+    let (events, id) = (events.clone(), id.to_string());
+    worker::spawn(spec, stop.clone(), move |exit| {
+        let _ = events.send(Event::Exited(id, exit.clone()));
+    })?;
+    Ok(stop)
+}
+
+/// A pipe holding the secret line, then end of input: the worker's stdin.
+fn secret_pipe(secret: &str) -> std::io::Result<StdioPipe> {
+    let (reader, mut writer) = std::io::pipe()?;
+    writer.write_all(format!("{secret}\n").as_bytes())?;
+    drop(writer);
+    Ok(StdioPipe::file(std::fs::File::from(std::os::fd::OwnedFd::from(reader))))
+}

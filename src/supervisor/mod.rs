@@ -1,0 +1,359 @@
+//! `denorun supervise <type>`: many workers of one type in one process, each in its own V8
+//! isolate on its own thread, replacing the original's bash bootstrap loop.
+//!
+//! The concerns are modules: the id-queue protocol with heartbeats and crash recovery
+//! (`queue`), the restart policy (`policy`), draining on signals (`drain`), launching a
+//! worker (`launch`), what goes into hashes (`records`) and Redis outages (`outage`). This
+//! module is the event loop that ties them together. Nothing a worker does and no Redis
+//! restart ends the loop: workers end alone, and the bookkeeping connection and the
+//! BLMOVE loop reconnect for as long as it takes.
+
+mod drain;
+mod launch;
+mod outage;
+mod policy;
+mod queue;
+mod records;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::mpsc;
+
+pub use self::policy::Policy;
+use self::drain::{Drain, Step};
+use self::outage::Outage;
+use self::policy::{Decision, History};
+use self::queue::{Keys, Recovery, Taker};
+use crate::config::{self, RedisTarget};
+use crate::flags;
+use crate::spec::{Host, LimitDefaults};
+use crate::worker::{self, Exit, Reason, StopHandle};
+
+/// How the supervisor runs its workers.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub worker_type: String,
+    /// How long a drain waits for workers to finish their current request.
+    pub drain_timeout: Duration,
+    pub policy: Policy,
+    pub limits: LimitDefaults,
+    /// How often the supervisor marks its ids alive; ids of a supervisor silent for five
+    /// heartbeats are recovered.
+    pub heartbeat: Duration,
+    pub allow_remote_inspect: bool,
+}
+
+/// What the event loop hears.
+pub enum Event {
+    /// An id moved from start:q to started:q.
+    Taken(String),
+    Exited(String, Exit),
+    /// A backoff is over.
+    Restart(String),
+    /// The BLMOVE connection lost Redis, or got it back.
+    RedisDown(String),
+    RedisUp,
+}
+
+struct Running {
+    stop: StopHandle,
+    since: Instant,
+}
+
+/// Reads the secret line, then supervises until drained; returns the exit code.
+pub fn supervise(redis: RedisTarget, options: Options) -> anyhow::Result<i32> {
+    config::check_type(&options.worker_type)?;
+    let secret = read_secret()?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move { Supervisor::start(redis, options, secret).await?.run().await })
+}
+
+/// One line from stdin (`worker-v0 <hex key>`), read once; it goes to each worker's stdin.
+fn read_secret() -> anyhow::Result<String> {
+    let mut input = Vec::new();
+    std::io::stdin().take(4096).read_to_end(&mut input).context("reading the secret line from stdin")?;
+    let text = String::from_utf8(input).context("the secret line on stdin is not UTF-8")?;
+    let line = text.lines().next().unwrap_or_default().trim().to_string();
+    if line.is_empty() {
+        anyhow::bail!(
+            "no secret line on stdin: pipe it in, e.g. echo \"worker-v0 <hex key>\" | denorun supervise <type>"
+        );
+    }
+    Ok(line)
+}
+
+struct Supervisor {
+    options: Options,
+    keys: Keys,
+    redis: RedisTarget,
+    /// The bookkeeping connection; it reconnects by itself after Redis comes back.
+    conn: ConnectionManager,
+    outage: Outage,
+    defaults: HashMap<String, String>,
+    secret: String,
+    /// `host:pid`, in the `supervisor` field of the ids this process runs.
+    me: String,
+    events: mpsc::UnboundedSender<Event>,
+    inbox: mpsc::UnboundedReceiver<Event>,
+    running: HashMap<String, Running>,
+    /// Ids held on started:q while their backoff runs.
+    waiting: HashSet<String>,
+    /// Ids to put back on start:q as soon as Redis takes the command.
+    unqueued: HashSet<String>,
+    history: HashMap<String, History>,
+    recovery: Recovery,
+    taker: Option<Taker>,
+}
+
+impl Supervisor {
+    async fn start(redis: RedisTarget, options: Options, secret: String) -> anyhow::Result<Supervisor> {
+        let keys = Keys::new(&options.worker_type);
+        let mut first = redis.connect().await?;
+        let defaults = config::load_type(&mut first, &options.worker_type).await?;
+        drop(first);
+        let type_flags = flags::parse_options(defaults.get("denoOptions").map(String::as_str).unwrap_or(""))
+            .with_context(|| format!("{}: bad denoOptions", keys.hash))?;
+        worker::init_engine(&type_flags)?;
+        std::env::set_var("REDIS_URL", &redis.url);
+
+        let reconnect = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let mut conn = ConnectionManager::new_with_config(redis.client.clone(), reconnect)
+            .await
+            .with_context(|| format!("cannot reach Redis at {}", redis.describe()))?;
+        records::sign_in(&mut conn, &keys).await?;
+        let (events, inbox) = mpsc::unbounded_channel();
+        let taker = Taker::start(&redis, &keys, events.clone());
+        log::info!("{}: supervising; waiting for ids on {}", keys.hash, keys.start);
+        Ok(Supervisor {
+            outage: Outage::new(redis.describe()),
+            recovery: Recovery::new(options.heartbeat * 5),
+            me: queue::supervisor_name(),
+            options,
+            keys,
+            redis,
+            conn,
+            defaults,
+            secret,
+            events,
+            inbox,
+            running: HashMap::new(),
+            waiting: HashSet::new(),
+            unqueued: HashSet::new(),
+            history: HashMap::new(),
+            taker: Some(taker),
+        })
+    }
+
+    async fn run(mut self) -> anyhow::Result<i32> {
+        let mut drain = Drain::new(self.options.drain_timeout)?;
+        let mut beat = tokio::time::interval(self.options.heartbeat);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                Some(event) = self.inbox.recv() => match event {
+                    Event::Taken(id) if drain.is_draining() => self.requeue(&id).await,
+                    Event::Taken(id) => self.start_worker(id).await,
+                    Event::Exited(id, exit) => self.on_exit(id, exit, drain.is_draining()).await,
+                    Event::Restart(id) => {
+                        if self.waiting.remove(&id) {
+                            self.requeue(&id).await;
+                        }
+                    }
+                    Event::RedisDown(error) => self.outage.lost(&error),
+                    Event::RedisUp => {
+                        self.outage.answered();
+                        self.flush_unqueued().await;
+                    }
+                },
+                _ = beat.tick() => self.heartbeat(drain.is_draining()).await,
+                step = drain.next() => match step {
+                    Step::Begin => self.begin_drain().await,
+                    Step::StopAll => self.stop_all(),
+                },
+            }
+            if drain.is_draining() && self.running.is_empty() {
+                break;
+            }
+        }
+        self.finish().await;
+        Ok(0)
+    }
+
+    /// Starts the worker for an id, or handles its failure to start like a failed run.
+    async fn start_worker(&mut self, id: String) {
+        let key = self.keys.worker(&id);
+        // Claimed at once, so that no other supervisor's recovery mistakes it for an orphan.
+        let claimed = queue::heartbeat(&mut self.conn, &self.keys, &self.me, std::iter::once(&id)).await;
+        self.outage.note(claimed);
+        let host = Host { redis: &self.redis, limits: self.options.limits, allow_remote_inspect: self.options.allow_remote_inspect };
+        let launched =
+            launch::launch(&mut self.conn, &host, &self.defaults, &key, &id, &self.secret, &self.events).await;
+        match launched {
+            Ok(stop) => {
+                log::info!("{key}: started");
+                self.running.insert(id, Running { stop, since: Instant::now() });
+            }
+            Err(e) => {
+                log::error!("{key}: cannot start: {e:#}");
+                self.on_exit(id, Exit::new(Reason::StartFailed(format!("{e:#}"))), false).await;
+            }
+        }
+    }
+
+    /// Records how a worker ended, says so once, and requeues its id now, after a backoff,
+    /// or parks it, as the policy decides.
+    async fn on_exit(&mut self, id: String, exit: Exit, draining: bool) {
+        let key = self.keys.worker(&id);
+        let ran = self.running.remove(&id).map(|r| r.since.elapsed()).unwrap_or_default();
+        // During a drain a worker ends because its pid was cleared: a normal stop.
+        let reason = match exit.reason {
+            Reason::Exited(_) | Reason::Uncaught(_) if draining => Reason::Drained,
+            reason => reason,
+        };
+        let recorded = records::record_exit(&mut self.conn, &key, &reason).await;
+        self.outage.note(recorded);
+        match (&reason, &exit.report) {
+            (Reason::Uncaught(_), Some(report)) => eprintln!("error: {report}"),
+            (Reason::Drained | Reason::Stopped, _) => log::info!("{key}: {reason}"),
+            (Reason::RedisLost(_), _) => log::warn!("{key}: {reason}"),
+            _ => {}
+        }
+        let history = self.history.remove(&id).unwrap_or_default();
+        let (decision, history) = policy::decide(&self.options.policy, &reason, ran, draining, history);
+        self.history.insert(id.clone(), history);
+        match decision {
+            Decision::Requeue => {
+                if !draining {
+                    log::info!("{key}: {reason} after {:.1}s; restarting", ran.as_secs_f64());
+                }
+                self.requeue(&id).await;
+            }
+            Decision::Backoff(delay) => {
+                let delay = policy::jitter(delay);
+                log::warn!(
+                    "{key}: {reason} after {:.1}s; restarting in {:.1}s",
+                    ran.as_secs_f64(),
+                    delay.as_secs_f64()
+                );
+                self.waiting.insert(id.clone());
+                let events = self.events.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = events.send(Event::Restart(id));
+                });
+            }
+            Decision::Park => self.park(&id, &key, history.quick_failures, &reason).await,
+        }
+    }
+
+    async fn park(&mut self, id: &str, key: &str, failures: u32, reason: &Reason) {
+        let failed = self.keys.failed.clone();
+        match queue::move_from_started(&mut self.conn, &self.keys, id, &failed).await {
+            Ok(()) => log::error!(
+                "{key}: parked on {failed} after {failures} quick failures in a row; last: {reason}. \
+                 Fix it, then requeue it: redis-cli lmove {failed} {} right left",
+                self.keys.start
+            ),
+            Err(e) => {
+                log::error!("{key}: cannot park it on {failed} ({e}); requeueing it when Redis answers");
+                self.unqueued.insert(id.to_string());
+            }
+        }
+    }
+
+    /// Puts an id back on start:q, now or as soon as Redis answers.
+    async fn requeue(&mut self, id: &str) {
+        let start = self.keys.start.clone();
+        let moved = queue::move_from_started(&mut self.conn, &self.keys, id, &start).await;
+        if self.outage.note(moved).is_none() {
+            self.unqueued.insert(id.to_string());
+        }
+    }
+
+    async fn flush_unqueued(&mut self) {
+        for id in std::mem::take(&mut self.unqueued) {
+            self.requeue(&id).await;
+        }
+    }
+
+    /// Every heartbeat: marks this supervisor's ids alive, retries what Redis refused, and
+    /// recovers the ids of dead supervisors.
+    async fn heartbeat(&mut self, draining: bool) {
+        let ours: Vec<String> =
+            self.running.keys().chain(&self.waiting).chain(&self.unqueued).cloned().collect();
+        let beat = queue::heartbeat(&mut self.conn, &self.keys, &self.me, ours.iter()).await;
+        if self.outage.note(beat).is_none() {
+            return;
+        }
+        self.flush_unqueued().await;
+        if draining {
+            return;
+        }
+        let (running, waiting) = (&self.running, &self.waiting);
+        let recovered = self.recovery.scan(&mut self.conn, &self.keys, |id| running.contains_key(id) || waiting.contains(id)).await;
+        for id in self.outage.note(recovered).unwrap_or_default() {
+            log::warn!("{}: recovered from a supervisor that stopped answering; back on {}", self.keys.worker(&id), self.keys.start);
+        }
+    }
+
+    /// Takes no new ids, and asks each worker to stop after its current request by clearing
+    /// its `pid` field.
+    async fn begin_drain(&mut self) {
+        log::info!(
+            "{}: draining {} worker(s), up to {}s; signal again to stop at once",
+            self.keys.hash,
+            self.running.len(),
+            self.options.drain_timeout.as_secs_f64()
+        );
+        if let Some(taker) = self.taker.take() {
+            taker.stop(&mut self.conn).await;
+        }
+        for id in self.running.keys().cloned().collect::<Vec<_>>() {
+            let cleared = records::clear_pid(&mut self.conn, &self.keys.worker(&id)).await;
+            self.outage.note(cleared);
+        }
+        for id in std::mem::take(&mut self.waiting) {
+            self.requeue(&id).await;
+        }
+    }
+
+    fn stop_all(&self) {
+        if !self.running.is_empty() {
+            log::warn!("{}: stopping {} worker(s) where they are", self.keys.hash, self.running.len());
+        }
+        for running in self.running.values() {
+            running.stop.stop();
+        }
+    }
+
+    /// After the drain: requeues any id taken or restarted meanwhile, and signs off.
+    async fn finish(&mut self) {
+        while let Ok(event) = self.inbox.try_recv() {
+            if let Event::Taken(id) | Event::Restart(id) = event {
+                self.requeue(&id).await;
+            }
+        }
+        self.flush_unqueued().await;
+        let signed_out = records::sign_out(&mut self.conn, &self.keys).await;
+        self.outage.note(signed_out);
+        match self.unqueued.len() {
+            0 => log::info!("{}: drained; every id is back on {}", self.keys.hash, self.keys.start),
+            n => log::error!(
+                "{}: drained, but Redis did not take {n} id(s) back ({:?}); the next supervisor recovers them from {}",
+                self.keys.hash,
+                self.unqueued,
+                self.keys.started
+            ),
+        }
+    }
+}

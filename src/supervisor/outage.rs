@@ -1,0 +1,63 @@
+//! Redis's health as the supervisor sees it: a lost Redis is logged once when it goes and
+//! once when it is back, however many commands fail meanwhile.
+
+use std::time::Instant;
+
+/// Whether Redis answers, and since when it does not.
+pub struct Outage {
+    /// Where Redis is, for the log.
+    place: String,
+    down_since: Option<Instant>,
+}
+
+impl Outage {
+    pub fn new(place: String) -> Outage {
+        Outage { place, down_since: None }
+    }
+
+    /// A command failed for want of Redis; logs the first failure of an outage.
+    pub fn lost(&mut self, error: &str) {
+        if self.down_since.is_none() {
+            self.down_since = Some(Instant::now());
+            log::warn!(
+                "lost Redis at {} ({error}); reconnecting until it is back, and restarting the workers it ends then",
+                self.place
+            );
+        }
+    }
+
+    /// A command went through; logs the end of an outage. Returns whether one ended.
+    pub fn answered(&mut self) -> bool {
+        match self.down_since.take() {
+            Some(since) => {
+                log::info!("Redis at {} is back after {:.1}s", self.place, since.elapsed().as_secs_f64());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Notes how a bookkeeping command went; returns it as an `Option`.
+    pub fn note<T>(&mut self, result: redis::RedisResult<T>) -> Option<T> {
+        match result {
+            Ok(value) => {
+                self.answered();
+                Some(value)
+            }
+            Err(e) if is_outage(&e) => {
+                self.lost(&e.to_string());
+                None
+            }
+            Err(e) => {
+                log::error!("Redis at {}: {e}", self.place);
+                None
+            }
+        }
+    }
+}
+
+/// Whether an error means Redis is away (or still loading its data after a restart), rather
+/// than that a command was wrong.
+fn is_outage(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() || e.code() == Some("LOADING")
+}

@@ -1,0 +1,51 @@
+//! What the supervisor writes into hashes, for `denorun status` and for people: the type
+//! hash's `pid`, `host` and `startedCount`, and each worker hash's `lastExit`, `lastReason`,
+//! `lastError` and `restarts` after its worker ends.
+
+use redis::aio::ConnectionManager;
+
+use super::queue::Keys;
+use crate::worker::Reason;
+
+/// Signs the supervisor in on the type hash.
+pub async fn sign_in(conn: &mut ConnectionManager, keys: &Keys) -> redis::RedisResult<()> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    redis::pipe()
+        .hset(&keys.hash, "pid", std::process::id())
+        .ignore()
+        .hset(&keys.hash, "host", host.trim())
+        .ignore()
+        .hincr(&keys.hash, "startedCount", 1)
+        .ignore()
+        .query_async(conn)
+        .await
+}
+
+/// Signs the supervisor out of the type hash.
+pub async fn sign_out(conn: &mut ConnectionManager, keys: &Keys) -> redis::RedisResult<()> {
+    redis::cmd("HDEL").arg(&keys.hash).arg("pid").query_async(conn).await
+}
+
+/// Records how a worker ended: its `pid` goes, `lastExit` (the exit code), `lastReason`
+/// (`exit`, `error`, `memory`, `cpu`, `stopped`, `drain`, `redis`, `start`), `lastError`
+/// (only when something went wrong) and one more `restarts`.
+pub async fn record_exit(conn: &mut ConnectionManager, key: &str, reason: &Reason) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .hdel(key, "pid")
+        .ignore()
+        .hset_multiple(key, &[("lastExit", reason.code().to_string()), ("lastReason", reason.name().to_string())])
+        .ignore()
+        .hincr(key, "restarts", 1)
+        .ignore();
+    match reason.error() {
+        Some(error) => pipe.hset(key, "lastError", error).ignore(),
+        None => pipe.hdel(key, "lastError").ignore(),
+    };
+    pipe.query_async(conn).await
+}
+
+/// Clears a worker's `pid`, which asks a 2021 worker to stop after its current request.
+pub async fn clear_pid(conn: &mut ConnectionManager, key: &str) -> redis::RedisResult<()> {
+    redis::cmd("HDEL").arg(key).arg("pid").query_async(conn).await
+}
