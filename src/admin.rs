@@ -77,10 +77,7 @@ async fn status(conn: &mut MultiplexedConnection, worker_type: &str) -> anyhow::
         println!("no workers: push ids on {worker_type}:start:q");
         return Ok(0);
     }
-    println!(
-        "{:<8} {:<11} {:<22} {:<9} {:<12} LAST ERROR",
-        "ID", "STATE", "SUPERVISOR", "RESTARTS", "LAST EXIT"
-    );
+    println!("{:<8} {:<11} {:<22} {:<9} {:<12} LAST ERROR", "ID", "STATE", "SUPERVISOR", "RESTARTS", "LAST EXIT");
     for (id, state) in ids {
         let hash: HashMap<String, String> = conn.hgetall(format!("{worker_type}:{id}:h")).await?;
         let field = |name: &str| hash.get(name).cloned().unwrap_or_else(|| "-".into());

@@ -9,10 +9,7 @@ use deno_runtime::deno_core::ModuleSpecifier;
 
 macro_rules! builtin {
     ($path:literal) => {
-        (
-            concat!("https://", $path),
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/js/", $path)),
-        )
+        (concat!("https://", $path), include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/js/", $path)))
     };
 }
 
@@ -57,11 +54,7 @@ pub fn canonical(url: &ModuleSpecifier) -> Option<ModuleSpecifier> {
         _ => return None,
     };
     let candidate = format!("https://deno.land/{base}/{}", rest.join("/"));
-    MODULES
-        .iter()
-        .any(|(known, _)| *known == candidate)
-        .then(|| ModuleSpecifier::parse(&candidate).ok())
-        .flatten()
+    MODULES.iter().any(|(known, _)| *known == candidate).then(|| ModuleSpecifier::parse(&candidate).ok()).flatten()
 }
 
 #[cfg(test)]

@@ -178,11 +178,6 @@ pub enum Admin {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Deno flags, then the script (path or URL), then the script's arguments
-    #[arg(
-        value_name = "ARGS",
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        required = true
-    )]
+    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub argv: Vec<String>,
 }

@@ -130,7 +130,9 @@ pub async fn load_type(conn: &mut MultiplexedConnection, worker_type: &str) -> a
     let config = WorkerConfig::from_hash(&key, &hash)?;
     let version = &config.version;
     let tag = version.strip_prefix('v').map(|v| v.split('.').collect::<Vec<_>>());
-    let is_tag = tag.is_some_and(|parts| parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())));
+    let is_tag = tag.is_some_and(|parts| {
+        parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    });
     if version != "local" && version != "main" && !is_tag {
         bail!("{key}: workerVersion '{version}' must be local, main or a tag vN.N.N; fix it with redis-cli hset {key} workerVersion ...");
     }
@@ -139,7 +141,11 @@ pub async fn load_type(conn: &mut MultiplexedConnection, worker_type: &str) -> a
 }
 
 /// A worker's configuration: its type's defaults, overridden by its own hash.
-pub fn merged(key: &str, defaults: &HashMap<String, String>, own: HashMap<String, String>) -> anyhow::Result<WorkerConfig> {
+pub fn merged(
+    key: &str,
+    defaults: &HashMap<String, String>,
+    own: HashMap<String, String>,
+) -> anyhow::Result<WorkerConfig> {
     let mut fields = defaults.clone();
     fields.extend(own);
     WorkerConfig::from_hash(key, &fields)
@@ -160,9 +166,7 @@ impl RedisTarget {
             format!("invalid Redis URL '{url}'; expected redis://[:password@]host[:port][/db] or rediss://...")
         })?;
         let addr = match client.get_connection_info().addr() {
-            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
-                Some((host.clone(), *port))
-            }
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => Some((host.clone(), *port)),
             _ => None,
         };
         Ok(RedisTarget { client, addr, url: url.to_string() })
@@ -212,8 +216,7 @@ impl RedisTarget {
 pub async fn load(redis: &RedisTarget, key: &str) -> anyhow::Result<WorkerConfig> {
     check_key(key)?;
     let mut conn = redis.connect().await?;
-    let hash: HashMap<String, String> =
-        conn.hgetall(key).await.with_context(|| format!("HGETALL {key} failed"))?;
+    let hash: HashMap<String, String> = conn.hgetall(key).await.with_context(|| format!("HGETALL {key} failed"))?;
     WorkerConfig::from_hash(key, &hash)
 }
 
@@ -240,7 +243,8 @@ mod tests {
 
     #[test]
     fn limits_are_positive_numbers() {
-        let c = WorkerConfig::from_hash("t:1:h", &hash(&[("url", "w.ts"), ("maxHeapMb", "64"), ("maxBlockMs", " 250 ")]));
+        let c =
+            WorkerConfig::from_hash("t:1:h", &hash(&[("url", "w.ts"), ("maxHeapMb", "64"), ("maxBlockMs", " 250 ")]));
         let c = c.unwrap();
         assert_eq!((c.max_heap_mb, c.max_block_ms), (Some(64), Some(250)));
         for bad in ["0", "-1", "lots", "1.5"] {
@@ -262,7 +266,8 @@ mod tests {
         let c = WorkerConfig::from_hash("t:1:h", &hash(&[("workerUrl", "ftp://x/w.ts"), ("workerVersion", "v1.0.0")]))
             .unwrap();
         assert!(c.main_module(Path::new("/")).unwrap_err().to_string().contains("scheme 'ftp:'"));
-        let c = WorkerConfig::from_hash("t:1:h", &hash(&[("workerUrl", "nope.ts"), ("workerVersion", "local")])).unwrap();
+        let c =
+            WorkerConfig::from_hash("t:1:h", &hash(&[("workerUrl", "nope.ts"), ("workerVersion", "local")])).unwrap();
         assert!(c.main_module(Path::new("/")).unwrap_err().to_string().contains("not found"));
         assert!(check_key("t:1").is_err());
         assert!(check_type("demo-worker_2").is_ok());

@@ -64,8 +64,7 @@ pub enum FlagError {
 
 /// Parses a `denoOptions` string: flags only, split with shell quoting rules.
 pub fn parse_options(options: &str) -> Result<DenoFlags, FlagError> {
-    let tokens = shell_words::split(options)
-        .map_err(|e| FlagError::Quoting(options.to_string(), e.to_string()))?;
+    let tokens = shell_words::split(options).map_err(|e| FlagError::Quoting(options.to_string(), e.to_string()))?;
     let mut flags = DenoFlags::default();
     for token in &tokens {
         if !token.starts_with('-') {
@@ -232,8 +231,7 @@ impl DenoFlags {
         match value {
             None => *slot = Some(vec![]),
             Some(list) => {
-                let items: Vec<String> =
-                    list.split(',').filter(|s| !s.is_empty()).map(String::from).collect();
+                let items: Vec<String> = list.split(',').filter(|s| !s.is_empty()).map(String::from).collect();
                 if items.is_empty() {
                     return Err(FlagError::BadValue {
                         flag: flag.to_string(),

@@ -35,7 +35,13 @@ impl ModuleLoader for Loader {
     ) -> ModuleLoadResponse {
         let json = matches!(options.requested_module_type, RequestedModuleType::Json);
         if let Some(source) = builtins::source(specifier) {
-            return ModuleLoadResponse::Sync(emit(specifier, specifier, source.to_string(), MediaType::TypeScript, json));
+            return ModuleLoadResponse::Sync(emit(
+                specifier,
+                specifier,
+                source.to_string(),
+                MediaType::TypeScript,
+                json,
+            ));
         }
         match specifier.scheme() {
             "file" => ModuleLoadResponse::Sync(load_file(specifier, json)),
@@ -57,9 +63,7 @@ impl ModuleLoader for Loader {
 }
 
 fn load_file(specifier: &ModuleSpecifier, json: bool) -> Result<ModuleSource, JsErrorBox> {
-    let path = specifier
-        .to_file_path()
-        .map_err(|_| JsErrorBox::generic(format!("{specifier} is not a file path")))?;
+    let path = specifier.to_file_path().map_err(|_| JsErrorBox::generic(format!("{specifier} is not a file path")))?;
     let source = std::fs::read_to_string(&path)
         .map_err(|e| JsErrorBox::generic(format!("cannot read module {}: {e}", path.display())))?;
     emit(specifier, specifier, source, MediaType::from_path(&path), json)

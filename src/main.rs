@@ -54,7 +54,9 @@ fn main() {
                 },
             )
         }),
-        Some(Command::Admin(command)) => RedisTarget::parse(&cli.redis.url).and_then(|redis| admin::run(&redis, command)),
+        Some(Command::Admin(command)) => {
+            RedisTarget::parse(&cli.redis.url).and_then(|redis| admin::run(&redis, command))
+        }
         None => {
             let key = cli.worker_key.expect("clap requires WORKER_KEY");
             run_worker(&key, &cli.redis.url, cli.allow_remote_inspect, limit_defaults(cli.limits))
@@ -78,10 +80,8 @@ fn limit_defaults(args: LimitArgs) -> LimitDefaults {
 /// `denorun <WORKER_KEY>`: the worker named by a Redis hash.
 fn run_worker(key: &str, redis_url: &str, allow_remote_inspect: bool, limits: LimitDefaults) -> anyhow::Result<i32> {
     let redis = RedisTarget::parse(redis_url)?;
-    let config = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(config::load(&redis, key))?;
+    let config =
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(config::load(&redis, key))?;
     let host = Host { redis: &redis, limits, allow_remote_inspect };
     let spec = spec::assemble(&config, &host, Default::default())?;
     // The worker finds its Redis in REDIS_URL (with --allow-env=REDIS_URL), whichever way

@@ -90,12 +90,8 @@ impl RemoteModules {
             let request = http::Request::get(current.as_str())
                 .body(ReqBody::empty())
                 .map_err(|e| format!("cannot fetch {current}: {e}"))?;
-            let response = self
-                .client
-                .clone()
-                .send(request)
-                .await
-                .map_err(|e| format!("cannot fetch {current}: {e}"))?;
+            let response =
+                self.client.clone().send(request).await.map_err(|e| format!("cannot fetch {current}: {e}"))?;
             let status = response.status();
             if status.is_redirection() {
                 let location = response
@@ -109,17 +105,10 @@ impl RemoteModules {
             if !status.is_success() {
                 return Err(format!("cannot fetch {current}: HTTP {status}"));
             }
-            let content_type = response
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(String::from);
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("cannot read {current}: {e}"))?
-                .to_bytes();
+            let content_type =
+                response.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from);
+            let body =
+                response.into_body().collect().await.map_err(|e| format!("cannot read {current}: {e}"))?.to_bytes();
             let source = String::from_utf8(body.to_vec()).map_err(|_| format!("{current} is not UTF-8 text"))?;
             return Ok(RemoteModule { url: current.to_string(), content_type, source });
         }

@@ -30,8 +30,9 @@ pub struct Host<'a> {
 pub fn assemble(config: &WorkerConfig, host: &Host, stdio: Stdio) -> anyhow::Result<WorkerSpec> {
     let key = &config.key;
     let main_module = config.main_module(&std::env::current_dir()?)?;
-    let flags = flags::parse_options(&config.deno_options)
-        .with_context(|| format!("worker '{key}': bad denoOptions; fix the field with redis-cli hset {key} denoOptions ..."))?;
+    let flags = flags::parse_options(&config.deno_options).with_context(|| {
+        format!("worker '{key}': bad denoOptions; fix the field with redis-cli hset {key} denoOptions ...")
+    })?;
     inspector::check_address(flags.inspect, host.allow_remote_inspect).with_context(|| format!("worker '{key}'"))?;
     let redis_addr = host.redis.addr.as_ref().map(|(h, p)| permissions::net_addr(h, *p));
     let permissions = permissions::build(&flags, redis_addr.as_deref())?;

@@ -9,10 +9,8 @@ use common::*;
 fn encrypt_matches_openssl_enc() {
     // printf '%s' '{ "password": "hello", "type": "demo-worker" }' | openssl enc -aes-128-cbc
     //   -K 00112233445566778899aabbccddeeff -iv 0f0e0d0c0b0a09080706050403020100 -base64 -A
-    let out = run(
-        denorun(&["encrypt", "--key", SECRET, "--iv", IV]),
-        r#"{ "password": "hello", "type": "demo-worker" }"#,
-    );
+    let out =
+        run(denorun(&["encrypt", "--key", SECRET, "--iv", IV]), r#"{ "password": "hello", "type": "demo-worker" }"#);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(
         out.stdout,
@@ -22,7 +20,10 @@ fn encrypt_matches_openssl_enc() {
     );
     let random_iv = run(denorun(&["encrypt", "--key", SECRET]), "{}");
     assert_eq!(random_iv.code, 0, "{random_iv:?}");
-    assert_ne!(random_iv.stdout.lines().nth(1), run(denorun(&["encrypt", "--key", SECRET]), "{}").stdout.lines().nth(1));
+    assert_ne!(
+        random_iv.stdout.lines().nth(1),
+        run(denorun(&["encrypt", "--key", SECRET]), "{}").stdout.lines().nth(1)
+    );
 
     let short = run(denorun(&["encrypt", "--key", "0011"]), "{}");
     assert_eq!(short.code, 1, "{short:?}");

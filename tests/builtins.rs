@@ -166,8 +166,12 @@ console.log(JSON.stringify({
     assert_eq!(
         out["shape"],
         json!([
-            ["simple string", "OK"], ["simple string", "QUEUED"], ["simple string", "QUEUED"],
-            ["simple string", "QUEUED"], ["simple string", "QUEUED"], ["array", [1, 1, true, "OK"]]
+            ["simple string", "OK"],
+            ["simple string", "QUEUED"],
+            ["simple string", "QUEUED"],
+            ["simple string", "QUEUED"],
+            ["simple string", "QUEUED"],
+            ["array", [1, 1, true, "OK"]]
         ])
     );
     assert_eq!(
@@ -305,7 +309,10 @@ console.log(JSON.stringify(out));
     assert_eq!(out["128"], "7649abac8119b246cee98e9b12e9197d5086cb9b507219ee95db113a917678b273bed6b8e3c1743b7116e69e222295163ff1caa1681fac09120eca307586e1a7");
     assert_eq!(out["192"], "4f021db243bc633d7178183a9fa071e8b4d9ada9ad7dedf4e5e738763f69145a571b242012fb7ae07fa9baac3df102e008b0e27988598881d920a9e64f5615cd");
     assert_eq!(out["256"], "f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702c7d39f23369a9d9bacfa530e26304231461b2eb05e2c39be9fcda6c19078c6a9d1b");
-    assert_eq!((out["128-back"].clone(), out["192-back"].clone(), out["256-back"].clone()), (json!(true), json!(true), json!(true)));
+    assert_eq!(
+        (out["128-back"].clone(), out["192-back"].clone(), out["256-back"].clone()),
+        (json!(true), json!(true), json!(true))
+    );
     assert_eq!(out["openssl"], "{ \"password\": \"hello\", \"type\": \"demo-worker\" }");
     assert_eq!(out["chained"], "7649abac8119b246cee98e9b12e9197d5086cb9b507219ee95db113a917678b2");
     assert_eq!(out["pkcs7Full"], 32);
@@ -339,8 +346,19 @@ console.log(JSON.stringify(out));
     assert_eq!(
         json_of(&run),
         json!([
-            "aMOpbGxv", "/wA=", "AQID", "", "hello", "hello", "hello", "", "a",
-            "InvalidCharacterError", "InvalidCharacterError", "InvalidCharacterError", "InvalidCharacterError"
+            "aMOpbGxv",
+            "/wA=",
+            "AQID",
+            "",
+            "hello",
+            "hello",
+            "hello",
+            "",
+            "a",
+            "InvalidCharacterError",
+            "InvalidCharacterError",
+            "InvalidCharacterError",
+            "InvalidCharacterError"
         ])
     );
 }
@@ -379,10 +397,7 @@ import { blue, cyan, gray, stripColor } from "https://deno.land/std/fmt/colors.t
 console.log(JSON.stringify([blue(`a ${cyan("b")} c`), gray("g"), stripColor(blue("x"))]));
 "#;
     let run = run_script(source, false);
-    assert_eq!(
-        run.stdout.trim(),
-        r#"["\u001b[34ma \u001b[36mb\u001b[34m c\u001b[39m","\u001b[90mg\u001b[39m","x"]"#
-    );
+    assert_eq!(run.stdout.trim(), r#"["\u001b[34ma \u001b[36mb\u001b[34m c\u001b[39m","\u001b[90mg\u001b[39m","x"]"#);
     assert_eq!(run_script(source, true).stdout.trim(), r#"["a b c","g","x"]"#);
 }
 

@@ -14,7 +14,6 @@ use serde_json::Value;
 
 const KEY: &str = "demo-worker:1:h";
 
-
 /// Sets up the demo worker's hash and request stream in `db`, as demo/run.sh does.
 fn setup(db: u8, request_limit: u32) {
     let mut c = redis().db(db);
@@ -39,10 +38,8 @@ fn setup(db: u8, request_limit: u32) {
         ("denoOptions", "--allow-env=REDIS_URL".into()),
     ];
     let _: () = c.hset_multiple(KEY, &fields).unwrap();
-    let _: () = redis::cmd("XGROUP")
-        .arg(&["CREATE", "demo-worker:req:x", "worker", "$", "MKSTREAM"])
-        .query(&mut c)
-        .unwrap();
+    let _: () =
+        redis::cmd("XGROUP").arg(&["CREATE", "demo-worker:req:x", "worker", "$", "MKSTREAM"]).query(&mut c).unwrap();
 }
 
 /// Starts the demo worker with `stdin` as its input.

@@ -110,7 +110,10 @@ fn a_killed_supervisor_is_recovered_and_live_supervisors_keep_their_ids() {
     add_worker(&url, "4", 0, &[]);
     wait_until("ids 3 and 4 run", || has_pid(&url, "3") && has_pid(&url, "4"));
     let owners = || -> Vec<String> {
-        ["1", "2", "3", "4"].iter().map(|id| worker_hash(&url, id).get("supervisor").cloned().unwrap_or_default()).collect()
+        ["1", "2", "3", "4"]
+            .iter()
+            .map(|id| worker_hash(&url, id).get("supervisor").cloned().unwrap_or_default())
+            .collect()
     };
     let before = owners();
     // Several times the stale period (5 heartbeats = 2.5 s): long enough for a steal to show.
@@ -149,7 +152,10 @@ fn a_memory_hog_ends_alone_and_its_neighbour_keeps_serving() {
             && hash.get("restarts").and_then(|r| r.parse::<u32>().ok()).unwrap_or(0) >= 3
     });
     let peak = peak_rss_mib(supervisor.pid());
-    eprintln!("figure: supervisor peak RSS {peak} MiB with a 64 MiB hog ended {} times", worker_hash(&url, "hog")["restarts"]);
+    eprintln!(
+        "figure: supervisor peak RSS {peak} MiB with a 64 MiB hog ended {} times",
+        worker_hash(&url, "hog")["restarts"]
+    );
     assert!(peak < 768, "peak RSS {peak} MiB");
     let hash = worker_hash(&url, "hog");
     assert!(hash["lastError"].contains("heap limit of 64 MiB"), "{hash:?}");
@@ -183,7 +189,8 @@ fn a_spinning_worker_is_ended_for_cpu_and_does_not_hold_up_a_drain() {
     // With the default maxBlockMs the spinner is still spinning when SIGTERM comes: the
     // drain time-out stops it.
     let _: () = conn(&url).hdel("demo-worker:spin:h", "maxBlockMs").unwrap();
-    let _: () = redis::cmd("DEL").arg("demo-worker:start:q").arg("demo-worker:started:q").query(&mut conn(&url)).unwrap();
+    let _: () =
+        redis::cmd("DEL").arg("demo-worker:start:q").arg("demo-worker:started:q").query(&mut conn(&url)).unwrap();
     let _: () = conn(&url).lpush("demo-worker:start:q", "spin").unwrap();
     let supervisor = Supervisor::start(&url, &["--drain-timeout", "2"]);
     wait_for("the spinner spins", Duration::from_secs(30), || {

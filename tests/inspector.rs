@@ -120,8 +120,12 @@ fn inspect_serves_the_target_list_and_evaluates_in_the_worker() {
     assert!(target["title"].as_str().unwrap().contains(&key), "{target}");
     assert!(target["url"].as_str().unwrap().starts_with("file://"), "{target}");
     assert_eq!(http_json(port, "/json")[0]["id"], target["id"]);
-    let result = cdp.call("Runtime.evaluate", json!({"expression": "`${Deno.args[0]} ${globalThis.answer}`"}));
-    assert_eq!(result["result"]["value"], format!("{key} 42"));
+    // The target is listed before the module's first statement has run: wait for it.
+    let expected = format!("{key} 42");
+    wait_for("the module has run", Duration::from_secs(20), || {
+        let result = cdp.call("Runtime.evaluate", json!({"expression": "`${Deno.args[0]} ${globalThis.answer}`"}));
+        (result["result"]["value"] == expected.as_str()).then_some(())
+    });
     // The worker's console reaches DevTools.
     cdp.call("Runtime.enable", json!({}));
     cdp.call("Runtime.evaluate", json!({"expression": "console.log('to devtools')"}));

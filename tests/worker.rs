@@ -58,7 +58,8 @@ fn default_permission_is_the_workers_own_redis_only() {
         "{run:?}"
     );
     assert!(
-        run.stdout.contains("read: true Requires read access to \"/etc/hostname\", run again with the --allow-read flag"),
+        run.stdout
+            .contains("read: true Requires read access to \"/etc/hostname\", run again with the --allow-read flag"),
         "{run:?}"
     );
 }

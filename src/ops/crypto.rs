@@ -39,7 +39,7 @@ impl Padding {
     /// Adds padding (a whole block when `data` is aligned); NONE needs aligned data.
     fn pad(self, data: &[u8]) -> Result<Vec<u8>, JsErrorBox> {
         if self == Padding::None {
-            if data.len() % BLOCK != 0 {
+            if !data.len().is_multiple_of(BLOCK) {
                 return Err(JsErrorBox::generic("Incorrect block size (must be 16 bytes long)"));
             }
             return Ok(data.to_vec());
@@ -73,10 +73,9 @@ impl Padding {
                 Some(&n) if (n as usize) <= BLOCK && (n as usize) <= data.len() => n as usize,
                 _ => 0,
             },
-            Padding::OneAndZeros => last_bytes()
-                .position(|&b| b != 0)
-                .filter(|&i| data[data.len() - 1 - i] == 0x80)
-                .map_or(0, |i| i + 1),
+            Padding::OneAndZeros => {
+                last_bytes().position(|&b| b != 0).filter(|&i| data[data.len() - 1 - i] == 0x80).map_or(0, |i| i + 1)
+            }
             Padding::Null | Padding::Spaces => {
                 let pad = if self == Padding::Spaces { b' ' } else { 0 };
                 last_bytes().position(|&b| b != pad).unwrap_or(0)
@@ -134,7 +133,7 @@ pub fn cbc_encrypt(key: &[u8], iv: &[u8], data: &[u8], padding: u32) -> Result<V
 pub fn cbc_decrypt(key: &[u8], iv: &[u8], data: &[u8], padding: u32) -> Result<Vec<u8>, JsErrorBox> {
     check(key, iv)?;
     let padding = Padding::from_number(padding)?;
-    if data.len() % BLOCK != 0 {
+    if !data.len().is_multiple_of(BLOCK) {
         return Err(JsErrorBox::generic("Invalid data size (must be multiple of 16 bytes)"));
     }
     let mut buf = data.to_vec();

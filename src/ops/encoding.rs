@@ -55,7 +55,7 @@ pub fn op_denorun_base64_decode(#[string] text: &str) -> Result<Vec<u8>, JsError
     );
     let invalid = || JsErrorBox::new("DOMExceptionInvalidCharacterError", "Failed to decode base64");
     let mut compact: Vec<u8> = text.bytes().filter(|b| !matches!(b, b'\t' | b'\n' | b'\x0c' | b'\r' | b' ')).collect();
-    if compact.len() % 4 == 0 {
+    if compact.len().is_multiple_of(4) {
         for _ in 0..2 {
             if compact.last() == Some(&b'=') {
                 compact.pop();

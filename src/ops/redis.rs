@@ -137,9 +137,7 @@ pub async fn op_denorun_redis_connect(
         .map_err(|e| RedisOpError::Other(format!("bad Redis address {address}: {e}")))?
         .set_redis_settings(settings);
     let client = redis::Client::open(info).map_err(|e| RedisOpError::from_redis(e, &address))?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(None);
+    let config = AsyncConnectionConfig::new().set_connection_timeout(Some(CONNECT_TIMEOUT)).set_response_timeout(None);
     let conn = client
         .get_multiplexed_async_connection_with_config(&config)
         .await
@@ -176,10 +174,8 @@ pub async fn op_denorun_redis_call(
     tagged: bool,
 ) -> Result<Reply, RedisOpError> {
     let mut conn = connection(&state, rid)?;
-    let value = conn
-        .send_packed_command(&command(&args))
-        .await
-        .map_err(|e| failed(&state, e, "Redis command failed"))?;
+    let value =
+        conn.send_packed_command(&command(&args)).await.map_err(|e| failed(&state, e, "Redis command failed"))?;
     if let Value::ServerError(e) = &value {
         return Err(RedisOpError::Reply(reply_error_message(e.code(), e.details())));
     }

@@ -23,9 +23,9 @@ use anyhow::Context;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 
-pub use self::policy::Policy;
 use self::drain::{Drain, Step};
 use self::outage::Outage;
+pub use self::policy::Policy;
 use self::policy::{Decision, History};
 use self::queue::{Keys, Recovery, Taker};
 use crate::config::{self, RedisTarget};
@@ -195,7 +195,11 @@ impl Supervisor {
         // Claimed at once, so that no other supervisor's recovery mistakes it for an orphan.
         let claimed = queue::heartbeat(&mut self.conn, &self.keys, &self.me, std::iter::once(&id)).await;
         self.outage.note(claimed);
-        let host = Host { redis: &self.redis, limits: self.options.limits, allow_remote_inspect: self.options.allow_remote_inspect };
+        let host = Host {
+            redis: &self.redis,
+            limits: self.options.limits,
+            allow_remote_inspect: self.options.allow_remote_inspect,
+        };
         let launched =
             launch::launch(&mut self.conn, &host, &self.defaults, &key, &id, &self.secret, &self.events).await;
         match launched {
@@ -289,8 +293,7 @@ impl Supervisor {
     /// Every heartbeat: marks this supervisor's ids alive, retries what Redis refused, and
     /// recovers the ids of dead supervisors.
     async fn heartbeat(&mut self, draining: bool) {
-        let ours: Vec<String> =
-            self.running.keys().chain(&self.waiting).chain(&self.unqueued).cloned().collect();
+        let ours: Vec<String> = self.running.keys().chain(&self.waiting).chain(&self.unqueued).cloned().collect();
         let beat = queue::heartbeat(&mut self.conn, &self.keys, &self.me, ours.iter()).await;
         if self.outage.note(beat).is_none() {
             return;
@@ -300,9 +303,14 @@ impl Supervisor {
             return;
         }
         let (running, waiting) = (&self.running, &self.waiting);
-        let recovered = self.recovery.scan(&mut self.conn, &self.keys, |id| running.contains_key(id) || waiting.contains(id)).await;
+        let recovered =
+            self.recovery.scan(&mut self.conn, &self.keys, |id| running.contains_key(id) || waiting.contains(id)).await;
         for id in self.outage.note(recovered).unwrap_or_default() {
-            log::warn!("{}: recovered from a supervisor that stopped answering; back on {}", self.keys.worker(&id), self.keys.start);
+            log::warn!(
+                "{}: recovered from a supervisor that stopped answering; back on {}",
+                self.keys.worker(&id),
+                self.keys.start
+            );
         }
     }
 

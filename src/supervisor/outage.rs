@@ -59,5 +59,9 @@ impl Outage {
 /// Whether an error means Redis is away (or still loading its data after a restart), rather
 /// than that a command was wrong.
 fn is_outage(e: &redis::RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() || e.code() == Some("LOADING")
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.code() == Some("LOADING")
 }

@@ -41,7 +41,13 @@ pub enum Decision {
 /// `start:q`. A lost Redis is not the worker's fault: it backs off (so a worker that
 /// cannot reach its Redis does not spin) but is never parked for it. A failure backs off
 /// even after a long run, since restarting a crashing or runaway worker at once rarely helps.
-pub fn decide(policy: &Policy, reason: &Reason, ran_for: Duration, draining: bool, history: History) -> (Decision, History) {
+pub fn decide(
+    policy: &Policy,
+    reason: &Reason,
+    ran_for: Duration,
+    draining: bool,
+    history: History,
+) -> (Decision, History) {
     if draining {
         return (Decision::Requeue, History::default());
     }
@@ -98,10 +104,13 @@ mod tests {
     #[test]
     fn quick_exits_back_off_doubling_to_the_maximum() {
         let ends = vec![(Reason::Exited(0), MS); 7];
-        let delays: Vec<_> = run(&ends).into_iter().map(|d| match d {
-            Decision::Backoff(d) => d.as_millis(),
-            other => panic!("{other:?}"),
-        }).collect();
+        let delays: Vec<_> = run(&ends)
+            .into_iter()
+            .map(|d| match d {
+                Decision::Backoff(d) => d.as_millis(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
         assert_eq!(delays, [100, 200, 400, 800, 1600, 2000, 2000]);
     }
 

@@ -105,7 +105,8 @@ impl Taker {
                         Err(e) => {
                             id_slot.store(0, Ordering::SeqCst);
                             down = true;
-                            let _ = events.send(Event::RedisDown(format!("BLMOVE {} {}: {e}", keys.start, keys.started)));
+                            let _ =
+                                events.send(Event::RedisDown(format!("BLMOVE {} {}: {e}", keys.start, keys.started)));
                             break;
                         }
                     }
@@ -130,7 +131,12 @@ impl Taker {
 /// Moves an id out of started:q onto `queue` (start:q or failed:q), in one transaction
 /// that also clears the `pid` its last worker claimed (a 2021 worker refuses to start while
 /// its hash has one, and a Redis outage may have kept the exit's bookkeeping from it).
-pub async fn move_from_started(conn: &mut ConnectionManager, keys: &Keys, id: &str, queue: &str) -> redis::RedisResult<()> {
+pub async fn move_from_started(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    id: &str,
+    queue: &str,
+) -> redis::RedisResult<()> {
     redis::pipe()
         .atomic()
         .lrem(&keys.started, 1, id)
@@ -160,6 +166,10 @@ pub async fn heartbeat<'a>(
     let mut pipe = redis::pipe();
     for id in ids {
         pipe.hset_multiple(keys.worker(id), &[("supervisor", me.to_string()), ("seenAt", now.to_string())]).ignore();
+    }
+    if pipe.is_empty() {
+        // Still a round trip: it tells whether Redis answers.
+        return redis::cmd("PING").query_async(conn).await;
     }
     pipe.query_async(conn).await
 }

@@ -108,9 +108,8 @@ pub fn spawn(
 ) -> std::io::Result<std::thread::JoinHandle<Exit>> {
     std::thread::Builder::new().name(spec.name.clone()).stack_size(8 << 20).spawn(move || {
         let name = spec.name.clone();
-        let runtime = std::panic::AssertUnwindSafe(|| {
-            deno_runtime::tokio_util::create_and_run_current_thread(run(spec, stop))
-        });
+        let runtime =
+            std::panic::AssertUnwindSafe(|| deno_runtime::tokio_util::create_and_run_current_thread(run(spec, stop)));
         let exit = std::panic::catch_unwind(runtime).unwrap_or_else(|panic| {
             let reason = panic
                 .downcast_ref::<String>()

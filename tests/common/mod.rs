@@ -98,11 +98,9 @@ pub fn redis() -> &'static Redis {
         // The server is spawned from a thread that lives as long as the test process, with
         // PR_SET_PDEATHSIG, so it dies with the tests however they end.
         std::thread::spawn(move || {
-            let child = spawn_redis_server(port);
+            let mut child = spawn_redis_server(port);
             tx.send(child.id()).unwrap();
-            loop {
-                std::thread::park();
-            }
+            let _ = child.wait();
         });
         rx.recv().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -348,9 +346,9 @@ fn serve(mut stream: TcpStream, routes: &HashMap<String, Response>) {
             "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
         ),
-        Some(Response::Redirect(location)) => format!(
-            "HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-        ),
+        Some(Response::Redirect(location)) => {
+            format!("HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        }
         None => "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_string(),
     };
     let _ = stream.write_all(reply.as_bytes());
