@@ -259,6 +259,8 @@ fn web_workers_are_not_offered_and_fail_cleanly() {
     let dir = temp_dir();
     let key = local_worker(dir.path(), "new Worker(new URL('data:text/javascript,1'), { type: 'module' });", &[]);
     let run = run(denorun(&[&key]), "");
+    // Uncaught, it ends the worker like any error: no panic, a clear message.
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("panicked"), "{run:?}");
+    assert!(run.stderr.contains("Error: denorun workers cannot start Web Workers"), "{run:?}");
+    assert!(!run.stderr.contains("panicked"), "{run:?}");
 }
