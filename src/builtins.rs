@@ -24,6 +24,7 @@ static MODULES: &[(&str, &str)] = &[
     builtin!("deno.land/std/log/mod.ts"),
     builtin!("deno.land/x/crypto/aes.ts"),
     builtin!("deno.land/x/crypto/block-modes.ts"),
+    builtin!("deno.land/x/redis/command.ts"),
     builtin!("deno.land/x/redis/mod.ts"),
     builtin!("deno.land/x/redis/protocol/mod.ts"),
     builtin!("deno.land/x/redis/redis.ts"),

@@ -1,12 +1,15 @@
-//! AES-CBC for `https://deno.land/x/crypto/block-modes.ts`, on the `aes` and `cbc` crates.
+//! AES in the block modes of `https://deno.land/x/crypto/block-modes.ts` (aykxt/crypto
+//! v0.10: ECB, CBC, CFB, OFB, CTR), on RustCrypto's `aes`, `ecb`, `cbc`, `cfb-mode`, `ofb`
+//! and `ctr` crates.
 //!
-//! The ops are stateless: JS passes the chaining register (the IV at first) and keeps the last
-//! ciphertext block for the next call, as aykxt/crypto v0.10's `Cbc` object did. Padding is
-//! that library's, by its enum number; unpadding is as lenient as it was (it never throws),
-//! so a wrong key gives garbage, not a padding error.
+//! The op is stateless: JS passes the register (IV, feedback or counter) and gets it back
+//! after the output, as the library's mode objects kept it between calls. Padding is that
+//! library's, by its enum number (ECB, CBC and CFB pad; OFB and CTR are stream modes);
+//! unpadding is as lenient as it was (it never throws), so a wrong key gives garbage, not a
+//! padding error.
 
 use aes::cipher::block_padding::NoPadding;
-use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use aes::cipher::{AsyncStreamCipher, BlockDecryptMut, BlockEncryptMut, KeyInit, KeyIvInit, StreamCipher};
 use deno_core::op2;
 use deno_error::JsErrorBox;
 
@@ -36,12 +39,16 @@ impl Padding {
         })
     }
 
-    /// Adds padding (a whole block when `data` is aligned); NONE needs aligned data.
+    /// Adds padding as the library did: NONE needs aligned data; PKCS7 always adds (a whole
+    /// block to aligned data); the others leave aligned, non-empty data as it is.
     fn pad(self, data: &[u8]) -> Result<Vec<u8>, JsErrorBox> {
         if self == Padding::None {
             if !data.len().is_multiple_of(BLOCK) {
                 return Err(JsErrorBox::generic("Incorrect block size (must be 16 bytes long)"));
             }
+            return Ok(data.to_vec());
+        }
+        if self != Padding::Pkcs7 && !data.is_empty() && data.len().is_multiple_of(BLOCK) {
             return Ok(data.to_vec());
         }
         let n = BLOCK - data.len() % BLOCK;
@@ -84,6 +91,34 @@ impl Padding {
     }
 }
 
+/// A block mode of aykxt/crypto v0.10.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    Ecb,
+    Cbc,
+    Cfb,
+    Ofb,
+    Ctr,
+}
+
+impl Mode {
+    fn from_name(name: &str) -> Result<Mode, JsErrorBox> {
+        Ok(match name {
+            "ecb" => Mode::Ecb,
+            "cbc" => Mode::Cbc,
+            "cfb" => Mode::Cfb,
+            "ofb" => Mode::Ofb,
+            "ctr" => Mode::Ctr,
+            _ => return Err(JsErrorBox::type_error(format!("unknown block mode {name}"))),
+        })
+    }
+
+    /// Whether the mode pads (the stream modes do not).
+    fn pads(self) -> bool {
+        matches!(self, Mode::Ecb | Mode::Cbc | Mode::Cfb)
+    }
+}
+
 fn check(key: &[u8], iv: &[u8]) -> Result<(), JsErrorBox> {
     if !matches!(key.len(), 16 | 24 | 32) {
         return Err(JsErrorBox::generic("Invalid key size (must be either 16, 24 or 32 bytes)"));
@@ -94,83 +129,127 @@ fn check(key: &[u8], iv: &[u8]) -> Result<(), JsErrorBox> {
     Ok(())
 }
 
-/// Runs `$body` with `$cipher` bound to the AES-CBC type for this key length.
+/// Runs `$body` with `$aes` bound to the AES type for this key length.
 macro_rules! with_aes {
-    ($key:expr, $mode:ident, |$cipher:ident| $body:expr) => {
+    ($key:expr, |$aes:ident| $body:expr) => {
         match $key.len() {
             16 => {
-                type $cipher = cbc::$mode<aes::Aes128>;
+                type $aes = aes::Aes128;
                 $body
             }
             24 => {
-                type $cipher = cbc::$mode<aes::Aes192>;
+                type $aes = aes::Aes192;
                 $body
             }
             _ => {
-                type $cipher = cbc::$mode<aes::Aes256>;
+                type $aes = aes::Aes256;
                 $body
             }
         }
     };
 }
 
-/// AES-CBC encryption of `data` with aykxt/crypto padding number `padding` (2 = PKCS7), as
-/// `openssl enc -aes-<bits>-cbc` does for PKCS7. Also used by `denorun encrypt`.
-pub fn cbc_encrypt(key: &[u8], iv: &[u8], data: &[u8], padding: u32) -> Result<Vec<u8>, JsErrorBox> {
-    check(key, iv)?;
-    let mut buf = Padding::from_number(padding)?.pad(data)?;
-    let len = buf.len();
-    with_aes!(key, Encryptor, |C| {
-        C::new_from_slices(key, iv)
-            .map_err(|e| JsErrorBox::generic(e.to_string()))?
-            .encrypt_padded_mut::<NoPadding>(&mut buf, len)
-            .map_err(|e| JsErrorBox::generic(e.to_string()))?;
-    });
-    Ok(buf)
+fn invalid(e: impl std::fmt::Display) -> JsErrorBox {
+    JsErrorBox::generic(e.to_string())
 }
 
-/// AES-CBC decryption with the library's lenient unpadding.
-pub fn cbc_decrypt(key: &[u8], iv: &[u8], data: &[u8], padding: u32) -> Result<Vec<u8>, JsErrorBox> {
-    check(key, iv)?;
+/// Encrypts or decrypts `data` with AES in `mode`, starting from `register` (the IV, or the
+/// register a previous call returned). Returns the output and the register to continue from.
+pub fn crypt(
+    mode: Mode,
+    encrypt: bool,
+    key: &[u8],
+    register: &[u8],
+    data: &[u8],
+    padding: u32,
+) -> Result<(Vec<u8>, [u8; BLOCK]), JsErrorBox> {
+    check(key, register)?;
     let padding = Padding::from_number(padding)?;
-    if !data.len().is_multiple_of(BLOCK) {
+    let mut buf = if encrypt && mode.pads() { padding.pad(data)? } else { data.to_vec() };
+    if mode.pads() && !buf.len().is_multiple_of(BLOCK) {
         return Err(JsErrorBox::generic("Invalid data size (must be multiple of 16 bytes)"));
     }
-    let mut buf = data.to_vec();
-    with_aes!(key, Decryptor, |C| {
-        C::new_from_slices(key, iv)
-            .map_err(|e| JsErrorBox::generic(e.to_string()))?
-            .decrypt_padded_mut::<NoPadding>(&mut buf)
-            .map_err(|e| JsErrorBox::generic(e.to_string()))?;
+    let len = buf.len();
+    let mut next: [u8; BLOCK] = register.try_into().expect("checked");
+    with_aes!(key, |A| match (mode, encrypt) {
+        (Mode::Ecb, true) => {
+            ecb::Encryptor::<A>::new_from_slice(key)
+                .map_err(invalid)?
+                .encrypt_padded_mut::<NoPadding>(&mut buf, len)
+                .map_err(invalid)?;
+        }
+        (Mode::Ecb, false) => {
+            ecb::Decryptor::<A>::new_from_slice(key)
+                .map_err(invalid)?
+                .decrypt_padded_mut::<NoPadding>(&mut buf)
+                .map_err(invalid)?;
+        }
+        (Mode::Cbc, true) => {
+            cbc::Encryptor::<A>::new_from_slices(key, register)
+                .map_err(invalid)?
+                .encrypt_padded_mut::<NoPadding>(&mut buf, len)
+                .map_err(invalid)?;
+        }
+        (Mode::Cbc, false) => {
+            cbc::Decryptor::<A>::new_from_slices(key, register)
+                .map_err(invalid)?
+                .decrypt_padded_mut::<NoPadding>(&mut buf)
+                .map_err(invalid)?;
+        }
+        (Mode::Cfb, true) =>
+            cfb_mode::Encryptor::<A>::new_from_slices(key, register).map_err(invalid)?.encrypt(&mut buf),
+        (Mode::Cfb, false) =>
+            cfb_mode::Decryptor::<A>::new_from_slices(key, register).map_err(invalid)?.decrypt(&mut buf),
+        (Mode::Ofb, _) | (Mode::Ctr, _) => {
+            // The keystream of whole blocks: its last block is OFB's next register.
+            let blocks = len.div_ceil(BLOCK);
+            let mut stream = vec![0u8; blocks * BLOCK];
+            if mode == Mode::Ofb {
+                ofb::Ofb::<A>::new_from_slices(key, register).map_err(invalid)?.apply_keystream(&mut stream);
+            } else {
+                ctr::Ctr128BE::<A>::new_from_slices(key, register).map_err(invalid)?.apply_keystream(&mut stream);
+            }
+            buf.iter_mut().zip(&stream).for_each(|(b, k)| *b ^= k);
+            next = match mode {
+                Mode::Ofb if blocks > 0 => stream[stream.len() - BLOCK..].try_into().expect("a block"),
+                Mode::Ofb => next,
+                _ => u128::from_be_bytes(next).wrapping_add(blocks as u128).to_be_bytes(),
+            };
+        }
     });
-    let cut = padding.padding_len(&buf);
-    buf.truncate(buf.len() - cut);
-    Ok(buf)
+    // The feedback modes continue from the last ciphertext block.
+    if matches!(mode, Mode::Cbc | Mode::Cfb) && len > 0 {
+        let ciphertext = if encrypt { &buf } else { &data[..] };
+        next.copy_from_slice(&ciphertext[len - BLOCK..]);
+    }
+    if !encrypt && mode.pads() {
+        let cut = padding.padding_len(&buf);
+        buf.truncate(buf.len() - cut);
+    }
+    Ok((buf, next))
 }
 
-/// Encrypts `data` (padded); the caller's next IV is the last output block.
+/// AES-CBC encryption of `data` with aykxt/crypto padding number `padding` (2 = PKCS7), as
+/// `openssl enc -aes-<bits>-cbc` does for PKCS7. Used by `denorun encrypt`.
+pub fn cbc_encrypt(key: &[u8], iv: &[u8], data: &[u8], padding: u32) -> Result<Vec<u8>, JsErrorBox> {
+    crypt(Mode::Cbc, true, key, iv, data, padding).map(|(out, _)| out)
+}
+
+/// `mode` ("ecb", "cbc", "cfb", "ofb", "ctr") over `data`; returns the output followed by
+/// the 16-byte register to continue from.
 #[op2]
 #[buffer]
-pub fn op_denorun_aes_cbc_encrypt(
+pub fn op_denorun_aes(
+    #[string] mode: &str,
+    encrypt: bool,
     #[buffer] key: &[u8],
-    #[buffer] iv: &[u8],
+    #[buffer] register: &[u8],
     #[buffer] data: &[u8],
     padding: u32,
 ) -> Result<Vec<u8>, JsErrorBox> {
-    cbc_encrypt(key, iv, data, padding)
-}
-
-/// Decrypts `data` and cuts the padding leniently; the caller's next IV is the last input
-/// block.
-#[op2]
-#[buffer]
-pub fn op_denorun_aes_cbc_decrypt(
-    #[buffer] key: &[u8],
-    #[buffer] iv: &[u8],
-    #[buffer] data: &[u8],
-    padding: u32,
-) -> Result<Vec<u8>, JsErrorBox> {
-    cbc_decrypt(key, iv, data, padding)
+    let (mut out, next) = crypt(Mode::from_name(mode)?, encrypt, key, register, data, padding)?;
+    out.extend_from_slice(&next);
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod crypto;
 pub mod encoding;
+pub mod pubsub;
 pub mod redis;
 
 use deno_core::{op2, OpState};
@@ -33,12 +34,15 @@ deno_core::extension!(
         encoding::op_denorun_hex_decode,
         encoding::op_denorun_base64_encode,
         encoding::op_denorun_base64_decode,
-        crypto::op_denorun_aes_cbc_encrypt,
-        crypto::op_denorun_aes_cbc_decrypt,
+        crypto::op_denorun_aes,
         redis::op_denorun_redis_connect,
         redis::op_denorun_redis_close,
         redis::op_denorun_redis_call,
         redis::op_denorun_redis_pipeline,
+        pubsub::op_denorun_redis_pubsub_open,
+        pubsub::op_denorun_redis_pubsub_command,
+        pubsub::op_denorun_redis_pubsub_next,
+        pubsub::op_denorun_redis_pubsub_close,
         op_denorun_inspecting,
     ],
     options = { inspecting: bool },

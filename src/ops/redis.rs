@@ -64,7 +64,7 @@ fn failed(state: &Rc<RefCell<OpState>>, e: RedisError, context: &str) -> RedisOp
 }
 
 impl RedisOpError {
-    fn from_redis(e: RedisError, context: &str) -> RedisOpError {
+    pub fn from_redis(e: RedisError, context: &str) -> RedisOpError {
         if let Some(code) = e.code() {
             return RedisOpError::Reply(reply_error_message(code, e.detail()));
         }
@@ -110,13 +110,10 @@ impl Resource for Connection {
     }
 }
 
-/// Opens a dedicated connection, if the worker may reach `hostname:port`.
-#[op2]
-#[smi]
-pub async fn op_denorun_redis_connect(
-    state: Rc<RefCell<OpState>>,
-    #[serde] options: ConnectOptions,
-) -> Result<ResourceId, RedisOpError> {
+/// A client for `hostname:port`, if the worker may reach it, and the address for messages.
+/// The client authenticates and selects a db only if the options say so (pub/sub; other
+/// connections send AUTH and SELECT from JS, as deno-redis did).
+pub fn client(state: &Rc<RefCell<OpState>>, options: &ConnectOptions) -> Result<(redis::Client, String), RedisOpError> {
     state
         .borrow_mut()
         .borrow_mut::<PermissionsContainer>()
@@ -137,12 +134,26 @@ pub async fn op_denorun_redis_connect(
         .map_err(|e| RedisOpError::Other(format!("bad Redis address {address}: {e}")))?
         .set_redis_settings(settings);
     let client = redis::Client::open(info).map_err(|e| RedisOpError::from_redis(e, &address))?;
+    Ok((client, address))
+}
+
+/// Opens a dedicated connection, if the worker may reach `hostname:port`.
+#[op2]
+#[smi]
+pub async fn op_denorun_redis_connect(
+    state: Rc<RefCell<OpState>>,
+    #[serde] options: ConnectOptions,
+) -> Result<ResourceId, RedisOpError> {
+    let (client, address) = client(&state, &options)?;
     let config = AsyncConnectionConfig::new().set_connection_timeout(Some(CONNECT_TIMEOUT)).set_response_timeout(None);
     let conn = client
         .get_multiplexed_async_connection_with_config(&config)
         .await
         .map_err(|e| failed(&state, e, &format!("connecting to Redis at {address}")))?;
-    Ok(state.borrow_mut().resource_table.add(Connection(conn)))
+    // Connected again: an earlier lost connection is no longer why the worker might end.
+    let mut state = state.borrow_mut();
+    let _ = state.try_take::<RedisLost>();
+    Ok(state.resource_table.add(Connection(conn)))
 }
 
 /// Closes a client's connection.

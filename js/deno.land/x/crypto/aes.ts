@@ -2,7 +2,7 @@
 
 // deno-lint-ignore no-explicit-any
 const ops = (globalThis as any)[Symbol.for("denorun.ops")];
-const ZERO_IV = new Uint8Array(16);
+const NO_IV = new Uint8Array(16);
 const NO_PADDING = 1;
 
 export interface BlockCipher {
@@ -24,17 +24,17 @@ export class Aes implements BlockCipher {
 
   /** Encrypts the 16 bytes at `offset` in place. */
   encryptBlock(view: DataView, offset: number): void {
-    this.#apply(view, offset, ops.aesCbcEncrypt);
+    this.#apply(view, offset, true);
   }
 
   /** Decrypts the 16 bytes at `offset` in place. */
   decryptBlock(view: DataView, offset: number): void {
-    this.#apply(view, offset, ops.aesCbcDecrypt);
+    this.#apply(view, offset, false);
   }
 
-  // One block of CBC with a zero IV is one block of AES.
-  #apply(view: DataView, offset: number, op: (...a: unknown[]) => Uint8Array) {
+  // One block of ECB is one block of AES (the op returns it, then its unused register).
+  #apply(view: DataView, offset: number, encrypt: boolean) {
     const block = new Uint8Array(view.buffer, view.byteOffset + offset, 16);
-    block.set(op(this.key, ZERO_IV, block.slice(), NO_PADDING));
+    block.set(ops.aes("ecb", encrypt, this.key, NO_IV, block.slice(), NO_PADDING).subarray(0, 16));
   }
 }

@@ -1,8 +1,14 @@
 // https://deno.land/x/redis/mod.ts: the deno-redis v0.24.0 API (what unversioned imports
-// meant in late 2021), over denorun's Rust ops. Every Redis command is reachable through
-// sendCommand/executor.exec; the methods 2021 workers used are typed as they were.
+// meant in late 2021), over denorun's Rust ops. Every method of v0.24's `RedisCommands`
+// comes from the table in command.ts through one path (`RedisClient.run`); this module
+// adds the connection (AUTH, SELECT, CLIENT SETNAME, reconnects), tx()/pipeline(), reply
+// objects, and pub/sub on a connection of its own.
 
 // deno-lint-ignore-file no-explicit-any
+import { type Arg, type Command, COMMANDS } from "./command.ts";
+
+export * from "./stream.ts";
+
 const ops = (globalThis as any)[Symbol.for("denorun.ops")];
 
 export const {
@@ -14,24 +20,6 @@ export const {
 } = ops.redisErrors;
 
 export type RedisValue = string | number | Uint8Array;
-type Arg = RedisValue | undefined | null;
-export type XIdInput = string | number | [number, number] | XId;
-export interface XId {
-  unixMs: number;
-  seqNo: number;
-}
-export interface XMessage {
-  xid: XId;
-  fieldValues: Record<string, string>;
-}
-export interface XReadStream {
-  key: string;
-  messages: XMessage[];
-}
-export interface XMaxlen {
-  approx?: boolean;
-  elements: number;
-}
 export interface RedisConnectOptions {
   hostname: string;
   port?: number | string;
@@ -125,9 +113,6 @@ export { ArrayReply, BulkReply, IntegerReply, SimpleStringReply };
 export const ErrorReply = ErrorReplyError;
 export const Redis = undefined;
 export const RedisValue = undefined;
-export const XMessage = undefined;
-export const XReadStream = undefined;
-export const XId = undefined;
 export const RawReplyOrError = undefined;
 
 function replyOf([tag, v]: Tagged): any {
@@ -159,7 +144,13 @@ function plainOf([tag, v]: Tagged): any {
   }
 }
 
-// ---- argument and reply shapes ------------------------------------------------------
+// ---- the client ------------------------------------------------------------------------
+
+/** How commands reach Redis: at once (a client) or queued (tx and pipeline). */
+interface Sender {
+  call(args: Arg[], shape?: (v: any) => any): Promise<any>;
+  send(args: Arg[]): Promise<any>;
+}
 
 /** Numbers go as decimal text, bytes as bytes; undefined and null are dropped. */
 function encode(args: Arg[]): (string | Uint8Array)[] {
@@ -169,79 +160,6 @@ function encode(args: Arg[]): (string | Uint8Array)[] {
     out.push(a instanceof Uint8Array ? a : String(a));
   }
   return out;
-}
-
-export function xidToString(xid: XIdInput): string {
-  if (typeof xid === "string") return xid;
-  if (typeof xid === "number") return `${xid}-0`;
-  if (Array.isArray(xid)) return `${xid[0]}-${xid[1]}`;
-  return `${xid.unixMs}-${xid.seqNo}`;
-}
-
-export function parseXId(raw: string): XId {
-  const [ms, seq] = String(raw).split("-");
-  return { unixMs: parseInt(ms), seqNo: parseInt(seq) };
-}
-
-function parseFieldValues(raw: any): Record<string, string> {
-  const out: Record<string, string> = {};
-  if (!Array.isArray(raw)) return out;
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    if (raw[i] !== "") out[raw[i]] = raw[i + 1];
-  }
-  return out;
-}
-
-function parseMessages(raw: any): XMessage[] {
-  return (raw ?? []).map(([id, fields]: [string, any]) => ({
-    xid: parseXId(id),
-    fieldValues: parseFieldValues(fields),
-  }));
-}
-
-function parseStreams(raw: any): XReadStream[] {
-  return (raw ?? []).map(([key, messages]: [string, any]) => ({ key, messages: parseMessages(messages) }));
-}
-
-/** `[f, v]` tuples, an object (a Map counts as one and gives nothing), or positional pairs. */
-function fieldValueArgs(params: any[]): Arg[] {
-  const first = params[0];
-  if (Array.isArray(first)) return params.flat();
-  if (typeof first === "object" && first !== null && !(first instanceof Uint8Array)) {
-    return Object.entries(first).flat() as Arg[];
-  }
-  return params;
-}
-
-function streamEntryArgs(fieldValues: Record<string, Arg> | Map<string, Arg>): Arg[] {
-  const entries = fieldValues instanceof Map ? [...fieldValues.entries()] : Object.entries(fieldValues);
-  return entries.flat();
-}
-
-function maxlenArgs(maxlen: XMaxlen | undefined): Arg[] {
-  if (!maxlen) return [];
-  if (maxlen.elements === undefined) throw new TypeError("must specify `elements` with MAXLEN");
-  return maxlen.approx ? ["MAXLEN", "~", maxlen.elements] : ["MAXLEN", maxlen.elements];
-}
-
-function streamKeysAndIds(keyXIds: any[]): Arg[] {
-  const keys: Arg[] = [], ids: Arg[] = [];
-  for (const item of keyXIds) {
-    const [key, xid] = Array.isArray(item) ? item : [item.key, item.xid];
-    keys.push(key);
-    ids.push(xid === ">" ? ">" : xidToString(xid));
-  }
-  return ["STREAMS", ...keys, ...ids];
-}
-
-const toArray = (v: any) => v ?? [];
-
-// ---- the client -----------------------------------------------------------------------
-
-/** How commands reach Redis: at once (a client) or queued (tx and pipeline). */
-interface Sender {
-  call(args: Arg[], post?: (v: any) => any): Promise<any>;
-  send(args: Arg[]): Promise<any>;
 }
 
 class RedisClient {
@@ -257,7 +175,7 @@ class RedisClient {
     return this.#connection.isClosed;
   }
   get isConnected(): boolean {
-    return !this.#connection.isClosed;
+    return this.#connection.isConnected;
   }
   get executor() {
     return {
@@ -276,6 +194,13 @@ class RedisClient {
     return this.#sender.send([command, ...args]);
   }
 
+  /** A command of the table: its arguments encoded, its reply shaped. */
+  run(command: Command, params: any[]): Promise<any> {
+    const args = [...command.words, ...(command.encode ? command.encode(...params) : params)];
+    if (command.binary) return this.#sender.send(args).then((reply: any) => reply.buffer?.() ?? reply.value?.());
+    return this.#sender.call(args, command.shape && ((reply) => command.shape!(reply, params)));
+  }
+
   /** The commands queue until flush(), which writes MULTI ... EXEC in one go. */
   tx() {
     return new RedisClient(this.#connection, new Queue(this.#connection, true)) as RedisClient & Flushable;
@@ -291,137 +216,36 @@ class RedisClient {
     return this.#sender.flush();
   }
 
-  protected call(args: Arg[], post?: (v: any) => any): Promise<any> {
-    return this.#sender.call(args, post);
+  /** QUIT, then the client is closed. */
+  quit(): Promise<string> {
+    return this.#sender.call(["QUIT"]).finally(() => this.close());
   }
 
-  // Commands whose arguments or replies need shaping.
-  hset(key: string, ...params: any[]): Promise<number> {
-    return this.call(["HSET", key, ...fieldValueArgs(params)]);
+  /** Subscribes on a connection of its own, with this client's options. */
+  subscribe(...channels: string[]): Promise<RedisSubscription> {
+    return RedisSubscription.open(this.#connection.options, "SUBSCRIBE", channels);
   }
-  hmset(key: string, ...params: any[]): Promise<string> {
-    return this.call(["HMSET", key, ...fieldValueArgs(params)]);
+
+  psubscribe(...patterns: string[]): Promise<RedisSubscription> {
+    return RedisSubscription.open(this.#connection.options, "PSUBSCRIBE", patterns);
   }
-  hgetall(key: string): Promise<string[]> {
-    return this.call(["HGETALL", key], toArray);
+
+  monitor(): never {
+    throw new Error("not supported yet");
   }
-  set(key: string, value: RedisValue, opts?: any): Promise<string | undefined> {
-    const args: Arg[] = ["SET", key, value];
-    if (opts?.ex !== undefined) args.push("EX", opts.ex);
-    else if (opts?.px !== undefined) args.push("PX", opts.px);
-    if (opts?.keepttl) args.push("KEEPTTL");
-    if (opts?.mode) args.push(opts.mode);
-    else if (opts?.nx) args.push("NX");
-    else if (opts?.xx) args.push("XX");
-    if (opts?.get) args.push("GET");
-    return this.call(args);
+
+  sync(): never {
+    throw new Error("not implemented");
   }
-  xadd(
-    key: string,
-    xid: XIdInput,
-    fieldValues: Record<string, Arg> | Map<string, Arg>,
-    maxlen?: XMaxlen,
-  ): Promise<XId> {
-    const args = ["XADD", key, ...maxlenArgs(maxlen), xidToString(xid), ...streamEntryArgs(fieldValues)];
-    return this.call(args, parseXId);
-  }
-  xreadgroup(
-    keyXIds: any[],
-    { group, consumer, count, block }: { group: string; consumer: string; count?: number; block?: number },
-  ): Promise<XReadStream[]> {
-    const args: Arg[] = ["XREADGROUP", "GROUP", group, consumer];
-    if (count) args.push("COUNT", count);
-    if (block) args.push("BLOCK", block);
-    return this.call([...args, ...streamKeysAndIds(keyXIds)], parseStreams);
-  }
-  xread(keyXIds: any[], opts?: { count?: number; block?: number }): Promise<XReadStream[]> {
-    const args: Arg[] = ["XREAD"];
-    if (opts?.count) args.push("COUNT", opts.count);
-    if (opts?.block) args.push("BLOCK", opts.block);
-    return this.call([...args, ...streamKeysAndIds(keyXIds)], parseStreams);
-  }
-  xrange(key: string, start: XIdInput, end: XIdInput, count?: number): Promise<XMessage[]> {
-    const args: Arg[] = ["XRANGE", key, xidToString(start), xidToString(end)];
-    if (count) args.push("COUNT", count);
-    return this.call(args, parseMessages);
-  }
-  xrevrange(key: string, start: XIdInput, end: XIdInput, count?: number): Promise<XMessage[]> {
-    const args: Arg[] = ["XREVRANGE", key, xidToString(start), xidToString(end)];
-    if (count) args.push("COUNT", count);
-    return this.call(args, parseMessages);
-  }
-  xtrim(key: string, maxlen: XMaxlen): Promise<number> {
-    return this.call(["XTRIM", key, ...maxlenArgs(maxlen)]);
-  }
-  xack(key: string, group: string, ...xids: XIdInput[]): Promise<number> {
-    return this.call(["XACK", key, group, ...xids.map(xidToString)]);
-  }
-  xdel(key: string, ...xids: XIdInput[]): Promise<number> {
-    return this.call(["XDEL", key, ...xids.map(xidToString)]);
-  }
-  xgroupCreate(key: string, group: string, xid: XIdInput | "$", mkstream?: boolean): Promise<string> {
-    return this.call(["XGROUP", "CREATE", key, group, xidToString(xid), mkstream ? "MKSTREAM" : undefined]);
-  }
-  xgroupDestroy(key: string, group: string): Promise<number> {
-    return this.call(["XGROUP", "DESTROY", key, group]);
-  }
-  xgroupDelConsumer(key: string, group: string, consumer: string): Promise<number> {
-    return this.call(["XGROUP", "DELCONSUMER", key, group, consumer]);
-  }
-  xgroupSetID(key: string, group: string, xid: XIdInput): Promise<string> {
-    return this.call(["XGROUP", "SETID", key, group, xidToString(xid)]);
-  }
-  brpop(timeout: number, ...keys: string[]): Promise<[string, string] | []> {
-    return this.call(["BRPOP", ...keys, timeout], toArray);
-  }
-  blpop(timeout: number, ...keys: string[]): Promise<[string, string] | []> {
-    return this.call(["BLPOP", ...keys, timeout], toArray);
-  }
-  zadd(key: string, scoreOrMembers: any, member?: RedisValue): Promise<number> {
-    if (typeof scoreOrMembers === "number") return this.call(["ZADD", key, scoreOrMembers, member]);
-    const pairs = Array.isArray(scoreOrMembers)
-      ? scoreOrMembers.flat()
-      : Object.entries(scoreOrMembers).flatMap(([m, s]) => [s, m]);
-    return this.call(["ZADD", key, ...pairs]);
-  }
-  zrange(key: string, start: number, stop: number, opts?: { withScore?: boolean }): Promise<string[]> {
-    return this.call(["ZRANGE", key, start, stop, opts?.withScore ? "WITHSCORES" : undefined]);
-  }
-  scan(cursor: number, opts?: { pattern?: string; count?: number; type?: string }): Promise<[string, string[]]> {
-    const args: Arg[] = ["SCAN", cursor];
-    if (opts?.pattern) args.push("MATCH", opts.pattern);
-    if (opts?.count) args.push("COUNT", opts.count);
-    if (opts?.type) args.push("TYPE", opts.type);
-    return this.call(args);
-  }
+
   // deno-lint-ignore no-explicit-any
   [method: string]: any;
 }
 
-/**
- * Commands whose arguments go out as given and whose reply comes back as it is: the method
- * is the lowercase command name (words joined in camelCase for two-word commands).
- */
-const PLAIN_COMMANDS = [
-  "append", "bitcount", "dbsize", "decr", "decrby", "del", "echo", "exists", "expire",
-  "expireat", "flushall", "flushdb", "get", "getdel", "getrange", "getset", "hdel",
-  "hexists", "hget", "hincrby", "hincrbyfloat", "hkeys", "hlen", "hmget", "hsetnx",
-  "hstrlen", "hvals", "incr", "incrby", "incrbyfloat", "info", "keys", "lindex", "linsert",
-  "llen", "lpop", "lpos", "lpush", "lpushx", "lrange", "lrem", "lset", "ltrim", "mget",
-  "move", "mset", "msetnx", "persist", "pexpire", "pexpireat", "ping", "psetex", "pttl",
-  "publish", "randomkey", "rename", "renamenx", "rpop", "rpoplpush", "rpush", "rpushx",
-  "sadd", "scard", "sdiff", "sdiffstore", "select", "setex", "setnx", "setrange", "sinter",
-  "sinterstore", "sismember", "smembers", "smove", "spop", "srandmember", "srem", "strlen",
-  "sunion", "sunionstore", "time", "touch", "ttl", "type", "unlink", "xclaim", "xinfoGroups",
-  "xinfoStream", "xinfoConsumers", "xlen", "xpending", "zcard", "zcount", "zincrby", "zrank",
-  "zrem", "zrevrank", "zscore", "lmove", "blmove", "brpoplpush", "eval", "evalsha", "swapdb",
-];
-
-for (const method of PLAIN_COMMANDS) {
-  const words = method.replace(/([A-Z])/g, " $1").toUpperCase().split(" ");
+for (const [method, command] of Object.entries(COMMANDS)) {
   Object.defineProperty(RedisClient.prototype, method, {
-    value: function (this: RedisClient, ...args: Arg[]) {
-      return this.call([...words, ...args]);
+    value: function (this: RedisClient, ...params: any[]) {
+      return this.run(command, params);
     },
     writable: true,
     configurable: true,
@@ -432,45 +256,99 @@ interface Flushable {
   flush(): Promise<any[]>;
 }
 
-/** A connection: the op resource, opened at once or (lazy client) on first use. */
+/** Whether an error means the connection is gone (not that Redis said no). */
+function isConnectionLost(e: unknown): boolean {
+  return e instanceof ConnectionClosedError || e instanceof Deno.errors.ConnectionRefused;
+}
+
+/** A connection: the op resource, opened at once or (lazy client) on first use. After a lost
+ * connection, with `maxRetryCount`, it reconnects every `retryInterval` ms up to that many
+ * times and sends the command again; then it gives up with `ConnectionClosedError`. */
 class Connection implements Sender {
   #rid: number | undefined;
   #opening: Promise<number> | undefined;
-  #options: RedisConnectOptions;
+  #reconnecting: Promise<void> | undefined;
+  readonly options: RedisConnectOptions;
   isClosed = false;
 
   constructor(options: RedisConnectOptions) {
-    this.#options = options;
+    this.options = options;
+  }
+
+  get isConnected(): boolean {
+    return this.#rid !== undefined && !this.isClosed;
   }
 
   open(): Promise<number> {
     if (this.#rid !== undefined) return Promise.resolve(this.#rid);
     if (this.isClosed) return Promise.reject(new ConnectionClosedError("The connection is closed"));
-    this.#opening ??= ops.redisConnect(connectArgs(this.#options)).then((rid: number) => {
+    this.#opening ??= this.#handshake().then((rid: number) => {
       this.#rid = rid;
       return rid;
-    }, (e: unknown) => {
-      this.#opening = undefined;
-      throw e;
-    });
+    }).finally(() => this.#opening = undefined);
     return this.#opening!;
   }
 
-  async call(args: Arg[], post?: (v: any) => any): Promise<any> {
-    const rid = this.#rid ?? await this.open();
-    const reply = await ops.redisCall(rid, encode(args), false);
-    return post ? post(reply) : reply;
+  /** Connects, then AUTH, SELECT and CLIENT SETNAME as the options ask; Redis's refusal of
+   * any of them rejects with its `ErrorReplyError`. */
+  async #handshake(): Promise<number> {
+    const { password, username, db, name } = this.options;
+    const rid: number = await ops.redisConnect(connectArgs(this.options));
+    try {
+      if (password != null) await ops.redisCall(rid, encode(["AUTH", username, password]), false);
+      if (db) await ops.redisCall(rid, encode(["SELECT", db]), false);
+      if (name) await ops.redisCall(rid, encode(["CLIENT", "SETNAME", name]), false);
+    } catch (e) {
+      ops.redisClose(rid);
+      throw e;
+    }
+    return rid;
   }
 
-  async send(args: Arg[]): Promise<any> {
+  async #withRetry<T>(run: (rid: number) => Promise<T>): Promise<T> {
     const rid = this.#rid ?? await this.open();
-    return replyOf(await ops.redisCall(rid, encode(args), true));
+    try {
+      return await run(rid);
+    } catch (e) {
+      if (!isConnectionLost(e) || this.isClosed || !(this.options.maxRetryCount! > 0)) throw e;
+      await (this.#reconnecting ??= this.#reconnect(rid, e as Error).finally(() => this.#reconnecting = undefined));
+      return run(this.#rid!);
+    }
   }
 
-  async pipeline(commands: (string | Uint8Array)[][]): Promise<any[]> {
-    const rid = this.#rid ?? await this.open();
-    const replies: Tagged[] = await ops.redisPipeline(rid, commands);
-    return replies.map(replyOf);
+  async #reconnect(lost: number, cause: Error): Promise<void> {
+    if (this.#rid === lost) {
+      ops.redisClose(lost);
+      this.#rid = undefined;
+    }
+    const { maxRetryCount = 0, retryInterval = 1200 } = this.options;
+    for (let attempt = 1; attempt <= maxRetryCount; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, retryInterval));
+      if (this.isClosed) break;
+      try {
+        await this.open();
+        return;
+      } catch (e) {
+        if (!isConnectionLost(e)) throw e;
+      }
+    }
+    this.close();
+    throw new ConnectionClosedError(`gave up reconnecting after ${maxRetryCount} attempts: ${cause.message}`);
+  }
+
+  call(args: Arg[], shape?: (v: any) => any): Promise<any> {
+    return this.#withRetry(async (rid) => {
+      const reply = await ops.redisCall(rid, encode(args), false);
+      return shape ? shape(reply) : reply;
+    });
+  }
+
+  send(args: Arg[]): Promise<any> {
+    return this.#withRetry(async (rid) => replyOf(await ops.redisCall(rid, encode(args), true)));
+  }
+
+  pipeline(commands: (string | Uint8Array)[][]): Promise<any[]> {
+    return this.#withRetry(async (rid) => (await ops.redisPipeline(rid, commands) as Tagged[]).map(replyOf));
   }
 
   close() {
@@ -491,9 +369,10 @@ class Queue implements Sender {
     this.#atomic = atomic;
   }
 
-  call(args: Arg[], post?: (v: any) => any): Promise<any> {
+  /** As v0.24 did, the method's reply shape is applied to that "OK". */
+  call(args: Arg[], shape?: (v: any) => any): Promise<any> {
     this.#commands.push(encode(args));
-    return Promise.resolve(post ? post("OK") : "OK");
+    return new Promise((resolve) => resolve(shape ? shape("OK") : "OK"));
   }
 
   send(args: Arg[]): Promise<any> {
@@ -509,25 +388,100 @@ class Queue implements Sender {
   }
 }
 
-function connectArgs(options: RedisConnectOptions) {
-  const port = options.port === undefined ? 6379 : Number(options.port);
-  if (!Number.isInteger(port) || port <= 0 || port > 65535) {
-    throw new TypeError(`invalid Redis port: ${options.port}`);
+// ---- pub/sub ---------------------------------------------------------------------------
+
+export interface RedisPubSubMessage {
+  pattern?: string;
+  channel: string;
+  message: string;
+}
+
+/** v0.24's `RedisSubscription`, on a connection of its own. */
+export class RedisSubscription {
+  #rid: number;
+  #channels = new Set<string>();
+  #patterns = new Set<string>();
+  isClosed = false;
+
+  private constructor(rid: number) {
+    this.#rid = rid;
   }
+
+  static async open(options: RedisConnectOptions, command: string, names: string[]): Promise<RedisSubscription> {
+    const rid: number = await ops.redisPubSubOpen(connectArgs(options, true));
+    const subscription = new RedisSubscription(rid);
+    await subscription.#command(command, names);
+    return subscription;
+  }
+
+  get isConnected(): boolean {
+    return !this.isClosed;
+  }
+
+  async #command(command: string, names: string[]): Promise<void> {
+    if (this.isClosed) throw new SubscriptionClosedError("Subscription is closed");
+    await ops.redisPubSubCommand(this.#rid, command, names);
+    const set = command.includes("PSUB") || command.includes("PUNSUB") ? this.#patterns : this.#channels;
+    for (const name of names) {
+      if (command.includes("UN")) set.delete(name);
+      else set.add(name);
+    }
+  }
+
+  subscribe(...channels: string[]): Promise<void> {
+    return this.#command("SUBSCRIBE", channels);
+  }
+  unsubscribe(...channels: string[]): Promise<void> {
+    return this.#command("UNSUBSCRIBE", channels);
+  }
+  psubscribe(...patterns: string[]): Promise<void> {
+    return this.#command("PSUBSCRIBE", patterns);
+  }
+  punsubscribe(...patterns: string[]): Promise<void> {
+    return this.#command("PUNSUBSCRIBE", patterns);
+  }
+
+  /** The messages as they come, until the subscription is closed. */
+  async *receive(): AsyncIterableIterator<RedisPubSubMessage> {
+    while (!this.isClosed) {
+      const message = await ops.redisPubSubNext(this.#rid);
+      if (message === null) break;
+      yield message;
+    }
+  }
+
+  close(): Promise<void> {
+    if (!this.isClosed) {
+      this.isClosed = true;
+      ops.redisPubSubClose(this.#rid);
+    }
+    return Promise.resolve();
+  }
+}
+
+// ---- connecting ------------------------------------------------------------------------
+
+/** The op's options. The port is checked here, before any connection, as v0.24 did;
+ * credentials and db go to the op only for pub/sub (other connections send AUTH and
+ * SELECT themselves). */
+function connectArgs(options: RedisConnectOptions, withCredentials = false) {
+  const port = options.port === undefined ? 6379 : typeof options.port === "string" ? parseInt(options.port) : options.port;
+  if (!Number.isSafeInteger(port) || port <= 0 || port > 65535) throw new Error("Port is invalid");
   return {
     hostname: options.hostname,
     port,
     tls: !!options.tls,
-    db: options.db ? options.db : undefined,
-    username: options.username ?? undefined,
-    password: options.password ?? undefined,
+    ...(withCredentials
+      ? { db: options.db || undefined, username: options.username ?? undefined, password: options.password ?? undefined }
+      : {}),
   };
 }
 
 export type Redis = RedisClient;
 
-/** Connects (TCP, or TLS with `tls`), sending AUTH and SELECT only when asked to. */
+/** Connects (TCP, or TLS with `tls`), then sends AUTH, SELECT and CLIENT SETNAME as asked. */
 export async function connect(options: RedisConnectOptions): Promise<RedisClient> {
+  connectArgs(options);
   const connection = new Connection(options);
   await connection.open();
   return new RedisClient(connection);
@@ -537,10 +491,12 @@ export const create = connect;
 
 /** A client that connects on its first command. */
 export function createLazyClient(options: RedisConnectOptions): RedisClient {
+  connectArgs(options);
   return new RedisClient(new Connection(options));
 }
 
-/** `redis://[user:password@]host[:port][/db]` as connect() options. */
+/** `redis://[user:password@]host[:port][/db]` as connect() options (v0.24 put the user in
+ * `name`). */
 export function parseURL(url: string): RedisConnectOptions {
   const { protocol, hostname, port, username, password, pathname, searchParams } = new URL(url);
   const db = pathname.replace("/", "") !== "" ? pathname.replace("/", "") : searchParams.get("db") ?? undefined;
