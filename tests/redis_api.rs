@@ -8,14 +8,17 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-/// Runs a script with net access to `port`; `PORT` in the source is that port and
-/// `KEYPREFIX` a prefix of its own.
+/// Runs a script with net access to loopback; `PORT` in the source is `port`, `FREEPORT` a
+/// port nothing listens on, and `KEYPREFIX` a prefix of its own.
 fn script_on(port: u16, source: &str) -> Run {
     let dir = temp_dir();
-    let source = source.replace("PORT", &port.to_string()).replace("KEYPREFIX", &unique("api"));
+    let source = source
+        .replace("FREEPORT", &free_port().to_string())
+        .replace("PORT", &port.to_string())
+        .replace("KEYPREFIX", &unique("api"));
     let path = write(dir.path(), "script.ts", &source);
-    let allow = format!("--allow-net=127.0.0.1:{port}");
-    run(denorun(&["run", &allow, path.to_str().unwrap()]), "")
+    // Any port on loopback, so that a script can also meet a closed one.
+    run(denorun(&["run", "--allow-net=127.0.0.1", path.to_str().unwrap()]), "")
 }
 
 fn json_of(run: &Run) -> Value {
@@ -339,4 +342,267 @@ out.geo = [await redis.geoadd(k("g"), 13.361389, 38.115556, "Palermo"), await re
     assert_eq!(geo[6].as_array().unwrap().len(), 1, "COUNT 1: {geo}");
     assert_eq!(geo[7], json!(["Palermo", "Catania", "Rome"]));
     assert_eq!((geo[8].clone(), geo[9].clone()), (json!(2), json!(2)));
+}
+
+#[test]
+fn scripting_server_client_and_transaction_commands() {
+    let out = redis_script(
+        r#"
+out.eval = [await redis.eval("return {KEYS[1], ARGV[1], ARGV[2]}", [k("a")], ["x", "y"]),
+  await redis.eval("return 7", [], [])];
+const sha = await redis.scriptLoad("return ARGV[1]");
+out.script = [sha.length, await redis.evalsha(sha, [], ["hi"]), await redis.scriptExists(sha, "0000000000000000000000000000000000000000")];
+out.connection = [await redis.ping(), await redis.ping("hello"), await redis.echo("e"), typeof (await redis.time())[0],
+  typeof await redis.dbsize(), (await redis.info("server")).includes("redis_version"), typeof await redis.lastsave()];
+out.config = [await redis.configGet("maxmemory-policy"), await redis.configSet("slowlog-max-len", 200),
+  await redis.configGet("slowlog-max-len"), await redis.configResetStat()];
+out.client = [await redis.clientSetName("api-test"), await redis.clientGetName(), typeof await redis.clientID(),
+  (await redis.clientInfo()).includes("name=api-test"), (await redis.clientList({ type: "NORMAL" })).includes("name=api-test"),
+  await attempt(() => redis.clientList({ type: "NORMAL", ids: [1] })), await redis.clientGetRedir(),
+  await redis.clientKill({ id: 999999999 }), await redis.clientUnblock(999999999), await redis.clientTrackingInfo()];
+out.acl = [await redis.aclWhoami(), (await redis.aclCat()).includes("stream"), (await redis.aclUsers()).includes("default"),
+  (await redis.aclGenPass(64)).length, await redis.aclSetUser(k("u"), "on", ">pw", "~*", "+get"),
+  (await redis.aclGetUser(k("u")))[0], await redis.aclDelUser(k("u")), (await redis.aclList()).length > 0,
+  Array.isArray(await redis.aclLog(1)), await redis.aclLog("RESET")];
+out.server = [typeof await redis.commandCount(), (await redis.commandInfo("get"))[0][0], await redis.commandInfo("nosuch"),
+  (await redis.role())[0], typeof await redis.memoryUsage(k("none"), { samples: 1 }), typeof await redis.memoryDoctor(),
+  Array.isArray(await redis.memoryStats()), (await redis.memoryHelp()).length > 0, (await redis.objectHelp()).length > 0,
+  Array.isArray(await redis.slowlog("get", "1")), await redis.slowlog("len") !== undefined, await redis.moduleList(),
+  Array.isArray(await redis.command()), (await redis.xgroupHelp()).length > 0];
+const sub = await attempt(() => redis.pubsubNumsub("none"));
+out.pubsub = [await redis.publish(k("nobody"), "m"), await redis.pubsubChannels(k("*")), sub, await redis.pubsubNumpat()];
+// Transactions on this one connection.
+out.tx = [await redis.watch(k("w")), await redis.unwatch(), await redis.multi(), await redis.set(k("t"), "1"),
+  await redis.incr(k("t")), await redis.exec(), await redis.multi(), await redis.set(k("t"), "9"), await redis.discard(), await redis.get(k("t"))];
+out.select = [await redis.select(3), await redis.set(k("db3"), "x"), await redis.select(0), await redis.exists(k("db3"))];
+out.notBuiltIn = [await attempt(async () => redis.monitor()), await attempt(async () => redis.sync())];
+out.quit = [await redis.quit(), redis.isClosed, await attempt(() => redis.get(k("a")))];
+"#,
+    );
+    assert_fields(
+        &out,
+        json!({
+            "eval": [[out["eval"][0][0].clone(), "x", "y"], 7],
+            "connection": ["PONG", "hello", "e", "string", "number", true, "number"],
+            "config": [["maxmemory-policy", "noeviction"], "OK", ["slowlog-max-len", "200"], "OK"],
+            "pubsub": [0, [], [ "none", 0 ], 0],
+            "tx": ["OK", "OK", "OK", "QUEUED", "QUEUED", ["OK", 2], "OK", "QUEUED", "OK", "2"],
+            "select": ["OK", "OK", "OK", 0],
+            "notBuiltIn": [{"error": "Error", "message": "not supported yet"}, {"error": "Error", "message": "not implemented"}],
+        }),
+    );
+    assert!(out["eval"][0][0].as_str().unwrap().ends_with(":a"), "{out:#}");
+    assert_eq!(out["script"], json!([40, "hi", [1, 0]]));
+    let client = out["client"].as_array().unwrap();
+    assert_eq!(client[0..2].to_vec(), [json!("OK"), json!("api-test")]);
+    assert_eq!(client[2..5].to_vec(), [json!("number"), json!(true), json!(true)]);
+    assert_eq!(client[5]["message"], "only one of `type` or `ids` can be specified", "{client:?}");
+    assert_eq!(client[6..9].to_vec(), [json!(-1), json!(0), json!(0)], "{client:?}");
+    assert!(client[9].is_array(), "{client:?}");
+    assert_eq!(out["acl"], json!(["default", true, true, 16, "OK", "flags", 1, true, true, "OK"]));
+    let server = out["server"].as_array().unwrap();
+    assert_eq!(server[0..4].to_vec(), [json!("number"), json!("get"), json!([null]), json!("master")], "{server:?}");
+    assert_eq!(server[4], "undefined", "MEMORY USAGE of a missing key is nil: {server:?}");
+    assert_eq!(server[5..].to_vec(), vec![json!("string"), json!(true), json!(true), json!(true), json!(true), json!(true), json!([]), json!(true), json!(true)]);
+    assert_eq!(out["quit"].as_array().unwrap()[0..2].to_vec(), [json!("OK"), json!(true)]);
+    assert_eq!(out["quit"][2]["error"], "ConnectionClosedError", "{out:#}");
+}
+
+#[test]
+fn stream_commands_with_v024_shapes() {
+    let out = redis_script(
+        r#"
+const s = k("s");
+out.group = [await redis.xgroupCreate(s, "g", "$", true), await attempt(() => redis.xgroupCreate(s, "g", "$", true))];
+const ids = [];
+for (let i = 1; i <= 4; i++) ids.push(await redis.xadd(s, [1000 + i, 0], { n: String(i) }, i === 4 ? { elements: 10, approx: true } : undefined));
+out.xadd = ids[0];
+out.read = await redis.xreadgroup([[s, ">"]], { group: "g", consumer: "c1", count: 3 });
+out.pending = await redis.xpending(s, "g");
+out.pendingCount = (await redis.xpendingCount(s, "g", { start: "-", end: "+", count: 10 }, "c1"))
+  .map((p: any) => [p.xid, p.owner, typeof p.lastDeliveredMs, p.timesDelivered]);
+out.claim = await redis.xclaim(s, { group: "g", consumer: "c2", minIdleTime: 0, retryCount: 5 }, ids[0], ids[1]);
+out.claimIds = await redis.xclaim(s, { group: "g", consumer: "c2", minIdleTime: 0, justXId: true, force: true, idle: 10 }, ids[2]);
+out.afterClaim = (await redis.xpendingCount(s, "g", { start: "-", end: "+", count: 10 })).map((p: any) => [p.owner, p.timesDelivered]);
+const info = await redis.xinfoStream(s);
+out.info = [info.length, info.groups, info.lastGeneratedId, info.firstEntry, info.lastEntry, typeof info.radixTreeKeys];
+// COUNT 2 bounds the entries and each pending list.
+const full = await redis.xinfoStreamFull(s, 2);
+out.full = [full.length, full.entries.length, full.groups[0].name, full.groups[0].pelCount, full.groups[0].consumers.map((c: any) => [c.name, c.pelCount, c.pending.length])];
+out.groups = (await redis.xinfoGroups(s)).map((g: any) => [g.name, g.consumers, g.pending, g.lastDeliveredId]);
+out.consumers = (await redis.xinfoConsumers(s, "g")).map((c: any) => [c.name, c.pending, typeof c.idle]);
+out.ack = [await redis.xack(s, "g", ids[0], ids[1]), await redis.xdel(s, ids[0]), await redis.xlen(s)];
+out.range = [(await redis.xrange(s, "-", "+", 2)).map((m: any) => m.fieldValues.n), (await redis.xrevrange(s, "+", "-")).map((m: any) => m.fieldValues.n)];
+out.xread = (await redis.xread([{ key: s, xid: 0 }], { count: 1 }))[0].messages[0];
+out.setid = [await redis.xgroupSetID(s, "g", 0), await redis.xgroupDelConsumer(s, "g", "c1"), await redis.xgroupDestroy(s, "g")];
+out.trim = [await redis.xtrim(s, { elements: 1 }), await redis.xlen(s)];
+await redis.xgroupCreate(k("empty"), "g", "$", true);
+out.nothingPending = await attempt(() => redis.xpending(k("empty"), "g"));
+"#,
+    );
+    let id = |ms: u64| json!({"unixMs": ms, "seqNo": 0});
+    assert_fields(
+        &out,
+        json!({
+            "group": ["OK", {"error": "ErrorReplyError", "message": "-BUSYGROUP Consumer Group name already exists\r\n"}],
+            "xadd": id(1001),
+            "pending": {"count": 3, "startId": id(1001), "endId": id(1003), "consumers": [{"name": "c1", "pending": 3}]},
+            "pendingCount": [[id(1001), "c1", "number", 1], [id(1002), "c1", "number", 1], [id(1003), "c1", "number", 1]],
+            "claim": {"kind": "messages", "messages": [{"xid": id(1001), "fieldValues": {"n": "1"}}, {"xid": id(1002), "fieldValues": {"n": "2"}}]},
+            "claimIds": {"kind": "justxid", "xids": [id(1003)]},
+            "afterClaim": [["c2", 5], ["c2", 5], ["c2", 1]],
+            "info": [4, 1, id(1004), {"xid": id(1001), "fieldValues": {"n": "1"}}, {"xid": id(1004), "fieldValues": {"n": "4"}}, "number"],
+            "full": [4, 2, "g", 3, [["c1", 0, 0], ["c2", 3, 2]]],
+            "groups": [["g", 2, 3, id(1003)]],
+            "consumers": [["c1", 0, "number"], ["c2", 3, "number"]],
+            "ack": [2, 1, 3],
+            "range": [["2", "3"], ["4", "3", "2"]],
+            "xread": {"xid": id(1002), "fieldValues": {"n": "2"}},
+            "setid": ["OK", 0, 1],
+            "trim": [2, 1],
+            "nothingPending": {"error": "String", "message": "parse err"},
+        }),
+    );
+    assert_eq!(
+        out["read"],
+        json!([{"key": out["read"][0]["key"], "messages": [
+            {"xid": id(1001), "fieldValues": {"n": "1"}},
+            {"xid": id(1002), "fieldValues": {"n": "2"}},
+            {"xid": id(1003), "fieldValues": {"n": "3"}}]}])
+    );
+}
+
+#[test]
+fn pubsub_plain_and_pattern_on_dedicated_connections() {
+    let out = redis_script(
+        r#"
+const sub = await redis.subscribe(k("c1"), k("c2"));
+const psub = await redis.psubscribe(k("p*"));
+const messages = sub.receive(), pmessages = psub.receive();
+out.publish = [await redis.publish(k("c1"), "hello"), await redis.publish(k("pa"), "pat")];
+out.got = [(await messages.next()).value, (await pmessages.next()).value];
+await sub.unsubscribe(k("c1"));
+await redis.publish(k("c1"), "lost");
+await redis.publish(k("c2"), "kept");
+out.afterUnsubscribe = (await messages.next()).value;
+out.numsub = await redis.pubsubNumsub(k("c1"), k("c2"));
+await sub.subscribe(k("c3"));
+await redis.publish(k("c3"), "added");
+out.added = (await messages.next()).value;
+await psub.punsubscribe(k("p*"));
+out.numpat = await redis.pubsubNumpat();
+const pending = messages.next();
+await sub.close();
+out.closed = [(await pending).done, sub.isClosed, await attempt(() => sub.subscribe(k("c4")))];
+await psub.close();
+out.client = await redis.ping();
+"#,
+    );
+    let key = |s: &str| out["got"][0]["channel"].as_str().unwrap().replace(":c1", &format!(":{s}"));
+    assert_fields(
+        &out,
+        json!({
+            "publish": [1, 1],
+            "got": [{"channel": key("c1"), "message": "hello"}, {"pattern": key("p*"), "channel": key("pa"), "message": "pat"}],
+            "afterUnsubscribe": {"channel": key("c2"), "message": "kept"},
+            "numsub": [key("c1"), 0, key("c2"), 1],
+            "added": {"channel": key("c3"), "message": "added"},
+            "numpat": 0,
+            "closed": [true, true, {"error": "SubscriptionClosedError", "message": "Subscription is closed"}],
+            "client": "PONG",
+        }),
+    );
+}
+
+#[test]
+fn connect_options_and_error_classes() {
+    let user = unique("apiuser");
+    let _: String = redis().cmd(&["ACL", "SETUSER", &user, "on", ">s3cret", "~*", "&*", "+@all"]);
+    let out = redis_script(&format!(
+        r#"
+import {{ createLazyClient, parseURL, ConnectionClosedError, EOFError, SubscriptionClosedError, InvalidStateError }} from "https://deno.land/x/redis/mod.ts";
+const opts = {{ hostname: "127.0.0.1", port: PORT }};
+out.port = [await attempt(() => connect({{ ...opts, port: NaN }})), await attempt(() => connect({{ ...opts, port: Infinity }})),
+  await attempt(() => connect({{ ...opts, port: "nope" }})), await attempt(async () => createLazyClient({{ ...opts, port: -1 }}))];
+out.auth = [await attempt(() => connect({{ ...opts, password: "wrong" }})),
+  await attempt(() => connect({{ ...opts, username: "{user}", password: "wrong" }}))];
+const authed = await connect({{ ...opts, username: "{user}", password: "s3cret", db: 5, name: "named-client" }});
+await authed.set(k("in5"), "x");
+out.options = [await authed.aclWhoami(), await authed.clientGetName(), await redis.exists(k("in5")),
+  await redis.select(5), await redis.exists(k("in5")), await redis.select(0)];
+const lazy = createLazyClient(opts);
+out.lazy = [lazy.isConnected, await lazy.ping(), lazy.isConnected];
+out.parseURL = [parseURL("redis://u:p@localhost:6380/2"), parseURL("rediss://127.0.0.1/?db=3&password=q")];
+out.refused = await attempt(() => connect({{ hostname: "127.0.0.1", port: FREEPORT }}));
+out.reply = await attempt(() => redis.sendCommand("NOSUCHCOMMAND"));
+out.classes = [ErrorReplyError.name, ConnectionClosedError.name, EOFError.name, SubscriptionClosedError.name, InvalidStateError.name];
+"#
+    ));
+    let invalid = json!({"error": "Error", "message": "Port is invalid"});
+    assert_eq!(out["port"], json!([invalid, invalid, invalid, invalid]));
+    assert_eq!(out["auth"][0]["error"], "ErrorReplyError", "{out:#}");
+    assert!(out["auth"][0]["message"].as_str().unwrap().starts_with("-ERR AUTH"), "{out:#}");
+    assert_eq!(out["auth"][1], json!({"error": "ErrorReplyError", "message": "-WRONGPASS invalid username-password pair or user is disabled.\r\n"}));
+    assert_eq!(out["options"], json!([user, "named-client", 0, "OK", 1, "OK"]));
+    assert_eq!(out["lazy"], json!([false, "PONG", true]));
+    assert_eq!(
+        out["parseURL"],
+        json!([
+            {"hostname": "localhost", "port": 6380, "tls": false, "db": 2, "name": "u", "password": "p"},
+            {"hostname": "127.0.0.1", "port": 6379, "tls": true, "db": 3, "password": "q"}
+        ])
+    );
+    assert_eq!(out["refused"]["error"], "ConnectionRefused", "{out:#}");
+    assert_eq!(out["reply"]["error"], "ErrorReplyError", "{out:#}");
+    assert_eq!(
+        out["classes"],
+        json!(["ErrorReplyError", "ConnectionClosedError", "EOFError", "SubscriptionClosedError", "InvalidStateError"])
+    );
+}
+
+#[test]
+fn max_retry_count_reconnects_across_a_redis_restart() {
+    let mut server = OwnRedis::start();
+    let dir = temp_dir();
+    let source = r#"
+import { connect } from "https://deno.land/x/redis/mod.ts";
+const patient = await connect({ hostname: "127.0.0.1", port: PORT, maxRetryCount: 100, retryInterval: 100 });
+const hasty = await connect({ hostname: "127.0.0.1", port: PORT, maxRetryCount: 2, retryInterval: 50 });
+const plain = await connect({ hostname: "127.0.0.1", port: PORT });
+await patient.set("k", "before");
+console.log("ready");
+// The test kills redis-server now, and starts it again a second later.
+const buf = new Uint8Array(16);
+await Deno.stdin.read(buf);
+const errorOf = async (f: () => Promise<unknown>) => { try { await f(); return "none"; } catch (e) { return (e as Error).constructor.name; } };
+const [hastyError, plainError] = [await errorOf(() => hasty.get("k")), await errorOf(() => plain.get("k"))];
+const value = await patient.get("k");
+console.log(JSON.stringify({ value, hastyError, hastyClosed: hasty.isClosed, plainError }));
+"#
+    .replace("PORT", &server.port.to_string());
+    let path = write(dir.path(), "reconnect.ts", &source);
+    let allow = format!("--allow-net=127.0.0.1:{}", server.port);
+    let mut child = denorun(&["run", &allow, path.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    server.kill();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"go\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    server.restart();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {rest}");
+    let out: Value = serde_json::from_str(rest.trim()).unwrap();
+    assert_eq!(
+        out,
+        json!({"value": "before", "hastyError": "ConnectionClosedError", "hastyClosed": true, "plainError": "ConnectionClosedError"})
+    );
 }
