@@ -232,7 +232,7 @@ out.blocking = [await redis.blpop(1, k("none"), k("q")), await redis.brpop(1, k(
   await redis.brpoplpush(k("none"), k("l4"), 0.1)];
 "#,
     );
-    let key = |s: &str| format!("{}", out["blocking"][0][0].as_str().unwrap().replace(":q", &format!(":{s}")));
+    let key = |s: &str| out["blocking"][0][0].as_str().unwrap().replace(":q", &format!(":{s}"));
     assert_fields(
         &out,
         json!({
@@ -403,7 +403,20 @@ out.quit = [await redis.quit(), redis.isClosed, await attempt(() => redis.get(k(
     let server = out["server"].as_array().unwrap();
     assert_eq!(server[0..4].to_vec(), [json!("number"), json!("get"), json!([null]), json!("master")], "{server:?}");
     assert_eq!(server[4], "undefined", "MEMORY USAGE of a missing key is nil: {server:?}");
-    assert_eq!(server[5..].to_vec(), vec![json!("string"), json!(true), json!(true), json!(true), json!(true), json!(true), json!([]), json!(true), json!(true)]);
+    assert_eq!(
+        server[5..].to_vec(),
+        vec![
+            json!("string"),
+            json!(true),
+            json!(true),
+            json!(true),
+            json!(true),
+            json!(true),
+            json!([]),
+            json!(true),
+            json!(true)
+        ]
+    );
     assert_eq!(out["quit"].as_array().unwrap()[0..2].to_vec(), [json!("OK"), json!(true)]);
     assert_eq!(out["quit"][2]["error"], "ConnectionClosedError", "{out:#}");
 }
@@ -542,7 +555,10 @@ out.classes = [ErrorReplyError.name, ConnectionClosedError.name, EOFError.name, 
     assert_eq!(out["port"], json!([invalid, invalid, invalid, invalid]));
     assert_eq!(out["auth"][0]["error"], "ErrorReplyError", "{out:#}");
     assert!(out["auth"][0]["message"].as_str().unwrap().starts_with("-ERR AUTH"), "{out:#}");
-    assert_eq!(out["auth"][1], json!({"error": "ErrorReplyError", "message": "-WRONGPASS invalid username-password pair or user is disabled.\r\n"}));
+    assert_eq!(
+        out["auth"][1],
+        json!({"error": "ErrorReplyError", "message": "-WRONGPASS invalid username-password pair or user is disabled.\r\n"})
+    );
     assert_eq!(out["options"], json!([user, "named-client", 0, "OK", 1, "OK"]));
     assert_eq!(out["lazy"], json!([false, "PONG", true]));
     assert_eq!(
