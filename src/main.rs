@@ -111,6 +111,7 @@ fn run_script(args: RunArgs) -> anyhow::Result<i32> {
         permissions,
         stdio: Default::default(),
         limits: Limits::NONE,
+        handler: false,
     }))
 }
 

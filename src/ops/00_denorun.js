@@ -2,6 +2,7 @@
 // denorun's own ops where the built-in modules (js/deno.land/...) look for them:
 // globalThis[Symbol.for("denorun.ops")]. User code cannot import ext: modules.
 import { core } from "ext:core/mod.js";
+import "ext:denorun/01_handler.js";
 
 const {
   op_denorun_hex_encode,

@@ -7,6 +7,7 @@
 
 pub mod crypto;
 pub mod encoding;
+pub mod handler;
 pub mod pubsub;
 pub mod redis;
 
@@ -43,6 +44,10 @@ deno_core::extension!(
         pubsub::op_denorun_redis_pubsub_command,
         pubsub::op_denorun_redis_pubsub_next,
         pubsub::op_denorun_redis_pubsub_close,
+        handler::op_denorun_handler_open,
+        handler::op_denorun_handler_next,
+        handler::op_denorun_handler_done,
+        handler::op_denorun_handler_close,
         op_denorun_inspecting,
     ],
     options = { inspecting: bool },
@@ -55,6 +60,10 @@ deno_core::extension!(
         ext.esm_files.to_mut().push(deno_core::ExtensionFileSource::new(
             "ext:denorun/00_denorun.js",
             deno_core::ascii_str_include!("00_denorun.js"),
+        ));
+        ext.esm_files.to_mut().push(deno_core::ExtensionFileSource::new(
+            "ext:denorun/01_handler.js",
+            deno_core::ascii_str_include!("01_handler.js"),
         ));
         ext.esm_entry_point = Some("ext:denorun/00_denorun.js");
     },

@@ -47,6 +47,8 @@ pub struct WorkerSpec {
     pub permissions: PermissionsContainer,
     pub stdio: Stdio,
     pub limits: Limits,
+    /// Whether a default-exported handler is served: workers named by a key, not `denorun run`.
+    pub handler: bool,
 }
 
 /// Sets the process-wide V8 options (flags, seed) and starts V8. Call once, before the first
@@ -161,7 +163,7 @@ pub async fn run(spec: WorkerSpec, stop: StopHandle) -> Exit {
     let inspecting = spec.flags.inspect.is_some();
     let result = {
         let (execution, _watchdog) =
-            limits::Watchdog::watch(execute(&mut worker, &spec.main_module, inspecting), spec.limits.max_block, &stop);
+            limits::Watchdog::watch(execute(&mut worker, &spec, inspecting), spec.limits.max_block, &stop);
         tokio::select! {
             result = execution => Some(result),
             _ = stop.0.requested.notified() => None,
@@ -239,8 +241,15 @@ fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Inspector
 }
 
 /// Runs the main module and the event loop, with the load/unload events `deno run` sends.
-async fn execute(worker: &mut MainWorker, main: &ModuleSpecifier, inspecting: bool) -> Result<i32, CoreError> {
+/// A worker whose module's default export has a `request` function is then served as a
+/// handler worker (`ops/01_handler.js`); any other module runs as it is.
+async fn execute(worker: &mut MainWorker, spec: &WorkerSpec, inspecting: bool) -> Result<i32, CoreError> {
+    let main = &spec.main_module;
     worker.execute_main_module(main).await?;
+    if spec.handler {
+        let serve = format!("globalThis[Symbol.for(\"denorun.serve\")]({});", serde_json::to_string(main.as_str()).expect("a URL"));
+        worker.js_runtime.execute_script("ext:denorun/serve.js", serve)?;
+    }
     worker.dispatch_load_event()?;
     loop {
         worker.run_event_loop(inspecting).await?;

@@ -1,0 +1,582 @@
+//! The request loop of handler workers (`export default { request }`), in Rust: reading with
+//! XREADGROUP, replying and acking in one MULTI/EXEC, retries with backoff counted by Redis's
+//! delivery count, dead letters, recovery of entries left pending by dead consumers
+//! (XAUTOCLAIM), the `pid` check and `requestLimit`. The JS side (`01_handler.js`) only calls
+//! the handler with each request this returns and reports how it went.
+//!
+//! Two connections to the worker's Redis (`REDIS_URL`), both the redis crate's reconnecting
+//! `ConnectionManager`: one for the blocking read, one for replies, so that a reply never
+//! waits behind a BLOCK.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use deno_core::{op2, OpState, Resource, ResourceId};
+use deno_error::JsErrorBox;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamRangeReply, StreamReadReply};
+use serde::Serialize;
+
+/// The group every worker reads in, as in the 2021 design.
+const GROUP: &str = "worker";
+
+/// A handler worker's settings: its hash's fields, with defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub key: String,
+    pub stream: String,
+    pub consumer: String,
+    pub response_stream: String,
+    pub response_maxlen: u64,
+    pub dead_stream: String,
+    pub concurrency: u32,
+    pub request_limit: u64,
+    pub reply_ttl: u64,
+    pub trace: bool,
+    pub trace_ttl: u64,
+    pub max_attempts: u32,
+    pub retry_delay: Duration,
+    pub claim_idle: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Settings {
+    /// Reads the settings from a worker hash `${type}:${id}:h`.
+    pub fn from_hash(key: &str, hash: &HashMap<String, String>) -> Result<Settings, String> {
+        let parts: Vec<&str> = key.split(':').collect();
+        let (worker_type, id) = match parts.as_slice() {
+            [t, id, "h"] => (*t, *id),
+            _ => return Err(format!("worker key '{key}' must look like <type>:<id>:h")),
+        };
+        let text = |name: &str, default: String| hash.get(name).filter(|v| !v.is_empty()).cloned().unwrap_or(default);
+        let number = |name: &str, default: u64| -> Result<u64, String> {
+            match hash.get(name).filter(|v| !v.is_empty()) {
+                None => Ok(default),
+                Some(v) => v.trim().parse().map_err(|_| {
+                    format!("{key}: {name} '{v}' is not a whole number; fix it with redis-cli hset {key} {name} ...")
+                }),
+            }
+        };
+        Ok(Settings {
+            key: key.to_string(),
+            stream: text("requestStream", format!("{worker_type}:req:x")),
+            consumer: text("consumerId", id.to_string()),
+            response_stream: text("responseStream", format!("{worker_type}:res:x")),
+            response_maxlen: number("responseStreamMaxlen", 1000)?,
+            dead_stream: format!("{worker_type}:dead:x"),
+            concurrency: number("concurrency", 1)?.clamp(1, 1024) as u32,
+            request_limit: number("requestLimit", 0)?,
+            reply_ttl: number("replyTtl", 10)?.max(1),
+            trace: hash.get("trace").is_some_and(|v| v == "1" || v == "true"),
+            trace_ttl: number("traceTtl", 3600)?.max(1),
+            max_attempts: number("maxAttempts", 5)?.max(1) as u32,
+            retry_delay: Duration::from_millis(number("retryDelayMs", 1000)?),
+            claim_idle: Duration::from_millis(number("claimIdleMs", 30_000)?.max(1)),
+            request_timeout: Duration::from_millis(number("requestTimeoutMs", 30_000)?.max(1)),
+        })
+    }
+}
+
+/// The delay before attempt `attempt + 1`: `retry_delay * 2^(attempt - 1)`, at most a minute
+/// and at most half of `claim_idle` (so that no XAUTOCLAIM takes an entry waiting for its retry).
+pub fn retry_delay(settings: &Settings, attempt: u32) -> Duration {
+    let cap = Duration::from_secs(60).min(settings.claim_idle / 2);
+    settings.retry_delay.saturating_mul(1 << (attempt.max(1) - 1).min(16)).min(cap)
+}
+
+/// What the handler is given.
+#[derive(Serialize)]
+pub struct Request {
+    id: String,
+    #[serde(rename = "ref")]
+    reference: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    fields: HashMap<String, String>,
+    data: serde_json::Value,
+    attempt: u32,
+}
+
+struct Loop {
+    settings: Settings,
+    pid: String,
+    reader: ConnectionManager,
+    writer: ConnectionManager,
+    state: RefCell<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Entries that threw, with their next attempt's number and when it is due.
+    retries: Vec<(Instant, String, u32)>,
+    /// Requests finished (answered, dead-lettered or refused), for `requestLimit`.
+    finished: u64,
+    /// When entries of dead consumers were last looked for.
+    last_claim: Option<Instant>,
+    /// Whether this consumer's own pending entries (from before a restart) were taken.
+    history_read: bool,
+    stopped: bool,
+}
+
+impl Resource for Loop {
+    fn name(&self) -> Cow<'_, str> {
+        "denorunHandlerLoop".into()
+    }
+}
+
+fn failed(context: &str, e: impl std::fmt::Display) -> JsErrorBox {
+    JsErrorBox::generic(format!("{context}: {e}"))
+}
+
+/// What `open` tells the JS side.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Opened {
+    rid: ResourceId,
+    fields: HashMap<String, String>,
+    concurrency: u32,
+    request_timeout_ms: u64,
+    /// The worker's Redis, for `ctx.redis`.
+    redis: RedisOptions,
+}
+
+#[derive(Serialize)]
+pub struct RedisOptions {
+    hostname: String,
+    port: u16,
+    tls: bool,
+    db: i64,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+/// Starts the loop for worker `key`: reads its hash, creates the group if missing and claims
+/// the hash's `pid`.
+#[op2]
+#[serde]
+pub async fn op_denorun_handler_open(
+    state: Rc<RefCell<OpState>>,
+    #[string] key: String,
+) -> Result<Opened, JsErrorBox> {
+    let url = std::env::var("REDIS_URL").map_err(|_| JsErrorBox::generic("REDIS_URL is not set"))?;
+    let client = redis::Client::open(url.as_str()).map_err(|e| failed("bad REDIS_URL", e))?;
+    let reconnect = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_max_delay(Duration::from_secs(1));
+    let writer_config = reconnect.clone().set_response_timeout(Some(Duration::from_secs(10)));
+    let writer = persist("connecting to Redis", || ConnectionManager::new_with_config(client.clone(), writer_config.clone())).await?;
+    let reader_config = reconnect.set_response_timeout(None);
+    let reader = persist("connecting to Redis", || ConnectionManager::new_with_config(client.clone(), reader_config.clone())).await?;
+    let fields: HashMap<String, String> = query(&writer, "HGETALL", redis::cmd("HGETALL").arg(&key)).await?;
+    let settings = Settings::from_hash(&key, &fields).map_err(JsErrorBox::generic)?;
+    let mut create = redis::cmd("XGROUP");
+    create.arg("CREATE").arg(&settings.stream).arg(GROUP).arg("$").arg("MKSTREAM");
+    if let Err(e) = query::<()>(&writer, "XGROUP CREATE", &create).await {
+        if !e.to_string().contains("BUSYGROUP") {
+            return Err(e);
+        }
+    }
+    let pid = std::process::id().to_string();
+    let _: () = query(&writer, "HSET pid", redis::cmd("HSET").arg(&key).arg("pid").arg(&pid)).await?;
+    let info = client.get_connection_info();
+    let (hostname, port, tls) = match info.addr() {
+        redis::ConnectionAddr::Tcp(h, p) => (h.clone(), *p, false),
+        redis::ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port, true),
+        _ => return Err(JsErrorBox::generic("handler workers need a TCP Redis")),
+    };
+    let settings_out = (settings.concurrency, settings.request_timeout.as_millis() as u64);
+    let redis = RedisOptions {
+        hostname,
+        port,
+        tls,
+        db: info.redis_settings().db(),
+        username: info.redis_settings().username().map(str::to_string),
+        password: info.redis_settings().password().map(str::to_string),
+    };
+    let rid = state.borrow_mut().resource_table.add(Loop { settings, pid, reader, writer, state: Default::default() });
+    Ok(Opened { rid, fields, concurrency: settings_out.0, request_timeout_ms: settings_out.1, redis })
+}
+
+/// The next requests, at most `free`; `null` once the worker should stop (its `pid` changed,
+/// `requestLimit` was reached, or it was closed).
+#[op2]
+#[serde]
+pub async fn op_denorun_handler_next(
+    state: Rc<RefCell<OpState>>,
+    #[smi] rid: ResourceId,
+    free: u32,
+) -> Result<Option<Vec<Request>>, JsErrorBox> {
+    let lp = state.borrow().resource_table.get::<Loop>(rid).map_err(JsErrorBox::from_err)?;
+    lp.next(free.max(1)).await
+}
+
+/// Reports a request's end: `reply` (JSON, or null for no reply) or `error` (the handler threw).
+#[op2]
+pub async fn op_denorun_handler_done(
+    state: Rc<RefCell<OpState>>,
+    #[smi] rid: ResourceId,
+    #[serde] request: Done,
+) -> Result<(), JsErrorBox> {
+    let lp = state.borrow().resource_table.get::<Loop>(rid).map_err(JsErrorBox::from_err)?;
+    lp.done(request).await
+}
+
+/// Stops the loop: `next` returns `null` from now on.
+#[op2(fast)]
+pub fn op_denorun_handler_close(state: &mut OpState, #[smi] rid: ResourceId) {
+    if let Ok(lp) = state.resource_table.get::<Loop>(rid) {
+        lp.state.borrow_mut().stopped = true;
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct Done {
+    id: String,
+    #[serde(rename = "ref")]
+    reference: Option<String>,
+    attempt: u32,
+    fields: HashMap<String, String>,
+    reply: Option<String>,
+    error: Option<String>,
+}
+
+/// Whether an error means Redis is away for now (the connection manager reconnects).
+fn is_outage(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() || e.code() == Some("LOADING")
+}
+
+/// Runs a Redis call until Redis answers: a lost connection is retried with backoff (100 ms
+/// doubling to 1 s) for as long as it takes, so no request is dropped by an outage; any other
+/// error is returned.
+async fn persist<T, F, Fut>(what: &str, mut call: F) -> Result<T, JsErrorBox>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(e) if is_outage(&e) => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(failed(what, e)),
+        }
+    }
+}
+
+/// One command through outages.
+async fn query<T: redis::FromRedisValue>(conn: &ConnectionManager, what: &str, cmd: &redis::Cmd) -> Result<T, JsErrorBox> {
+    persist(what, || {
+        let (mut conn, cmd) = (conn.clone(), cmd.clone());
+        async move { cmd.query_async(&mut conn).await }
+    })
+    .await
+}
+
+impl Loop {
+    async fn next(&self, free: u32) -> Result<Option<Vec<Request>>, JsErrorBox> {
+        let s = &self.settings;
+        loop {
+            {
+                let state = self.state.borrow();
+                if state.stopped || (s.request_limit > 0 && state.finished >= s.request_limit) {
+                    return Ok(None);
+                }
+            }
+            let pid: Option<String> = self.write("HGET pid", redis::cmd("HGET").arg(&s.key).arg("pid")).await?;
+            if pid.as_deref() != Some(self.pid.as_str()) {
+                self.state.borrow_mut().stopped = true;
+                return Ok(None);
+            }
+            let mut requests = self.again(free).await?;
+            if requests.is_empty() {
+                requests = self.read(free).await?;
+            }
+            if !requests.is_empty() {
+                return Ok(Some(requests));
+            }
+        }
+    }
+
+    /// Entries to run again: due retries, this consumer's own pending entries once after
+    /// start, and now and then entries of consumers gone quiet. Each is XCLAIMed to this
+    /// consumer, which counts the delivery.
+    async fn again(&self, free: u32) -> Result<Vec<Request>, JsErrorBox> {
+        let s = &self.settings;
+        let now = Instant::now();
+        let mut ids: Vec<String> = Vec::new();
+        {
+            let mut state = self.state.borrow_mut();
+            state.retries.sort_by_key(|(due, _, _)| *due);
+            while ids.len() < free as usize && state.retries.first().is_some_and(|(due, _, _)| *due <= now) {
+                ids.push(state.retries.remove(0).1);
+            }
+        }
+        let history = !std::mem::replace(&mut self.state.borrow_mut().history_read, true);
+        if history && ids.len() < free as usize {
+            let mut cmd = redis::cmd("XPENDING");
+            cmd.arg(&s.stream).arg(GROUP).arg("-").arg("+").arg(free as usize - ids.len()).arg(&s.consumer);
+            let own: StreamPendingCountReply = self.write("XPENDING", &cmd).await?;
+            ids.extend(own.ids.into_iter().map(|p| p.id));
+        }
+        let due_claim = self.state.borrow().last_claim.is_none_or(|t| t.elapsed() >= s.claim_idle / 2);
+        let mut claimed: Vec<StreamId> = Vec::new();
+        if due_claim && ids.len() < free as usize {
+            self.state.borrow_mut().last_claim = Some(now);
+            let mut cmd = redis::cmd("XAUTOCLAIM");
+            cmd.arg(&s.stream)
+                .arg(GROUP)
+                .arg(&s.consumer)
+                .arg(s.claim_idle.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(free as usize - ids.len());
+            let reply: StreamAutoClaimReply = self.write("XAUTOCLAIM", &cmd).await?;
+            if !reply.deleted_ids.is_empty() {
+                let mut ack = redis::cmd("XACK");
+                ack.arg(&s.stream).arg(GROUP).arg(&reply.deleted_ids);
+                let _: () = self.write("XACK", &ack).await?;
+            }
+            claimed = reply.claimed;
+        }
+        if !ids.is_empty() {
+            let mut cmd = redis::cmd("XCLAIM");
+            cmd.arg(&s.stream).arg(GROUP).arg(&s.consumer).arg(0).arg(&ids);
+            let reply: StreamRangeReply = self.write("XCLAIM", &cmd).await?;
+            claimed.extend(reply.ids);
+        }
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The delivery counts, which XCLAIM and XAUTOCLAIM have just raised.
+        let mut pipe = redis::pipe();
+        for entry in &claimed {
+            pipe.cmd("XPENDING").arg(&s.stream).arg(GROUP).arg(&entry.id).arg(&entry.id).arg(1);
+        }
+        let counts: Vec<StreamPendingCountReply> = self.write_pipe("XPENDING", &pipe).await?;
+        let attempts = counts.iter().map(|c| c.ids.first().map_or(1, |p| p.times_delivered as u32));
+        self.admit(claimed.into_iter().zip(attempts).collect()).await
+    }
+
+    /// New entries, blocking until one comes or a retry is due (a second at most, so that the
+    /// `pid` is checked once a second while idle).
+    async fn read(&self, free: u32) -> Result<Vec<Request>, JsErrorBox> {
+        let s = &self.settings;
+        let next_retry = self.state.borrow().retries.iter().map(|(due, _, _)| *due).min();
+        let block = next_retry
+            .map(|due| due.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(1))
+            .clamp(Duration::from_millis(1), Duration::from_secs(1));
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(&s.consumer)
+            .arg("COUNT")
+            .arg(free)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&s.stream)
+            .arg(">");
+        let reply: Option<StreamReadReply> = query(&self.reader, "XREADGROUP", &cmd).await?;
+        let entries: Vec<StreamId> = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
+        self.admit(entries.into_iter().map(|e| (e, 1)).collect()).await
+    }
+
+    /// A command on the writing connection, through outages.
+    async fn write<T: redis::FromRedisValue>(&self, what: &str, cmd: &redis::Cmd) -> Result<T, JsErrorBox> {
+        query(&self.writer, what, cmd).await
+    }
+
+    /// A pipeline (or MULTI/EXEC) on the writing connection, through outages.
+    async fn write_pipe<T: redis::FromRedisValue>(&self, what: &str, pipe: &redis::Pipeline) -> Result<T, JsErrorBox> {
+        persist(what, || {
+            let (mut writer, pipe) = (self.writer.clone(), pipe.clone());
+            async move { pipe.query_async(&mut writer).await }
+        })
+        .await
+    }
+
+    /// Turns entries into requests; one whose `data` is not JSON is refused at once (400).
+    async fn admit(&self, entries: Vec<(StreamId, u32)>) -> Result<Vec<Request>, JsErrorBox> {
+        let mut requests = Vec::with_capacity(entries.len());
+        for (entry, attempt) in entries {
+            let fields: HashMap<String, String> = entry
+                .map
+                .iter()
+                .map(|(k, v)| (k.clone(), redis::from_redis_value::<String>(v.clone()).unwrap_or_default()))
+                .collect();
+            let data = match fields.get("data") {
+                None => serde_json::Value::Null,
+                Some(text) => match serde_json::from_str(text) {
+                    Ok(data) => data,
+                    Err(e) => {
+                        let reply = serde_json::json!({ "code": 400, "error": format!("data is not JSON: {e}") });
+                        self.answer(&entry.id, fields.get("ref").cloned(), Some(reply.to_string()), &fields).await?;
+                        continue;
+                    }
+                },
+            };
+            requests.push(Request {
+                id: entry.id,
+                reference: fields.get("ref").cloned(),
+                kind: fields.get("type").cloned(),
+                data,
+                fields,
+                attempt,
+            });
+        }
+        Ok(requests)
+    }
+
+    async fn done(&self, done: Done) -> Result<(), JsErrorBox> {
+        let Some(error) = done.error else {
+            return self.answer(&done.id, done.reference, done.reply, &done.fields).await;
+        };
+        if done.attempt < self.settings.max_attempts {
+            let due = Instant::now() + retry_delay(&self.settings, done.attempt);
+            self.state.borrow_mut().retries.push((due, done.id, done.attempt + 1));
+            return Ok(());
+        }
+        self.bury(&done.id, done.reference, done.attempt, &error, &done.fields).await
+    }
+
+    /// Replies (LPUSH `res:{ref}` + EXPIRE, XADD to the response stream, the trace) and acks,
+    /// in one MULTI/EXEC: either all of it happens or none.
+    async fn answer(
+        &self,
+        id: &str,
+        reference: Option<String>,
+        reply: Option<String>,
+        fields: &HashMap<String, String>,
+    ) -> Result<(), JsErrorBox> {
+        let s = &self.settings;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if let Some(reply) = &reply {
+            if let Some(reference) = &reference {
+                let list = format!("res:{reference}");
+                pipe.lpush(&list, reply).ignore().expire(&list, s.reply_ttl as i64).ignore();
+            }
+            pipe.cmd("XADD")
+                .arg(&s.response_stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(s.response_maxlen)
+                .arg("*")
+                .arg("ref")
+                .arg(reference.as_deref().unwrap_or(""))
+                .arg("xid")
+                .arg(id)
+                .arg("res")
+                .arg(reply)
+                .ignore();
+            if let (true, Some(reference)) = (s.trace, &reference) {
+                let trace = format!("req:{reference}:h");
+                let value = serde_json::json!({ "id": id, "worker": s.key, "completed": now_ms(), "type": fields.get("type") });
+                pipe.hset(&trace, "handlerTrace", value.to_string()).ignore().expire(&trace, s.trace_ttl as i64).ignore();
+            }
+        }
+        pipe.xack(&s.stream, GROUP, &[id]).ignore();
+        let _: () = self.write_pipe("replying", &pipe).await?;
+        self.state.borrow_mut().finished += 1;
+        Ok(())
+    }
+
+    /// After `maxAttempts`: the entry goes to the dead-letter stream with its error, the client
+    /// gets a 500, and it is acked, in one MULTI/EXEC.
+    async fn bury(
+        &self,
+        id: &str,
+        reference: Option<String>,
+        attempts: u32,
+        error: &str,
+        fields: &HashMap<String, String>,
+    ) -> Result<(), JsErrorBox> {
+        let s = &self.settings;
+        let reply = serde_json::json!({ "code": 500, "error": error }).to_string();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut dead = redis::cmd("XADD");
+        dead.arg(&s.dead_stream).arg("*");
+        let mut names: Vec<&String> = fields.keys().collect();
+        names.sort();
+        for name in names {
+            dead.arg(name).arg(&fields[name]);
+        }
+        dead.arg("deadId").arg(id).arg("deadError").arg(error).arg("deadAttempts").arg(attempts).arg("deadWorker").arg(&s.key);
+        pipe.add_command(dead).ignore();
+        if let Some(reference) = &reference {
+            let list = format!("res:{reference}");
+            pipe.lpush(&list, &reply).ignore().expire(&list, s.reply_ttl as i64).ignore();
+        }
+        pipe.cmd("XADD")
+            .arg(&s.response_stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(s.response_maxlen)
+            .arg("*")
+            .arg("ref")
+            .arg(reference.as_deref().unwrap_or(""))
+            .arg("xid")
+            .arg(id)
+            .arg("res")
+            .arg(&reply)
+            .ignore();
+        pipe.xack(&s.stream, GROUP, &[id]).ignore();
+        let _: () = self.write_pipe("dead-lettering", &pipe).await?;
+        self.state.borrow_mut().finished += 1;
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_come_from_the_key() {
+        let s = Settings::from_hash("greeter:7:h", &hash(&[])).unwrap();
+        assert_eq!((s.stream.as_str(), s.consumer.as_str()), ("greeter:req:x", "7"));
+        assert_eq!((s.response_stream.as_str(), s.dead_stream.as_str()), ("greeter:res:x", "greeter:dead:x"));
+        assert_eq!((s.concurrency, s.max_attempts, s.reply_ttl, s.request_limit), (1, 5, 10, 0));
+        assert_eq!((s.claim_idle, s.retry_delay), (Duration::from_secs(30), Duration::from_secs(1)));
+        assert!(!s.trace);
+    }
+
+    #[test]
+    fn fields_override_and_bad_numbers_are_named() {
+        let s = Settings::from_hash(
+            "g:1:h",
+            &hash(&[("requestStream", "in"), ("consumerId", "c"), ("concurrency", "8"), ("trace", "1"), ("maxAttempts", "2")]),
+        )
+        .unwrap();
+        assert_eq!((s.stream.as_str(), s.consumer.as_str(), s.concurrency, s.trace, s.max_attempts), ("in", "c", 8, true, 2));
+        let e = Settings::from_hash("g:1:h", &hash(&[("concurrency", "many")])).unwrap_err();
+        assert!(e.contains("concurrency 'many'"), "{e}");
+        assert!(Settings::from_hash("nokey", &hash(&[])).is_err());
+    }
+
+    #[test]
+    fn retries_back_off_doubling_up_to_a_minute() {
+        let s = Settings::from_hash("g:1:h", &hash(&[("retryDelayMs", "100")])).unwrap();
+        let delays: Vec<u128> = (1..=12).map(|a| retry_delay(&s, a).as_millis()).collect();
+        assert_eq!(&delays[..4], &[100, 200, 400, 800]);
+        assert_eq!(delays[11], 15_000, "half of claimIdleMs");
+        let s = Settings::from_hash("g:1:h", &hash(&[("retryDelayMs", "100"), ("claimIdleMs", "600000")])).unwrap();
+        assert_eq!(retry_delay(&s, 12).as_millis(), 60_000);
+    }
+}
