@@ -37,7 +37,16 @@ pub fn assemble(config: &WorkerConfig, host: &Host, stdio: Stdio) -> anyhow::Res
     let redis_addr = host.redis.addr.as_ref().map(|(h, p)| permissions::net_addr(h, *p));
     let permissions = permissions::build(&flags, redis_addr.as_deref())?;
     let limits = limits(config, host.limits, flags.inspect.is_some());
-    Ok(WorkerSpec { name: key.clone(), main_module, args: vec![key.clone()], flags, permissions, stdio, limits, handler: true })
+    Ok(WorkerSpec {
+        name: key.clone(),
+        main_module,
+        args: vec![key.clone()],
+        flags,
+        permissions,
+        stdio,
+        limits,
+        handler: true,
+    })
 }
 
 /// The hash's limits, else the host's. A worker under a debugger may sit paused at a

@@ -77,7 +77,8 @@ async function serve(mainUrl) {
   const { rid, fields, concurrency, requestTimeoutMs } = opened;
   const secret = await secretOf(fields, key);
   const { connect } = await import("https://deno.land/x/redis/mod.ts");
-  const redis = await connect({ ...opened.redis, db: opened.redis.db || undefined });
+  // It reconnects after a lost connection, for a while, as the loop itself does.
+  const redis = await connect({ ...opened.redis, db: opened.redis.db || undefined, maxRetryCount: 40, retryInterval: 250 });
   const stopping = new AbortController();
   const context = { key, config: fields, secret, redis, log: logger(key) };
 

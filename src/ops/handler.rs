@@ -153,27 +153,29 @@ pub struct RedisOptions {
     password: Option<String>,
 }
 
-/// Starts the loop for worker `key`: reads its hash, creates the group if missing and claims
-/// the hash's `pid`.
+/// Starts the loop for worker `key`: reads its hash, creates the group if missing (reading
+/// from the stream's start) and claims the hash's `pid`.
 #[op2]
 #[serde]
-pub async fn op_denorun_handler_open(
-    state: Rc<RefCell<OpState>>,
-    #[string] key: String,
-) -> Result<Opened, JsErrorBox> {
+pub async fn op_denorun_handler_open(state: Rc<RefCell<OpState>>, #[string] key: String) -> Result<Opened, JsErrorBox> {
     let url = std::env::var("REDIS_URL").map_err(|_| JsErrorBox::generic("REDIS_URL is not set"))?;
     let client = redis::Client::open(url.as_str()).map_err(|e| failed("bad REDIS_URL", e))?;
     let reconnect = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_max_delay(Duration::from_secs(1));
     let writer_config = reconnect.clone().set_response_timeout(Some(Duration::from_secs(10)));
-    let writer = persist("connecting to Redis", || ConnectionManager::new_with_config(client.clone(), writer_config.clone())).await?;
+    let writer =
+        persist("connecting to Redis", || ConnectionManager::new_with_config(client.clone(), writer_config.clone()))
+            .await?;
     let reader_config = reconnect.set_response_timeout(None);
-    let reader = persist("connecting to Redis", || ConnectionManager::new_with_config(client.clone(), reader_config.clone())).await?;
+    let reader =
+        persist("connecting to Redis", || ConnectionManager::new_with_config(client.clone(), reader_config.clone()))
+            .await?;
     let fields: HashMap<String, String> = query(&writer, "HGETALL", redis::cmd("HGETALL").arg(&key)).await?;
     let settings = Settings::from_hash(&key, &fields).map_err(JsErrorBox::generic)?;
     let mut create = redis::cmd("XGROUP");
-    create.arg("CREATE").arg(&settings.stream).arg(GROUP).arg("$").arg("MKSTREAM");
+    // From the stream's start: requests sent before any worker was there are served too.
+    create.arg("CREATE").arg(&settings.stream).arg(GROUP).arg("0").arg("MKSTREAM");
     if let Err(e) = query::<()>(&writer, "XGROUP CREATE", &create).await {
         if !e.to_string().contains("BUSYGROUP") {
             return Err(e);
@@ -245,7 +247,11 @@ pub struct Done {
 
 /// Whether an error means Redis is away for now (the connection manager reconnects).
 fn is_outage(e: &redis::RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() || e.code() == Some("LOADING")
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.code() == Some("LOADING")
 }
 
 /// Runs a Redis call until Redis answers: a lost connection is retried with backoff (100 ms
@@ -270,7 +276,11 @@ where
 }
 
 /// One command through outages.
-async fn query<T: redis::FromRedisValue>(conn: &ConnectionManager, what: &str, cmd: &redis::Cmd) -> Result<T, JsErrorBox> {
+async fn query<T: redis::FromRedisValue>(
+    conn: &ConnectionManager,
+    what: &str,
+    cmd: &redis::Cmd,
+) -> Result<T, JsErrorBox> {
     persist(what, || {
         let (mut conn, cmd) = (conn.clone(), cmd.clone());
         async move { cmd.query_async(&mut conn).await }
@@ -478,8 +488,12 @@ impl Loop {
                 .ignore();
             if let (true, Some(reference)) = (s.trace, &reference) {
                 let trace = format!("req:{reference}:h");
-                let value = serde_json::json!({ "id": id, "worker": s.key, "completed": now_ms(), "type": fields.get("type") });
-                pipe.hset(&trace, "handlerTrace", value.to_string()).ignore().expire(&trace, s.trace_ttl as i64).ignore();
+                let value =
+                    serde_json::json!({ "id": id, "worker": s.key, "completed": now_ms(), "type": fields.get("type") });
+                pipe.hset(&trace, "handlerTrace", value.to_string())
+                    .ignore()
+                    .expire(&trace, s.trace_ttl as i64)
+                    .ignore();
             }
         }
         pipe.xack(&s.stream, GROUP, &[id]).ignore();
@@ -509,7 +523,14 @@ impl Loop {
         for name in names {
             dead.arg(name).arg(&fields[name]);
         }
-        dead.arg("deadId").arg(id).arg("deadError").arg(error).arg("deadAttempts").arg(attempts).arg("deadWorker").arg(&s.key);
+        dead.arg("deadId")
+            .arg(id)
+            .arg("deadError")
+            .arg(error)
+            .arg("deadAttempts")
+            .arg(attempts)
+            .arg("deadWorker")
+            .arg(&s.key);
         pipe.add_command(dead).ignore();
         if let Some(reference) = &reference {
             let list = format!("res:{reference}");
@@ -561,10 +582,19 @@ mod tests {
     fn fields_override_and_bad_numbers_are_named() {
         let s = Settings::from_hash(
             "g:1:h",
-            &hash(&[("requestStream", "in"), ("consumerId", "c"), ("concurrency", "8"), ("trace", "1"), ("maxAttempts", "2")]),
+            &hash(&[
+                ("requestStream", "in"),
+                ("consumerId", "c"),
+                ("concurrency", "8"),
+                ("trace", "1"),
+                ("maxAttempts", "2"),
+            ]),
         )
         .unwrap();
-        assert_eq!((s.stream.as_str(), s.consumer.as_str(), s.concurrency, s.trace, s.max_attempts), ("in", "c", 8, true, 2));
+        assert_eq!(
+            (s.stream.as_str(), s.consumer.as_str(), s.concurrency, s.trace, s.max_attempts),
+            ("in", "c", 8, true, 2)
+        );
         let e = Settings::from_hash("g:1:h", &hash(&[("concurrency", "many")])).unwrap_err();
         assert!(e.contains("concurrency 'many'"), "{e}");
         assert!(Settings::from_hash("nokey", &hash(&[])).is_err());

@@ -247,7 +247,10 @@ async fn execute(worker: &mut MainWorker, spec: &WorkerSpec, inspecting: bool) -
     let main = &spec.main_module;
     worker.execute_main_module(main).await?;
     if spec.handler {
-        let serve = format!("globalThis[Symbol.for(\"denorun.serve\")]({});", serde_json::to_string(main.as_str()).expect("a URL"));
+        let serve = format!(
+            "globalThis[Symbol.for(\"denorun.serve\")]({});",
+            serde_json::to_string(main.as_str()).expect("a URL")
+        );
         worker.js_runtime.execute_script("ext:denorun/serve.js", serve)?;
     }
     worker.dispatch_load_event()?;

@@ -69,7 +69,8 @@ pub fn demo_worker() -> PathBuf {
     Path::new(ROOT).join("demo/worker.ts")
 }
 
-/// A `denorun supervise demo-worker` process; its stdout and stderr go to files.
+/// A `denorun supervise` process (of the demo type unless told); its stdout and stderr go to
+/// files.
 pub struct Supervisor {
     pub child: Child,
     log: tempfile::TempDir,
@@ -77,10 +78,15 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn start(url: &str, extra: &[&str]) -> Supervisor {
+        Supervisor::start_type(url, "demo-worker", extra)
+    }
+
+    /// `denorun supervise <worker_type>`.
+    pub fn start_type(url: &str, worker_type: &str, extra: &[&str]) -> Supervisor {
         let log = temp_dir();
         let mut cmd = Command::new(DENORUN);
         cmd.arg("supervise")
-            .arg("demo-worker")
+            .arg(worker_type)
             .args(extra)
             .env("REDIS_URL", url)
             .env("NO_COLOR", "1")

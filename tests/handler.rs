@@ -1,0 +1,342 @@
+//! Handler workers (`export default { request }`) against a real redis-server: the reply and
+//! its ack, traces, `requestLimit`, `pid`, concurrency, retries and dead letters, bad input,
+//! and no request lost while Redis and the supervisor are killed and restarted.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::demo::{conn, Supervisor};
+use common::*;
+use redis::Commands;
+use serde_json::{json, Value};
+
+/// A handler that greets, fails while `data.fail` is above its attempt, returns nothing for
+/// `data.silent`, sleeps `data.sleep` ms, and counts its calls per ref in `calls:{ref}`.
+const HANDLER: &str = r#"
+export default {
+  async request(req: any, ctx: any) {
+    if (req.ref) await ctx.redis.incr(`calls:${req.ref}`);
+    if (req.data?.sleep) await new Promise((resolve) => setTimeout(resolve, req.data.sleep));
+    if (req.data?.fail >= req.attempt) throw new Error(`failing attempt ${req.attempt}`);
+    if (req.data?.silent) return undefined;
+    return { code: 200, greeting: `hello ${req.data?.name}`, attempt: req.attempt, key: ctx.key,
+      secret: ctx.secret?.type ?? null, aborted: ctx.signal.aborted };
+  },
+};
+"#;
+
+/// A worker hash in db `db` running `source`, with `fields`; returns its key.
+fn handler_worker(db: u8, dir: &std::path::Path, source: &str, fields: &[(&str, &str)]) -> String {
+    let mut c = redis().db(db);
+    let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
+    let path = write(dir, "handler.ts", source);
+    let key = "greeter:1:h".to_string();
+    let mut all = vec![("workerUrl", path.to_str().unwrap()), ("workerVersion", "local")];
+    all.extend_from_slice(fields);
+    let _: () = c.hset_multiple(&key, &all).unwrap();
+    key
+}
+
+/// Starts `denorun <key>` and waits until it has claimed its hash (`pid`), or has ended.
+fn start(db: u8, key: &str, stdin: &str) -> Child {
+    let mut cmd = denorun(&[key]);
+    cmd.env("REDIS_URL", redis().db_url(db)).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+    let mut c = redis().db(db);
+    wait_until("the worker claims its hash or ends", || {
+        c.hexists::<_, _, bool>(key, "pid").unwrap() || child.try_wait().unwrap().is_some()
+    });
+    child
+}
+
+fn finish(child: Child) -> Run {
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+fn send(c: &mut redis::Connection, reference: Option<&str>, data: &str) -> String {
+    let mut fields = vec![("type", "greeter"), ("data", data)];
+    if let Some(r) = reference {
+        fields.push(("ref", r));
+    }
+    c.xadd("greeter:req:x", "*", &fields).unwrap()
+}
+
+fn reply(c: &mut redis::Connection, reference: &str, timeout: f64) -> Option<Value> {
+    let popped: Option<(String, String)> = c.brpop(format!("res:{reference}"), timeout).unwrap();
+    popped.map(|(_, v)| serde_json::from_str(&v).unwrap())
+}
+
+fn pending(c: &mut redis::Connection) -> usize {
+    let summary: (usize, redis::Value, redis::Value, redis::Value) =
+        redis::cmd("XPENDING").arg("greeter:req:x").arg("worker").query(c).unwrap();
+    summary.0
+}
+
+#[test]
+fn replies_ack_trace_and_stop_on_pid_change() {
+    let db = 1;
+    let dir = temp_dir();
+    let key = handler_worker(db, dir.path(), HANDLER, &[("trace", "1"), ("replyTtl", "30")]);
+    let worker = start(db, &key, "");
+    let mut c = redis().db(db);
+    send(&mut c, Some("r1"), r#"{"name":"ann"}"#);
+    let first = reply(&mut c, "r1", 10.0).expect("a reply");
+    assert_eq!(
+        first,
+        json!({"code": 200, "greeting": "hello ann", "attempt": 1, "key": key, "secret": null, "aborted": false})
+    );
+    // Acked with the reply, in one transaction: nothing pending, the reply expires, a trace.
+    assert_eq!(pending(&mut c), 0);
+    let ttl: i64 = c.ttl("res:r1").unwrap();
+    assert!(ttl == -2 || (0..=30).contains(&ttl), "{ttl}");
+    let trace: String = c.hget("req:r1:h", "handlerTrace").unwrap();
+    assert!(trace.contains(&key), "{trace}");
+    assert!(c.ttl::<_, i64>("req:r1:h").unwrap() > 0, "traces expire");
+    // No reply for undefined, and no ref: the response stream only.
+    send(&mut c, Some("quiet"), r#"{"silent":true}"#);
+    send(&mut c, None, r#"{"name":"anonymous"}"#);
+    wait_until("both are acked", || pending(&mut c) == 0 && c.xlen::<_, usize>("greeter:res:x").unwrap() == 2);
+    assert!(!c.exists::<_, bool>("res:quiet").unwrap());
+    let responses: redis::streams::StreamRangeReply = c.xrange_all("greeter:res:x").unwrap();
+    let last = &responses.ids[1].map;
+    assert_eq!(redis::from_redis_value::<String>(last["ref"].clone()).unwrap(), "");
+    assert!(redis::from_redis_value::<String>(last["res"].clone()).unwrap().contains("hello anonymous"));
+    // A changed pid stops the worker cleanly.
+    let _: () = c.hset(&key, "pid", "somebody-else").unwrap();
+    let run = finish(worker);
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[test]
+fn retries_count_attempts_then_dead_letter() {
+    let db = 2;
+    let dir = temp_dir();
+    let key = handler_worker(db, dir.path(), HANDLER, &[("maxAttempts", "3"), ("retryDelayMs", "50")]);
+    let worker = start(db, &key, "");
+    let mut c = redis().db(db);
+    send(&mut c, Some("twice"), r#"{"name":"bo","fail":2}"#);
+    let ok = reply(&mut c, "twice", 10.0).expect("a reply after two failures");
+    assert_eq!((ok["code"].clone(), ok["attempt"].clone()), (json!(200), json!(3)));
+    send(&mut c, Some("always"), r#"{"fail":99}"#);
+    let dead = reply(&mut c, "always", 10.0).expect("a 500 after maxAttempts");
+    assert_eq!(dead, json!({"code": 500, "error": "Error: failing attempt 3"}));
+    wait_until("nothing pending", || pending(&mut c) == 0);
+    let calls: Vec<Option<u32>> = redis::cmd("MGET").arg("calls:twice").arg("calls:always").query(&mut c).unwrap();
+    assert_eq!(calls, [Some(3), Some(3)], "one call per attempt");
+    let buried: redis::streams::StreamRangeReply = c.xrange_all("greeter:dead:x").unwrap();
+    assert_eq!(buried.ids.len(), 1);
+    let fields: HashMap<String, String> =
+        buried.ids[0].map.iter().map(|(k, v)| (k.clone(), redis::from_redis_value(v.clone()).unwrap())).collect();
+    assert_eq!(fields["ref"], "always");
+    assert_eq!(fields["deadAttempts"], "3");
+    assert_eq!(fields["deadError"], "Error: failing attempt 3");
+    // Bad input: refused at once, never retried.
+    send(&mut c, Some("bad"), "{not json");
+    let bad = reply(&mut c, "bad", 10.0).expect("a 400");
+    assert_eq!(bad["code"], 400, "{bad}");
+    assert!(!c.exists::<_, bool>("calls:bad").unwrap(), "the handler never saw it");
+    let _: () = c.hdel(&key, "pid").unwrap();
+    assert_eq!(finish(worker).code, 0);
+}
+
+#[test]
+fn concurrency_request_limit_and_secret() {
+    let db = 3;
+    let dir = temp_dir();
+    let key = handler_worker(db, dir.path(), HANDLER, &[("concurrency", "4"), ("requestLimit", "6")]);
+    let mut encrypt = std::process::Command::new(DENORUN);
+    encrypt.args(["encrypt", "--key", SECRET, "--iv", IV, "--hset", &key]).env("REDIS_URL", redis().db_url(db));
+    assert_eq!(run(encrypt, r#"{ "type": "greeter-secret" }"#).code, 0);
+    let worker = start(db, &key, &format!("worker-v0 {SECRET}\n"));
+    let mut c = redis().db(db);
+    // A slow request first: with four in flight, the quick ones overtake it.
+    send(&mut c, Some("slow"), r#"{"sleep":1500}"#);
+    for i in 0..5 {
+        send(&mut c, Some(&format!("quick{i}")), r#"{"name":"q"}"#);
+    }
+    let quick = reply(&mut c, "quick0", 10.0).expect("a quick reply");
+    assert_eq!(quick["secret"], "greeter-secret");
+    assert!(c.exists::<_, bool>("res:slow").unwrap() == false, "the quick one overtook the slow one");
+    assert!(reply(&mut c, "slow", 10.0).is_some());
+    // After requestLimit (6) the worker ends by itself.
+    let run = finish(worker);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(pending(&mut c), 0);
+}
+
+#[test]
+fn a_default_export_without_request_is_refused() {
+    let db = 4;
+    let dir = temp_dir();
+    let key = handler_worker(db, dir.path(), "export default { handle() {} };\n", &[]);
+    let run = finish(start(db, &key, ""));
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("default export has no request function"), "{run:?}");
+}
+
+/// What the load's clients saw.
+#[derive(Default)]
+struct Tally {
+    sent: Vec<String>,
+    unsent: usize,
+    replies: HashMap<String, Value>,
+}
+
+/// 16 clients send `total` requests (one at a time each) and wait for each reply through
+/// outages, as a careful client would: a request whose XADD failed is counted as not sent.
+fn load(url: String, total: usize, done: Arc<AtomicUsize>) -> (Arc<Mutex<Tally>>, Vec<std::thread::JoinHandle<()>>) {
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let threads = (0..16)
+        .map(|_| {
+            let (url, tally, next, done) = (url.clone(), tally.clone(), next.clone(), done.clone());
+            std::thread::spawn(move || {
+                let client = redis::Client::open(url.as_str()).unwrap();
+                let mut c: Option<redis::Connection> = None;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        return;
+                    }
+                    let reference = format!("L{i}");
+                    let data = format!(r#"{{"name":"{i}"}}"#);
+                    if c.is_none() {
+                        c = client.get_connection_with_timeout(Duration::from_secs(1)).ok();
+                    }
+                    let fields = [("ref", reference.as_str()), ("type", "greeter"), ("data", data.as_str())];
+                    let sent = c.as_mut().map(|conn| conn.xadd::<_, _, _, _, String>("greeter:req:x", "*", &fields));
+                    if !matches!(sent, Some(Ok(_))) {
+                        c = None;
+                        tally.lock().unwrap().unsent += 1;
+                        done.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                    tally.lock().unwrap().sent.push(reference.clone());
+                    let deadline = Instant::now() + Duration::from_secs(90);
+                    while Instant::now() < deadline {
+                        let conn = match c.as_mut() {
+                            Some(conn) => conn,
+                            None => match client.get_connection_with_timeout(Duration::from_secs(1)) {
+                                Ok(conn) => c.insert(conn),
+                                Err(_) => {
+                                    std::thread::sleep(Duration::from_millis(100));
+                                    continue;
+                                }
+                            },
+                        };
+                        match conn.brpop::<_, Option<(String, String)>>(format!("res:{reference}"), 1.0) {
+                            Ok(Some((_, v))) => {
+                                tally
+                                    .lock()
+                                    .unwrap()
+                                    .replies
+                                    .insert(reference.clone(), serde_json::from_str(&v).unwrap());
+                                break;
+                            }
+                            Ok(None) => {}
+                            Err(_) => c = None,
+                        }
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    (tally, threads)
+}
+
+#[test]
+fn no_request_is_lost_when_redis_and_the_supervisor_are_killed() {
+    const TOTAL: usize = 10_000;
+    let mut server = OwnRedis::start();
+    let url = server.url();
+    let dir = temp_dir();
+    let path = write(dir.path(), "handler.ts", HANDLER);
+    let mut c = conn(&url);
+    let defaults =
+        [("workerUrl", path.to_str().unwrap()), ("workerVersion", "local"), ("replyTtl", "300"), ("concurrency", "8")];
+    let _: () = c.hset_multiple("greeter:h", &defaults).unwrap();
+    for id in ["1", "2"] {
+        let _: () = c.hset_multiple(format!("greeter:{id}:h"), &defaults).unwrap();
+        let _: () = c.rpush("greeter:start:q", id).unwrap();
+    }
+    let supervise = || Supervisor::start_type(&url, "greeter", &["--heartbeat", "0.3", "--backoff", "0.1"]);
+    let mut supervisor = supervise();
+    wait_until("both workers run", || {
+        ["1", "2"].iter().all(|id| conn(&url).hexists::<_, _, bool>(format!("greeter:{id}:h"), "pid").unwrap())
+    });
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let (tally, threads) = load(url.clone(), TOTAL, done.clone());
+    let reached = |n: usize| {
+        wait_for(&format!("{n} requests done"), Duration::from_secs(120), || {
+            (done.load(Ordering::Relaxed) >= n).then_some(())
+        })
+    };
+    // (a) Redis SIGKILLed and restarted on its port (AOF, fsync always).
+    reached(2_000);
+    server.kill();
+    std::thread::sleep(Duration::from_secs(1));
+    server.restart();
+    // (b) The supervisor SIGKILLed and started again.
+    reached(5_000);
+    supervisor.child.kill().unwrap();
+    supervisor.child.wait().unwrap();
+    supervisor = supervise();
+    // (c) The supervisor drained with SIGTERM and started again.
+    reached(8_000);
+    supervisor.signal(libc::SIGTERM);
+    let drained = supervisor.finish();
+    assert_eq!(drained.code, 0, "{drained:?}");
+    supervisor = supervise();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let tally = tally.lock().unwrap();
+    let unanswered: Vec<&String> = tally.sent.iter().filter(|r| !tally.replies.contains_key(*r)).collect();
+    let mut codes: HashMap<String, usize> = HashMap::new();
+    for reply in tally.replies.values() {
+        *codes.entry(reply["code"].to_string()).or_default() += 1;
+    }
+    // A second reply would still be in its list (they expire after 300 s).
+    let mut c = conn(&url);
+    let mut pipe = redis::pipe();
+    for r in &tally.sent {
+        pipe.llen(format!("res:{r}"));
+    }
+    let extra: Vec<usize> = pipe.query(&mut c).unwrap();
+    let duplicates = extra.iter().filter(|n| **n > 0).count();
+    let mut pipe = redis::pipe();
+    for r in &tally.sent {
+        pipe.get(format!("calls:{r}"));
+    }
+    let calls: Vec<Option<usize>> = pipe.query(&mut c).unwrap();
+    let repeated = calls.iter().filter(|n| n.unwrap_or(0) > 1).count();
+    let sent: HashSet<&String> = tally.sent.iter().collect();
+    eprintln!(
+        "figure: {} sent, {} not sent (XADD failed), {} answered, {} unanswered, {} duplicate replies, codes {codes:?}, \
+         {repeated} requests whose handler ran more than once",
+        sent.len(),
+        tally.unsent,
+        tally.replies.len(),
+        unanswered.len(),
+        duplicates
+    );
+    assert!(unanswered.is_empty(), "unanswered: {:?}", &unanswered[..unanswered.len().min(20)]);
+    assert_eq!(duplicates, 0);
+    assert_eq!(sent.len() + tally.unsent, TOTAL);
+    supervisor.signal(libc::SIGTERM);
+    assert_eq!(supervisor.finish().code, 0);
+}
