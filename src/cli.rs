@@ -160,6 +160,19 @@ pub enum Admin {
     XtrimRes { worker_type: String, maxlen: usize },
     /// Show the request stream's consumer group
     Info { worker_type: String },
+    /// List the dead letters of handler workers (<type>:dead:x), or requeue them
+    Dead {
+        worker_type: String,
+        /// Send them back to the request stream and remove them from the dead stream
+        #[arg(long)]
+        requeue: bool,
+        /// The request stream to requeue on (default <type>:req:x)
+        #[arg(long)]
+        stream: Option<String>,
+        /// How many entries, oldest first
+        #[arg(long, default_value_t = 99)]
+        count: usize,
+    },
     /// Encrypt a secret JSON config (FILE, or stdin) into encryptedIv and encryptedJson
     Encrypt {
         /// The AES key, hex (32, 48 or 64 digits)

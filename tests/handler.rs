@@ -148,6 +148,29 @@ fn retries_count_attempts_then_dead_letter() {
     assert!(!c.exists::<_, bool>("calls:bad").unwrap(), "the handler never saw it");
     let _: () = c.hdel(&key, "pid").unwrap();
     assert_eq!(finish(worker).code, 0);
+
+    // The operator's view, and a requeue once the cause is fixed.
+    let dead = |extra: &[&str]| {
+        let mut args = vec!["dead", "greeter", "--redis"];
+        let url = redis().db_url(db);
+        args.push(&url);
+        args.extend_from_slice(extra);
+        run(denorun(&args), "")
+    };
+    let listed = dead(&[]);
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert!(
+        listed.stdout.contains("ref=always attempts=3 worker=greeter:1:h error=Error: failing attempt 3"),
+        "{listed:?}"
+    );
+    let requeued = dead(&["--requeue"]);
+    assert!(requeued.stdout.contains("requeued on greeter:req:x"), "{requeued:?}");
+    assert_eq!(c.xlen::<_, usize>("greeter:dead:x").unwrap(), 0);
+    let back: redis::streams::StreamRangeReply = c.xrevrange_count("greeter:req:x", "+", "-", 1).unwrap();
+    let mut names: Vec<&String> = back.ids[0].map.keys().collect();
+    names.sort();
+    assert_eq!(names, ["data", "ref", "type"], "the request's own fields only");
+    assert_eq!(dead(&[]).stdout, "no dead entries in greeter:dead:x\n");
 }
 
 #[test]
@@ -339,4 +362,28 @@ fn no_request_is_lost_when_redis_and_the_supervisor_are_killed() {
     assert_eq!(sent.len() + tally.unsent, TOTAL);
     supervisor.signal(libc::SIGTERM);
     assert_eq!(supervisor.finish().code, 0);
+}
+
+#[test]
+fn a_request_past_its_time_out_is_aborted_then_ends_the_worker() {
+    let db = 5;
+    let dir = temp_dir();
+    let source = r#"
+export default {
+  request(req: any, ctx: any) {
+    ctx.signal.addEventListener("abort", () => ctx.redis.set(`aborted:${req.ref}`, String(ctx.signal.reason)));
+    return new Promise(() => {}); // never settles
+  },
+};
+"#;
+    let key = handler_worker(db, dir.path(), source, &[("requestTimeoutMs", "300")]);
+    let worker = start(db, &key, "");
+    let mut c = redis().db(db);
+    send(&mut c, Some("stuck"), "{}");
+    let run = finish(worker);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("still running at twice its requestTimeoutMs of 300 ms"), "{run:?}");
+    let aborted: Option<String> = c.get("aborted:stuck").unwrap();
+    assert_eq!(aborted.as_deref(), Some("Error: request timed out after 300 ms"));
+    assert_eq!(pending(&mut c), 1, "not acked: it will run again");
 }

@@ -9,6 +9,7 @@ const {
   op_denorun_handler_next,
   op_denorun_handler_done,
   op_denorun_handler_close,
+  op_denorun_handler_overdue,
   op_denorun_aes,
   op_denorun_base64_decode,
 } = core.ops;
@@ -87,6 +88,8 @@ async function serve(mainUrl) {
     const abort = () => controller.abort(stopping.signal.reason ?? new Error("the worker is stopping"));
     stopping.signal.addEventListener("abort", abort);
     const timer = setTimeout(() => controller.abort(new Error(`request timed out after ${requestTimeoutMs} ms`)), requestTimeoutMs);
+    // Still running at twice its time-out: only ending the worker frees the slot.
+    const overdue = setTimeout(() => op_denorun_handler_overdue(BigInt(requestTimeoutMs)), 2 * requestTimeoutMs);
     const done = { id: req.id, ref: req.ref, attempt: req.attempt, fields: req.fields, reply: null, error: null };
     try {
       const value = await handler.request(req, { ...context, signal: controller.signal });
@@ -95,6 +98,7 @@ async function serve(mainUrl) {
       done.error = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
     } finally {
       clearTimeout(timer);
+      clearTimeout(overdue);
       stopping.signal.removeEventListener("abort", abort);
     }
     await op_denorun_handler_done(rid, done);

@@ -226,6 +226,15 @@ pub async fn op_denorun_handler_done(
     lp.done(request).await
 }
 
+/// Ends the worker: a request is still running at twice its `requestTimeoutMs`. Its entry
+/// stays pending, to be run again (and dead-lettered after `maxAttempts`).
+#[op2(fast)]
+pub fn op_denorun_handler_overdue(state: &mut OpState, #[bigint] timeout_ms: u64) {
+    if let Some(stop) = state.try_borrow::<crate::worker::StopHandle>() {
+        stop.terminate(crate::worker::Reason::Timeout { timeout_ms });
+    }
+}
+
 /// Stops the loop: `next` returns `null` from now on.
 #[op2(fast)]
 pub fn op_denorun_handler_close(state: &mut OpState, #[smi] rid: ResourceId) {

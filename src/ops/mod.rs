@@ -48,6 +48,7 @@ deno_core::extension!(
         handler::op_denorun_handler_next,
         handler::op_denorun_handler_done,
         handler::op_denorun_handler_close,
+        handler::op_denorun_handler_overdue,
         op_denorun_inspecting,
     ],
     options = { inspecting: bool },

@@ -15,6 +15,8 @@ pub enum Reason {
     Memory { limit_mb: u64 },
     /// Terminated after its JavaScript held the thread longer than `maxBlockMs`.
     Cpu { blocked_ms: u64 },
+    /// Terminated because a handler worker's request ran far past its `requestTimeoutMs`.
+    Timeout { timeout_ms: u64 },
     /// Stopped where it was by its host (a drain's time-out, a second signal).
     Stopped,
     /// Ended during a drain, after the supervisor cleared its `pid`: a normal stop.
@@ -42,6 +44,7 @@ impl Reason {
             Reason::Uncaught(_) => "error",
             Reason::Memory { .. } => "memory",
             Reason::Cpu { .. } => "cpu",
+            Reason::Timeout { .. } => "timeout",
             Reason::Stopped => "stopped",
             Reason::Drained => "drain",
             Reason::RedisLost(_) => "redis",
@@ -53,7 +56,11 @@ impl Reason {
     pub fn is_failure(&self) -> bool {
         match self {
             Reason::Exited(code) => *code != 0,
-            Reason::Uncaught(_) | Reason::Memory { .. } | Reason::Cpu { .. } | Reason::StartFailed(_) => true,
+            Reason::Uncaught(_)
+            | Reason::Memory { .. }
+            | Reason::Cpu { .. }
+            | Reason::Timeout { .. }
+            | Reason::StartFailed(_) => true,
             Reason::Stopped | Reason::Drained | Reason::RedisLost(_) => false,
         }
     }
@@ -75,6 +82,9 @@ impl fmt::Display for Reason {
             Reason::Memory { limit_mb } => write!(f, "terminated near its heap limit of {limit_mb} MiB (maxHeapMb)"),
             Reason::Cpu { blocked_ms } => {
                 write!(f, "terminated after its JavaScript ran {blocked_ms} ms without yielding (maxBlockMs)")
+            }
+            Reason::Timeout { timeout_ms } => {
+                write!(f, "terminated: a request was still running at twice its requestTimeoutMs of {timeout_ms} ms")
             }
             Reason::Stopped => write!(f, "stopped"),
             Reason::Drained => write!(f, "stopped by a drain"),
@@ -111,6 +121,7 @@ mod tests {
             (Reason::Uncaught("Error: x".into()), 1, "error", true),
             (Reason::Memory { limit_mb: 64 }, 1, "memory", true),
             (Reason::Cpu { blocked_ms: 10 }, 1, "cpu", true),
+            (Reason::Timeout { timeout_ms: 10 }, 1, "timeout", true),
             (Reason::Stopped, 0, "stopped", false),
             (Reason::Drained, 0, "drain", false),
             (Reason::RedisLost("gone".into()), 1, "redis", false),

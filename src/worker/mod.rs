@@ -135,7 +135,9 @@ pub fn run_to_end(spec: WorkerSpec) -> i32 {
             match (&exit.report, &exit.reason) {
                 (Some(report), _) => eprintln!("error: {report}"),
                 (None, Reason::StartFailed(message)) => log::error!("{name}: {message}"),
-                (None, Reason::Memory { .. } | Reason::Cpu { .. }) => log::error!("{name}: {}", exit.reason),
+                (None, Reason::Memory { .. } | Reason::Cpu { .. } | Reason::Timeout { .. }) => {
+                    log::error!("{name}: {}", exit.reason)
+                }
                 _ => {}
             }
             exit.reason.code()
@@ -156,6 +158,8 @@ pub async fn run(spec: WorkerSpec, stop: StopHandle) -> Exit {
         Err(e) => return Exit::new(Reason::StartFailed(format!("{e:#}"))),
     };
     *stop.0.isolate.lock().unwrap() = Some(worker.js_runtime.v8_isolate().thread_safe_handle());
+    // Ops may end their worker too (a handler request far past its time-out).
+    worker.js_runtime.op_state().borrow_mut().put(stop.clone());
     limits::install_heap_guard(&mut worker.js_runtime, &spec.limits, &stop);
     if let (Some(server), Some(inspect)) = (&server, spec.flags.inspect) {
         inspector::register(server, &mut worker, &spec.main_module, inspect.mode);

@@ -1,6 +1,9 @@
 //! Everyday admin commands, replacing the original's TypeScript CLI: set up and show worker
 //! hashes, create and inspect the request and response streams, send a request and wait for
-//! its reply, see the supervisor's workers, and encrypt a worker's secret config.
+//! its reply, see the supervisor's workers, list and requeue dead letters (`dead`), and
+//! encrypt a worker's secret config.
+
+mod dead;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -41,6 +44,9 @@ pub fn run(redis: &RedisTarget, command: Admin) -> anyhow::Result<i32> {
             Admin::XtrimReq { worker_type, maxlen } => xtrim(&mut conn, &stream(&worker_type, "req")?, maxlen).await,
             Admin::XtrimRes { worker_type, maxlen } => xtrim(&mut conn, &stream(&worker_type, "res")?, maxlen).await,
             Admin::Info { worker_type } => info(&mut conn, &worker_type).await,
+            Admin::Dead { worker_type, requeue, stream, count } => {
+                dead::dead(&mut conn, &worker_type, requeue, stream, count).await
+            }
             Admin::Encrypt { .. } => unreachable!("handled above"),
         }
     })

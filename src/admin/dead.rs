@@ -1,0 +1,61 @@
+//! `denorun dead <type>`: the dead-letter stream of handler workers (`<type>:dead:x`), listed,
+//! and its entries sent back to the request stream (`--requeue`) once their cause is fixed.
+
+use redis::aio::MultiplexedConnection;
+use redis::streams::StreamRangeReply;
+use redis::AsyncCommands;
+
+use crate::config::check_type;
+
+/// Fields the handler loop adds to a dead entry; the rest are the request's own.
+const DEAD_FIELDS: [&str; 4] = ["deadId", "deadError", "deadAttempts", "deadWorker"];
+
+/// Lists up to `count` dead entries, or requeues them: each goes back to `stream` (default
+/// `<type>:req:x`) with its own fields and is removed from the dead stream, in one MULTI.
+pub async fn dead(
+    conn: &mut MultiplexedConnection,
+    worker_type: &str,
+    requeue: bool,
+    stream: Option<String>,
+    count: usize,
+) -> anyhow::Result<i32> {
+    check_type(worker_type)?;
+    let dead = format!("{worker_type}:dead:x");
+    let requests = stream.unwrap_or_else(|| format!("{worker_type}:req:x"));
+    let reply: StreamRangeReply = conn.xrange_count(&dead, "-", "+", count).await?;
+    if reply.ids.is_empty() {
+        println!("no dead entries in {dead}");
+        return Ok(0);
+    }
+    for entry in reply.ids {
+        let mut fields: Vec<(String, String)> = entry
+            .map
+            .iter()
+            .map(|(k, v)| (k.clone(), redis::from_redis_value_ref::<String>(v).unwrap_or_default()))
+            .collect();
+        fields.sort();
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map_or("-", |(_, v)| v.as_str()).to_string();
+        if !requeue {
+            println!(
+                "{} ref={} attempts={} worker={} error={}",
+                entry.id,
+                field("ref"),
+                field("deadAttempts"),
+                field("deadWorker"),
+                field("deadError")
+            );
+            continue;
+        }
+        let own: Vec<(String, String)> =
+            fields.into_iter().filter(|(k, _)| !DEAD_FIELDS.contains(&k.as_str())).collect();
+        let (new_id,): (String,) = redis::pipe()
+            .atomic()
+            .xadd(&requests, "*", &own)
+            .xdel(&dead, &[&entry.id])
+            .ignore()
+            .query_async(conn)
+            .await?;
+        println!("{} requeued on {requests} as {new_id}", entry.id);
+    }
+    Ok(0)
+}
