@@ -190,7 +190,7 @@ fn concurrency_request_limit_and_secret() {
     }
     let quick = reply(&mut c, "quick0", 10.0).expect("a quick reply");
     assert_eq!(quick["secret"], "greeter-secret");
-    assert!(c.exists::<_, bool>("res:slow").unwrap() == false, "the quick one overtook the slow one");
+    assert!(!c.exists::<_, bool>("res:slow").unwrap(), "the quick one overtook the slow one");
     assert!(reply(&mut c, "slow", 10.0).is_some());
     // After requestLimit (6) the worker ends by itself.
     let run = finish(worker);
