@@ -4,7 +4,10 @@
 //! - denorun with the demo worker (`denorun <key>`; `denorun supervise` for many workers);
 //! - Deno 2.9.6 running the same loop written with npm ioredis, one process per worker;
 //! - Node 20 running that ioredis worker;
-//! - a bare Rust loop with the `redis` crate (`denorun-bench worker <key>`): no JavaScript.
+//! - a bare Rust loop with the `redis` crate (`denorun-bench worker <key>`): no JavaScript;
+//! - denorun with the handler twin of the demo worker (demo/handler.ts): the loop in Rust,
+//!   batched reads, one MULTI per reply with its XACK;
+//! - a Rust floor speaking that contract (`denorun-bench handler-worker <key>`).
 //!
 //! A load generator XADDs requests and waits for each reply (BRPOP `res:{ref}`) at a fixed
 //! concurrency. It reports requests/s, p50/p99 latency, worker CPU time per request, cold
@@ -12,6 +15,7 @@
 //!
 //! Usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--out FILE]
 //!        denorun-bench worker <key>   (the bare Rust form; REDIS_URL names the Redis)
+//!        denorun-bench handler-worker <key>   (the Rust floor of the handler contract)
 //!        denorun-bench load [requests] (load only, against running workers, for profiling)
 
 use std::collections::HashMap;
@@ -28,12 +32,17 @@ use redis::AsyncCommands;
 const KEY_HEX: &str = "00112233445566778899aabbccddeeff";
 const IV_HEX: &str = "0f0e0d0c0b0a09080706050403020100";
 const CONCURRENCY: usize = 8;
+/// Requests a handler worker (e, f) may have in flight: the load's concurrency.
+const HANDLER_CONCURRENCY: &str = "8";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match args.first().map(String::as_str) {
         Some("worker") => rt.block_on(rust_worker(args.get(1).context("usage: denorun-bench worker <key>")?)),
+        Some("handler-worker") => {
+            rt.block_on(rust_handler_worker(args.get(1).context("usage: denorun-bench handler-worker <key>")?))
+        }
         Some("run") => rt.block_on(run(Options::parse(&args[1..])?)),
         // Load only, against workers already running (for profiling): load <requests>.
         Some("load") => rt.block_on(async {
@@ -90,10 +99,12 @@ enum Form {
     Deno,
     Node,
     Rust,
+    Handler,
+    RustHandler,
 }
 
 impl Form {
-    const ALL: [Form; 4] = [Form::Denorun, Form::Deno, Form::Node, Form::Rust];
+    const ALL: [Form; 6] = [Form::Denorun, Form::Deno, Form::Node, Form::Rust, Form::Handler, Form::RustHandler];
 
     fn name(self) -> &'static str {
         match self {
@@ -101,7 +112,14 @@ impl Form {
             Form::Deno => "(b) Deno 2.9 + ioredis",
             Form::Node => "(c) Node 20 + ioredis",
             Form::Rust => "(d) Rust loop",
+            Form::Handler => "(e) denorun handler",
+            Form::RustHandler => "(f) Rust handler floor",
         }
+    }
+
+    /// Whether denorun runs it (`denorun supervise`, stopped with SIGTERM).
+    fn is_denorun(self) -> bool {
+        matches!(self, Form::Denorun | Form::Handler)
     }
 }
 
@@ -118,7 +136,7 @@ impl Workers {
 
     fn stop(mut self) {
         for child in &mut self.children {
-            let signal = if self.form == Form::Denorun { libc::SIGTERM } else { libc::SIGKILL };
+            let signal = if self.form.is_denorun() { libc::SIGTERM } else { libc::SIGKILL };
             unsafe { libc::kill(child.id() as i32, signal) };
         }
         for child in &mut self.children {
@@ -191,10 +209,12 @@ async fn run(opts: Options) -> anyhow::Result<()> {
 }
 
 impl Bench {
-    /// FLUSHDB, then the type hash and `n` worker hashes as demo/run.sh makes them.
-    async fn setup(&mut self, n: usize) -> anyhow::Result<()> {
+    /// FLUSHDB, then the type hash and `n` worker hashes as demo/run.sh makes them (with
+    /// demo/handler.ts and `concurrency` for the handler forms).
+    async fn setup(&mut self, form: Form, n: usize) -> anyhow::Result<()> {
         let () = redis::cmd("FLUSHDB").query_async(&mut self.conn).await?;
-        let worker = self.root.join("demo/worker.ts");
+        let handler = matches!(form, Form::Handler | Form::RustHandler);
+        let worker = self.root.join(if handler { "demo/handler.ts" } else { "demo/worker.ts" });
         let mut hashes = vec!["demo-worker:h".to_string()];
         hashes.extend((1..=n).map(|i| format!("demo-worker:{i}:h")));
         for (i, hash) in hashes.iter().enumerate() {
@@ -210,6 +230,9 @@ impl Bench {
                 ("denoOptions", "--allow-env=REDIS_URL"),
             ];
             let () = self.conn.hset_multiple(hash, &fields).await?;
+            if handler {
+                let () = self.conn.hset(hash, "concurrency", HANDLER_CONCURRENCY).await?;
+            }
             let mut encrypt = Command::new(&self.opts.denorun);
             encrypt
                 .args(["encrypt", "--key", KEY_HEX, "--iv", IV_HEX, "--hset", hash])
@@ -234,8 +257,8 @@ impl Bench {
         let secret = format!("worker-v0 {KEY_HEX}\n");
         let bench_dir = self.root.join("bench");
         let commands: Vec<Command> = match form {
-            Form::Denorun if single => vec![cmd(&self.opts.denorun, &["demo-worker:1:h"])],
-            Form::Denorun => vec![cmd(&self.opts.denorun, &["supervise", "demo-worker"])],
+            Form::Denorun | Form::Handler if single => vec![cmd(&self.opts.denorun, &["demo-worker:1:h"])],
+            Form::Denorun | Form::Handler => vec![cmd(&self.opts.denorun, &["supervise", "demo-worker"])],
             Form::Deno => (1..=n)
                 .map(|i| {
                     let key = format!("demo-worker:{i}:h");
@@ -245,9 +268,10 @@ impl Bench {
             Form::Node => (1..=n)
                 .map(|i| cmd(&self.opts.node, &["workers/ioredis-worker.mjs", &format!("demo-worker:{i}:h")]))
                 .collect(),
-            Form::Rust => {
+            Form::Rust | Form::RustHandler => {
                 let me = std::env::current_exe()?;
-                (1..=n).map(|i| cmd(&me, &["worker", &format!("demo-worker:{i}:h")])).collect()
+                let sub = if form == Form::Rust { "worker" } else { "handler-worker" };
+                (1..=n).map(|i| cmd(&me, &[sub, &format!("demo-worker:{i}:h")])).collect()
             }
         };
         let mut children = Vec::new();
@@ -264,7 +288,7 @@ impl Bench {
             child.stdin.take().unwrap().write_all(secret.as_bytes())?;
             children.push(child);
         }
-        if form == Form::Denorun && !single {
+        if form.is_denorun() && !single {
             for i in 1..=n {
                 let () = redis::cmd("LPUSH").arg("demo-worker:start:q").arg(i).query(&mut self.sync_conn()?)?;
             }
@@ -281,7 +305,7 @@ impl Bench {
     async fn cold_start(&mut self, form: Form, runs: usize) -> anyhow::Result<Cold> {
         let mut samples = Vec::new();
         for _ in 0..runs {
-            self.setup(1).await?;
+            self.setup(form, 1).await?;
             let _: String = self.conn.xadd("demo-worker:req:x", "*", &[("ref", "cold"), ("type", "demo-worker")]).await?;
             let start = Instant::now();
             let workers = self.spawn(form, 1, true)?;
@@ -321,7 +345,7 @@ impl Bench {
 
     /// RSS of denorun with `n` idle workers, one second after they all started.
     async fn idle_rss(&mut self, n: usize, single: bool) -> anyhow::Result<f64> {
-        self.setup(n).await?;
+        self.setup(Form::Denorun, n).await?;
         let workers = self.spawn(Form::Denorun, n, single)?;
         self.wait_ready(Form::Denorun, n).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -350,7 +374,7 @@ impl Bench {
     }
 
     async fn throughput(&mut self, form: Form, n: usize, requests: usize) -> anyhow::Result<Row> {
-        self.setup(n).await?;
+        self.setup(form, n).await?;
         let workers = self.spawn(form, n, false)?;
         self.wait_ready(form, n).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -543,6 +567,58 @@ async fn rust_worker(key: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Form (f): the handler contract with the `redis` crate and no JavaScript: a batched
+/// XREADGROUP, then per request one MULTI with the reply (LPUSH + EXPIRE, XADD to the response
+/// stream) and its XACK.
+async fn rust_handler_worker(key: &str) -> anyhow::Result<()> {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let client = redis::Client::open(url)?;
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+    let hash: HashMap<String, String> = conn.hgetall(key).await?;
+    let field = |name: &str| hash.get(name).cloned().with_context(|| format!("{key} has no {name}"));
+    let (requests, responses, consumer) = (field("requestStream")?, field("responseStream")?, field("consumerId")?);
+    let pid = std::process::id().to_string();
+    let () = conn.hset(key, "pid", &pid).await?;
+    loop {
+        let current: Option<String> = conn.hget(key, "pid").await?;
+        if current.as_deref() != Some(pid.as_str()) {
+            return Ok(());
+        }
+        let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+            .arg(&["GROUP", "worker", &consumer, "COUNT", HANDLER_CONCURRENCY, "BLOCK", "1000", "STREAMS", &requests, ">"])
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        for entry in reply.keys.iter().flat_map(|k| &k.ids) {
+            let reference: String = entry.get("ref").context("request without ref")?;
+            let res = serde_json::json!({
+                "ref": reference, "source": "demo-worker", "type": "demo-worker-res", "code": 200,
+                "worker": {"workerType": "demo-worker", "workerKey": key},
+            })
+            .to_string();
+            let res_key = format!("res:{reference}");
+            let () = redis::pipe()
+                .atomic()
+                .lpush(&res_key, &res)
+                .ignore()
+                .expire(&res_key, 10)
+                .ignore()
+                .cmd("XADD")
+                .arg(&responses)
+                .arg(&["MAXLEN", "~", "1000", "*", "ref", &reference, "xid", &entry.id, "res", &res])
+                .ignore()
+                .cmd("XACK")
+                .arg(&requests)
+                .arg("worker")
+                .arg(&entry.id)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+        }
+    }
+}
+
 fn now_ms() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis()
 }
@@ -561,7 +637,8 @@ fn report(
     let _ = writeln!(
         out,
         "The demo worker's loop (HGET pid; XREADGROUP COUNT 1 BLOCK 2000; MULTI LPUSH EXPIRE XADD HMSET EXEC) \
-         in four forms against one private redis-server, driven by a load generator that XADDs a request and \
+         in four forms (a-d), and the handler contract (HGET pid per read cycle; XREADGROUP COUNT {HANDLER_CONCURRENCY}; \
+         per request MULTI LPUSH EXPIRE XADD XACK EXEC) in two (e, f), against one private redis-server, driven by a load generator that XADDs a request and \
          waits for its reply (BRPOP) from {CONCURRENCY} concurrent clients; {requests} requests per row after \
          a warm-up. CPU is the user + system time of the worker processes per request. RSS is summed over \
          the worker processes (denorun: one process for all workers). Ratios are against (b) and (d).\n"
@@ -627,6 +704,17 @@ fn report(
         "| RSS per additional worker in one denorun process ≤ 15 MiB | {rss_per_added:.1} MiB | {} |",
         verdict(rss_per_added <= 15.0)
     );
+    let (e, f) = (Form::Handler.name(), Form::RustHandler.name());
+    for n in [1, 4] {
+        let cpu_ed = rows[&(e, n)].cpu_us_per_request / rows[&(d, n)].cpu_us_per_request;
+        let cpu_ef = rows[&(e, n)].cpu_us_per_request / rows[&(f, n)].cpu_us_per_request;
+        let _ = writeln!(out, "| handler CPU per request ≤ 1.0× (d) ({n} worker(s)) | {cpu_ed:.2}× | {} |", verdict(cpu_ed <= 1.0));
+        let _ = writeln!(out, "| handler CPU per request ≤ 1.5× (f) ({n} worker(s)) | {cpu_ef:.2}× | {} |", verdict(cpu_ef <= 1.5));
+    }
+    let rps_ed = rows[&(e, 4)].rps / rows[&(d, 4)].rps;
+    let (p99_e, p99_d) = (rows[&(e, 4)].p99_ms, rows[&(d, 4)].p99_ms);
+    let _ = writeln!(out, "| handler req/s with 4 workers ≥ (d) | {rps_ed:.2}× | {} |", verdict(rps_ed >= 1.0));
+    let _ = writeln!(out, "| handler p99 with 4 workers ≤ (d)'s | {p99_e:.2} vs {p99_d:.2} ms | {} |", verdict(p99_e <= p99_d));
     out
 }
 
