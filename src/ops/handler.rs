@@ -23,6 +23,9 @@ use serde::Serialize;
 /// The group every worker reads in, as in the 2021 design.
 const GROUP: &str = "worker";
 
+/// How often a busy worker checks its `pid`.
+const PID_CHECK: Duration = Duration::from_millis(100);
+
 /// A handler worker's settings: its hash's fields, with defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -116,6 +119,9 @@ struct State {
     finished: u64,
     /// When entries of dead consumers were last looked for.
     last_claim: Option<Instant>,
+    /// When the `pid` was last checked, and whether the last read found nothing.
+    last_pid_check: Option<Instant>,
+    idle: bool,
     /// Whether this consumer's own pending entries (from before a restart) were taken.
     history_read: bool,
     stopped: bool,
@@ -307,19 +313,30 @@ impl Loop {
                     return Ok(None);
                 }
             }
-            let pid: Option<String> = self.write("HGET pid", redis::cmd("HGET").arg(&s.key).arg("pid")).await?;
-            if pid.as_deref() != Some(self.pid.as_str()) {
-                self.state.borrow_mut().stopped = true;
-                return Ok(None);
+            if self.pid_check_due() {
+                self.state.borrow_mut().last_pid_check = Some(Instant::now());
+                let pid: Option<String> = self.write("HGET pid", redis::cmd("HGET").arg(&s.key).arg("pid")).await?;
+                if pid.as_deref() != Some(self.pid.as_str()) {
+                    self.state.borrow_mut().stopped = true;
+                    return Ok(None);
+                }
             }
             let mut requests = self.again(free).await?;
             if requests.is_empty() {
                 requests = self.read(free).await?;
             }
+            self.state.borrow_mut().idle = requests.is_empty();
             if !requests.is_empty() {
                 return Ok(Some(requests));
             }
         }
+    }
+
+    /// The `pid` is checked on each read cycle while idle, and at most every 100 ms while busy,
+    /// so that a busy worker does not pay a round trip per request for it.
+    fn pid_check_due(&self) -> bool {
+        let state = self.state.borrow();
+        state.idle || state.last_pid_check.is_none_or(|t| t.elapsed() >= PID_CHECK)
     }
 
     /// Entries to run again: due retries, this consumer's own pending entries once after
