@@ -306,7 +306,8 @@ impl Bench {
         let mut samples = Vec::new();
         for _ in 0..runs {
             self.setup(form, 1).await?;
-            let _: String = self.conn.xadd("demo-worker:req:x", "*", &[("ref", "cold"), ("type", "demo-worker")]).await?;
+            let _: String =
+                self.conn.xadd("demo-worker:req:x", "*", &[("ref", "cold"), ("type", "demo-worker")]).await?;
             let start = Instant::now();
             let workers = self.spawn(form, 1, true)?;
             let mut to_xreadgroup = None;
@@ -330,10 +331,7 @@ impl Bench {
                 tokio::time::sleep(Duration::from_micros(500)).await;
             };
             workers.stop();
-            samples.push(Cold {
-                to_xreadgroup_ms: ms(to_xreadgroup.unwrap_or(to_reply)),
-                to_reply_ms: ms(to_reply),
-            });
+            samples.push(Cold { to_xreadgroup_ms: ms(to_xreadgroup.unwrap_or(to_reply)), to_reply_ms: ms(to_reply) });
         }
         let median = |f: fn(&Cold) -> f64| {
             let mut v: Vec<f64> = samples.iter().map(f).collect();
@@ -439,7 +437,11 @@ async fn load(redis_url: &str, requests: usize, prefix: &str) -> anyhow::Result<
                 let reference = format!("{prefix}{i}");
                 let start = Instant::now();
                 let _: String = conn
-                    .xadd("demo-worker:req:x", "*", &[("ref", reference.as_str()), ("type", "demo-worker"), ("data", "{}")])
+                    .xadd(
+                        "demo-worker:req:x",
+                        "*",
+                        &[("ref", reference.as_str()), ("type", "demo-worker"), ("data", "{}")],
+                    )
                     .await?;
                 let reply: Option<[String; 2]> = conn.brpop(format!("res:{reference}"), 10.0).await?;
                 if reply.is_none() {
@@ -586,7 +588,18 @@ async fn rust_handler_worker(key: &str) -> anyhow::Result<()> {
             return Ok(());
         }
         let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
-            .arg(&["GROUP", "worker", &consumer, "COUNT", HANDLER_CONCURRENCY, "BLOCK", "1000", "STREAMS", &requests, ">"])
+            .arg(&[
+                "GROUP",
+                "worker",
+                &consumer,
+                "COUNT",
+                HANDLER_CONCURRENCY,
+                "BLOCK",
+                "1000",
+                "STREAMS",
+                &requests,
+                ">",
+            ])
             .query_async(&mut conn)
             .await
             .unwrap_or_default();
@@ -708,24 +721,44 @@ fn report(
     for n in [1, 4] {
         let cpu_ed = rows[&(e, n)].cpu_us_per_request / rows[&(d, n)].cpu_us_per_request;
         let cpu_ef = rows[&(e, n)].cpu_us_per_request / rows[&(f, n)].cpu_us_per_request;
-        let _ = writeln!(out, "| handler CPU per request ≤ 1.0× (d) ({n} worker(s)) | {cpu_ed:.2}× | {} |", verdict(cpu_ed <= 1.0));
-        let _ = writeln!(out, "| handler CPU per request ≤ 1.5× (f) ({n} worker(s)) | {cpu_ef:.2}× | {} |", verdict(cpu_ef <= 1.5));
+        let _ = writeln!(
+            out,
+            "| handler CPU per request ≤ 1.0× (d) ({n} worker(s)) | {cpu_ed:.2}× | {} |",
+            verdict(cpu_ed <= 1.0)
+        );
+        let _ = writeln!(
+            out,
+            "| handler CPU per request ≤ 1.5× (f) ({n} worker(s)) | {cpu_ef:.2}× | {} |",
+            verdict(cpu_ef <= 1.5)
+        );
     }
     let rps_ed = rows[&(e, 4)].rps / rows[&(d, 4)].rps;
     let (p99_e, p99_d) = (rows[&(e, 4)].p99_ms, rows[&(d, 4)].p99_ms);
     let _ = writeln!(out, "| handler req/s with 4 workers ≥ (d) | {rps_ed:.2}× | {} |", verdict(rps_ed >= 1.0));
-    let _ = writeln!(out, "| handler p99 with 4 workers ≤ (d)'s | {p99_e:.2} vs {p99_d:.2} ms | {} |", verdict(p99_e <= p99_d));
+    let _ = writeln!(
+        out,
+        "| handler p99 with 4 workers ≤ (d)'s | {p99_e:.2} vs {p99_d:.2} ms | {} |",
+        verdict(p99_e <= p99_d)
+    );
     out
 }
 
 fn machine(opts: &Options) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".into());
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0) / 1048576.0))
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0) / 1048576.0)
+        })
         .unwrap_or(0.0);
     let version = |program: &Path, arg: &str| {
         Command::new(program)
