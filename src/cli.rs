@@ -37,6 +37,12 @@ pub struct Cli {
     #[arg(long)]
     pub allow_remote_inspect: bool,
 
+    /// The most a hash's denoOptions may grant, in Deno's flags (e.g. '--allow-net=api.example.com
+    /// --allow-env=REDIS_URL'); default: all but -A, --allow-run, --allow-ffi and an unscoped
+    /// --allow-write. '-A' allows anything, as in 2021
+    #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
+    pub max_permissions: Option<String>,
+
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -105,6 +111,9 @@ pub struct SuperviseArgs {
     /// Let workers' --inspect listen on non-loopback addresses
     #[arg(long)]
     pub allow_remote_inspect: bool,
+    /// The most a worker hash's denoOptions may grant (see `denorun --help`)
+    #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
+    pub max_permissions: Option<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }

@@ -1,5 +1,7 @@
 //! The module loader: built-in modules first, then local files and remote URLs, with
 //! TypeScript transpiled (inline source maps, so stack traces and debuggers show TS lines).
+//! A remote module, static or dynamic `import()`, is checked against the worker's import
+//! permission before anything is fetched, as in Deno: a refused import sends nothing.
 
 use deno_ast::{EmitOptions, MediaType, ParseParams, SourceMapOption, TranspileModuleOptions, TranspileOptions};
 use deno_error::JsErrorBox;
@@ -8,16 +10,19 @@ use deno_runtime::deno_core::{
     ModuleSourceCode, ModuleSpecifier, ModuleType, RequestedModuleType, ResolutionKind,
 };
 
+use deno_runtime::deno_permissions::{CheckSpecifierKind, PermissionsContainer};
+
 use crate::builtins;
 use crate::remote::RemoteModules;
 
 pub struct Loader {
     remote: RemoteModules,
+    permissions: PermissionsContainer,
 }
 
 impl Loader {
-    pub fn new(remote: RemoteModules) -> Loader {
-        Loader { remote }
+    pub fn new(remote: RemoteModules, permissions: PermissionsContainer) -> Loader {
+        Loader { remote, permissions }
     }
 }
 
@@ -46,6 +51,11 @@ impl ModuleLoader for Loader {
         match specifier.scheme() {
             "file" => ModuleLoadResponse::Sync(load_file(specifier, json)),
             "http" | "https" => {
+                let kind =
+                    if options.is_dynamic_import { CheckSpecifierKind::Dynamic } else { CheckSpecifierKind::Static };
+                if let Err(e) = self.permissions.check_specifier(specifier, kind) {
+                    return ModuleLoadResponse::Sync(Err(JsErrorBox::from_err(e)));
+                }
                 let (remote, specifier) = (self.remote.clone(), specifier.clone());
                 ModuleLoadResponse::Async(Box::pin(async move {
                     let module = remote.get(specifier.clone()).await?;

@@ -9,6 +9,7 @@
 
 mod admin;
 mod builtins;
+mod ceiling;
 mod cli;
 mod config;
 mod flags;
@@ -26,6 +27,7 @@ use anyhow::Context;
 use clap::Parser;
 use deno_runtime::deno_core::resolve_url_or_path;
 
+use crate::ceiling::Ceiling;
 use crate::cli::{Cli, Command, LimitArgs, RunArgs};
 use crate::config::RedisTarget;
 use crate::spec::{Host, LimitDefaults};
@@ -49,6 +51,10 @@ fn main() {
                         max_failures: args.max_failures.max(1),
                     },
                     limits: limit_defaults(args.limits),
+                    ceiling: match ceiling_of(args.max_permissions.as_deref()) {
+                        Ok(ceiling) => ceiling,
+                        Err(e) => fail(e),
+                    },
                     heartbeat: seconds(args.heartbeat).max(std::time::Duration::from_millis(100)),
                     allow_remote_inspect: args.allow_remote_inspect,
                 },
@@ -59,7 +65,9 @@ fn main() {
         }
         None => {
             let key = cli.worker_key.expect("clap requires WORKER_KEY");
-            run_worker(&key, &cli.redis.url, cli.allow_remote_inspect, limit_defaults(cli.limits))
+            ceiling_of(cli.max_permissions.as_deref()).and_then(|ceiling| {
+                run_worker(&key, &cli.redis.url, cli.allow_remote_inspect, limit_defaults(cli.limits), &ceiling)
+            })
         }
     };
     let code = code.unwrap_or_else(|e| {
@@ -67,6 +75,20 @@ fn main() {
         1
     });
     deno_runtime::exit(code);
+}
+
+/// `--max-permissions`, or the default ceiling.
+fn ceiling_of(spelled: Option<&str>) -> anyhow::Result<Ceiling> {
+    match spelled {
+        None => Ok(Ceiling::default_ceiling()),
+        Some(flags) => Ceiling::parse(flags).context("bad --max-permissions"),
+    }
+}
+
+/// Ends the process with an error, as `main` does for any.
+fn fail(e: anyhow::Error) -> ! {
+    eprintln!("error: {e:#}");
+    deno_runtime::exit(1)
 }
 
 fn seconds(s: f64) -> std::time::Duration {
@@ -78,11 +100,17 @@ fn limit_defaults(args: LimitArgs) -> LimitDefaults {
 }
 
 /// `denorun <WORKER_KEY>`: the worker named by a Redis hash.
-fn run_worker(key: &str, redis_url: &str, allow_remote_inspect: bool, limits: LimitDefaults) -> anyhow::Result<i32> {
+fn run_worker(
+    key: &str,
+    redis_url: &str,
+    allow_remote_inspect: bool,
+    limits: LimitDefaults,
+    ceiling: &Ceiling,
+) -> anyhow::Result<i32> {
     let redis = RedisTarget::parse(redis_url)?;
     let config =
         tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(config::load(&redis, key))?;
-    let host = Host { redis: &redis, limits, allow_remote_inspect };
+    let host = Host { redis: &redis, limits, allow_remote_inspect, ceiling };
     let spec = spec::assemble(&config, &host, Default::default())?;
     // The worker finds its Redis in REDIS_URL (with --allow-env=REDIS_URL), whichever way
     // denorun was told. Set before any thread starts.

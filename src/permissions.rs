@@ -10,6 +10,16 @@ use sys_traits::impls::RealSys;
 
 use crate::flags::DenoFlags;
 
+/// The hosts remote modules may come from without `--allow-import`, as in Deno 2.
+pub const DEFAULT_IMPORT_HOSTS: [&str; 6] = [
+    "deno.land:443",
+    "jsr.io:443",
+    "esm.sh:443",
+    "cdn.jsdelivr.net:443",
+    "raw.githubusercontent.com:443",
+    "gist.githubusercontent.com:443",
+];
+
 /// Builds the permissions for one worker. `redis_addr` (`host:port`) is added to the net
 /// allow-list, so a worker can always reach its own Redis unless a `--deny-net` says otherwise.
 pub fn build(flags: &DenoFlags, redis_addr: Option<&str>) -> anyhow::Result<PermissionsContainer> {
@@ -22,6 +32,13 @@ pub fn build(flags: &DenoFlags, redis_addr: Option<&str>) -> anyhow::Result<Perm
     }
     let mut options = flags.permissions.clone();
     options.prompt = false;
+    // Imports: Deno's default hosts, extended by --allow-import=... (a bare --allow-import
+    // allows every host).
+    match &mut options.allow_import {
+        Some(list) if list.is_empty() => {}
+        Some(list) => list.extend(DEFAULT_IMPORT_HOSTS.iter().map(|h| h.to_string())),
+        None => options.allow_import = Some(DEFAULT_IMPORT_HOSTS.iter().map(|h| h.to_string()).collect()),
+    }
     if let Some(addr) = redis_addr {
         match &mut options.allow_net {
             Some(list) if list.is_empty() => {} // --allow-net: everything already

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use deno_runtime::deno_io::Stdio;
 
+use crate::ceiling::Ceiling;
 use crate::config::{RedisTarget, WorkerConfig};
 use crate::flags;
 use crate::permissions;
@@ -24,6 +25,8 @@ pub struct Host<'a> {
     pub limits: LimitDefaults,
     /// `--allow-remote-inspect`, from denorun's own command line.
     pub allow_remote_inspect: bool,
+    /// The most a hash may grant (`--max-permissions`).
+    pub ceiling: &'a Ceiling,
 }
 
 /// Assembles the worker a hash describes. Its stdin is `stdio`'s.
@@ -33,6 +36,7 @@ pub fn assemble(config: &WorkerConfig, host: &Host, stdio: Stdio) -> anyhow::Res
     let flags = flags::parse_options(&config.deno_options).with_context(|| {
         format!("worker '{key}': bad denoOptions; fix the field with redis-cli hset {key} denoOptions ...")
     })?;
+    host.ceiling.check(&flags).map_err(|e| anyhow::anyhow!("worker '{key}': {e}"))?;
     inspector::check_address(flags.inspect, host.allow_remote_inspect).with_context(|| format!("worker '{key}'"))?;
     let redis_addr = host.redis.addr.as_ref().map(|(h, p)| permissions::net_addr(h, *p));
     let permissions = permissions::build(&flags, redis_addr.as_deref())?;

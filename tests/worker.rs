@@ -166,7 +166,11 @@ fn remote_worker_with_relative_import_runs_again_from_the_cache() {
     let mut server = HttpServer::start(routes);
 
     let key = format!("{}:1:h", unique("remote"));
-    redis().hset(&key, &[("workerUrl", &server.url("/latest/main.ts")), ("workerVersion", "main")]);
+    let allow = format!("--allow-import=127.0.0.1:{}", server.port);
+    redis().hset(
+        &key,
+        &[("workerUrl", &server.url("/latest/main.ts")), ("workerVersion", "main"), ("denoOptions", &allow)],
+    );
     let runs: Vec<Run> = (0..2)
         .map(|i| {
             if i == 1 {
@@ -187,8 +191,10 @@ fn remote_worker_with_relative_import_runs_again_from_the_cache() {
 fn unreachable_remote_module_is_a_clear_error() {
     let cache = temp_dir();
     let key = format!("{}:1:h", unique("remote"));
-    let url = format!("http://127.0.0.1:{}/main.ts", free_port());
-    redis().hset(&key, &[("workerUrl", &url), ("workerVersion", "v1.0.0")]);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/main.ts");
+    let allow = format!("--allow-import=127.0.0.1:{port}");
+    redis().hset(&key, &[("workerUrl", &url), ("workerVersion", "v1.0.0"), ("denoOptions", &allow)]);
     let mut cmd = denorun(&[&key]);
     cmd.env("DENORUN_DIR", cache.path());
     let run = run(cmd, "");

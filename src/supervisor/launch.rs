@@ -41,7 +41,7 @@ pub async fn launch(
 /// A pipe holding the secret line, then end of input: the worker's stdin.
 fn secret_pipe(secret: &str) -> std::io::Result<StdioPipe> {
     let (reader, mut writer) = std::io::pipe()?;
-    writer.write_all(format!("{secret}\n").as_bytes())?;
+    writer.write_all(zeroize::Zeroizing::new(format!("{secret}\n")).as_bytes())?;
     drop(writer);
     Ok(StdioPipe::file(std::fs::File::from(std::os::fd::OwnedFd::from(reader))))
 }

@@ -28,6 +28,7 @@ use self::outage::Outage;
 pub use self::policy::Policy;
 use self::policy::{Decision, History};
 use self::queue::{Keys, Recovery, Taker};
+use crate::ceiling::Ceiling;
 use crate::config::{self, RedisTarget};
 use crate::flags;
 use crate::spec::{Host, LimitDefaults};
@@ -41,6 +42,8 @@ pub struct Options {
     pub drain_timeout: Duration,
     pub policy: Policy,
     pub limits: LimitDefaults,
+    /// The most a worker hash may grant.
+    pub ceiling: Ceiling,
     /// How often the supervisor marks its ids alive; ids of a supervisor silent for five
     /// heartbeats are recovered.
     pub heartbeat: Duration,
@@ -64,6 +67,9 @@ struct Running {
     since: Instant,
 }
 
+/// The secret line: wiped from memory when dropped, and never printed.
+pub type Secret = zeroize::Zeroizing<String>;
+
 /// Reads the secret line, then supervises until drained; returns the exit code.
 pub fn supervise(redis: RedisTarget, options: Options) -> anyhow::Result<i32> {
     config::check_type(&options.worker_type)?;
@@ -75,17 +81,20 @@ pub fn supervise(redis: RedisTarget, options: Options) -> anyhow::Result<i32> {
 }
 
 /// One line from stdin (`worker-v0 <hex key>`), read once; it goes to each worker's stdin.
-fn read_secret() -> anyhow::Result<String> {
-    let mut input = Vec::new();
+fn read_secret() -> anyhow::Result<Secret> {
+    let mut input = zeroize::Zeroizing::new(Vec::new());
     std::io::stdin().take(4096).read_to_end(&mut input).context("reading the secret line from stdin")?;
-    let text = String::from_utf8(input).context("the secret line on stdin is not UTF-8")?;
+    let text = zeroize::Zeroizing::new(
+        String::from_utf8(std::mem::take(&mut *input))
+            .map_err(|_| anyhow::anyhow!("the secret line on stdin is not UTF-8"))?,
+    );
     let line = text.lines().next().unwrap_or_default().trim().to_string();
     if line.is_empty() {
         anyhow::bail!(
             "no secret line on stdin: pipe it in, e.g. echo \"worker-v0 <hex key>\" | denorun supervise <type>"
         );
     }
-    Ok(line)
+    Ok(Secret::new(line))
 }
 
 struct Supervisor {
@@ -96,7 +105,7 @@ struct Supervisor {
     conn: ConnectionManager,
     outage: Outage,
     defaults: HashMap<String, String>,
-    secret: String,
+    secret: Secret,
     /// `host:pid`, in the `supervisor` field of the ids this process runs.
     me: String,
     events: mpsc::UnboundedSender<Event>,
@@ -112,7 +121,7 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    async fn start(redis: RedisTarget, options: Options, secret: String) -> anyhow::Result<Supervisor> {
+    async fn start(redis: RedisTarget, options: Options, secret: Secret) -> anyhow::Result<Supervisor> {
         let keys = Keys::new(&options.worker_type);
         let mut first = redis.connect().await?;
         let defaults = config::load_type(&mut first, &options.worker_type).await?;
@@ -199,6 +208,7 @@ impl Supervisor {
             redis: &self.redis,
             limits: self.options.limits,
             allow_remote_inspect: self.options.allow_remote_inspect,
+            ceiling: &self.options.ceiling,
         };
         let launched =
             launch::launch(&mut self.conn, &host, &self.defaults, &key, &id, &self.secret, &self.events).await;

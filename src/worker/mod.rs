@@ -205,7 +205,7 @@ fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Inspector
         deno_rt_native_addon_loader: None,
         feature_checker: Arc::new(FeatureChecker::default()),
         fs: Arc::new(deno_runtime::deno_fs::RealFs),
-        module_loader: Rc::new(Loader::new(remote)),
+        module_loader: Rc::new(Loader::new(remote, spec.permissions.clone())),
         node_services: None,
         npm_process_state_provider: None,
         permissions: spec.permissions.clone(),

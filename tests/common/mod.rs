@@ -278,6 +278,7 @@ pub fn local_worker(dir: &Path, source: &str, extra: &[(&str, &str)]) -> String 
 /// A minimal HTTP/1.1 server on loopback serving fixed paths; `stop()` closes it.
 pub struct HttpServer {
     pub port: u16,
+    hits: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -295,19 +296,28 @@ impl HttpServer {
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
+        let hits = Arc::new(AtomicUsize::new(0));
         let routes = Arc::new(Mutex::new(routes));
         let thread = {
-            let stop = stop.clone();
+            let (stop, hits) = (stop.clone(), hits.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
-                        Ok((stream, _)) => serve(stream, &routes.lock().unwrap()),
+                        Ok((stream, _)) => {
+                            hits.fetch_add(1, Ordering::Relaxed);
+                            serve(stream, &routes.lock().unwrap())
+                        }
                         Err(_) => std::thread::sleep(Duration::from_millis(10)),
                     }
                 }
             })
         };
-        HttpServer { port, stop, thread: Some(thread) }
+        HttpServer { port, hits, stop, thread: Some(thread) }
+    }
+
+    /// How many connections it has accepted.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::Relaxed)
     }
 
     pub fn url(&self, path: &str) -> String {

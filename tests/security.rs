@@ -1,0 +1,117 @@
+//! Trust boundaries: what a worker hash may grant (the operator's ceiling), remote imports
+//! checked before anything is fetched, and the default denials a worker meets.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+
+/// The permission matrix: each attempt by a worker with no grants is denied with NotCapable
+/// (a denied import rejects with the TypeError Deno gives, naming the permission).
+const MATRIX: &str = r#"
+const tries: Record<string, () => Promise<unknown> | unknown> = {
+  read: () => Deno.readTextFile("/etc/hostname"),
+  write: () => Deno.writeTextFile("/tmp/denorun-matrix", "x"),
+  net: () => fetch("http://example.com/"),
+  connect: () => Deno.connect({ hostname: "127.0.0.1", port: 1 }),
+  env: () => Deno.env.get("HOME"),
+  sys: () => Deno.hostname(),
+  run: () => new Deno.Command("true").output(),
+  ffi: () => Deno.dlopen("libc.so.6", {}),
+  import: () => import("https://example.com/x.ts"),
+};
+const out: Record<string, string> = {};
+for (const [name, attempt] of Object.entries(tries)) {
+  try {
+    await attempt();
+    out[name] = "allowed";
+  } catch (e) {
+    out[name] = `${(e as Error).constructor.name}: ${(e as Error).message}`;
+  }
+}
+console.log(JSON.stringify(out));
+"#;
+
+#[test]
+fn a_worker_with_no_grants_is_denied_each_kind() {
+    let dir = temp_dir();
+    let key = local_worker(dir.path(), MATRIX, &[]);
+    let run = run(denorun(&[&key]), "");
+    assert_eq!(run.code, 0, "{run:?}");
+    let out: HashMap<String, String> = serde_json::from_str(run.stdout.trim()).unwrap();
+    for kind in ["read", "write", "net", "connect", "env", "sys", "run", "ffi"] {
+        assert!(out[kind].starts_with("NotCapable: Requires "), "{kind}: {out:?}");
+    }
+    assert_eq!(
+        out["import"],
+        "TypeError: Requires import access to \"example.com:443\", run again with the --allow-import flag"
+    );
+}
+
+#[test]
+fn a_refused_import_sends_nothing_and_an_allowed_one_loads() {
+    let routes = HashMap::from([(
+        "/x.ts?secret=42".to_string(),
+        Response::Body("application/typescript", "export const x = 42;\n".into()),
+    )]);
+    let server = HttpServer::start(routes);
+    let dir = temp_dir();
+    let source = format!(
+        "try {{ const m = await import(\"{}\"); console.log(`loaded ${{m.x}}`); }}\n\
+         catch (e) {{ console.log(`${{(e as Error).constructor.name}}: ${{(e as Error).message}}`); }}\n",
+        server.url("/x.ts?secret=42")
+    );
+    let refused = local_worker(dir.path(), &source, &[]);
+    let run1 = run(denorun(&[&refused]), "");
+    assert_eq!(run1.code, 0, "{run1:?}");
+    assert_eq!(
+        run1.stdout.trim(),
+        format!(
+            "TypeError: Requires import access to \"127.0.0.1:{}\", run again with the --allow-import flag",
+            server.port
+        )
+    );
+    assert_eq!(server.hits(), 0, "nothing was fetched");
+    let allow = format!("--allow-import=127.0.0.1:{}", server.port);
+    let allowed = local_worker(dir.path(), &source, &[("denoOptions", &allow)]);
+    let cache = temp_dir();
+    let mut cmd = denorun(&[&allowed]);
+    cmd.env("DENORUN_DIR", cache.path());
+    let run2 = run(cmd, "");
+    assert_eq!(run2.stdout.trim(), "loaded 42", "{run2:?}");
+    assert_eq!(server.hits(), 1);
+}
+
+#[test]
+fn the_operator_ceiling_bounds_what_a_hash_may_grant() {
+    let dir = temp_dir();
+    let source = "console.log('ran');\n";
+    for (options, flag) in [
+        ("-A", "-A (--allow-all)"),
+        ("--allow-run", "--allow-run"),
+        ("--allow-ffi", "--allow-ffi"),
+        ("--allow-write", "--allow-write"),
+    ] {
+        let key = local_worker(dir.path(), source, &[("denoOptions", options)]);
+        let refused = run(denorun(&[&key]), "");
+        assert_eq!(refused.code, 1, "{options}: {refused:?}");
+        assert_eq!(refused.stdout, "", "nothing ran: {refused:?}");
+        assert!(refused.stderr.contains(&format!("asks for {flag} beyond the operator's ceiling")), "{refused:?}");
+        // The command line may lift it, as in 2021.
+        let lifted = run(denorun(&["--max-permissions=-A", &key]), "");
+        assert_eq!((lifted.code, lifted.stdout.as_str()), (0, "ran\n"), "{options}: {lifted:?}");
+    }
+    // An operator's own ceiling: within it runs, beyond it is refused with both named.
+    let key = local_worker(dir.path(), source, &[("denoOptions", "--allow-env=HOME")]);
+    let refused = run(denorun(&["--max-permissions", "--allow-env=REDIS_URL", &key]), "");
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("--allow-env=HOME beyond the operator's ceiling (--max-permissions '--allow-env=REDIS_URL')"),
+        "{refused:?}"
+    );
+    let within = run(denorun(&["--max-permissions", "--allow-env=HOME,REDIS_URL", &key]), "");
+    assert_eq!((within.code, within.stdout.as_str()), (0, "ran\n"), "{within:?}");
+}
