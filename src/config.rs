@@ -212,6 +212,16 @@ impl RedisTarget {
     }
 }
 
+/// Whether an error means Redis is away for now (down, unreachable, or still loading its data
+/// after a restart), rather than that a command was wrong.
+pub fn is_outage(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.code() == Some("LOADING")
+}
+
 /// Reads and checks a worker's hash.
 pub async fn load(redis: &RedisTarget, key: &str) -> anyhow::Result<WorkerConfig> {
     check_key(key)?;

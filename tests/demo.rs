@@ -58,21 +58,6 @@ fn start_worker(db: u8, stdin: &str) -> Child {
     child
 }
 
-fn finish(child: Child) -> Run {
-    let pid = child.id();
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(60));
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    });
-    let out = child.wait_with_output().unwrap();
-    drop(killer);
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
-}
-
 /// Waits until the worker has claimed its hash (written `pid`).
 fn wait_for_pid(db: u8, child: &mut Child) -> String {
     wait_for("the worker writes its pid", Duration::from_secs(30), || {

@@ -55,15 +55,6 @@ fn start(db: u8, key: &str, stdin: &str) -> Child {
     child
 }
 
-fn finish(child: Child) -> Run {
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
-}
-
 fn send(c: &mut redis::Connection, reference: Option<&str>, data: &str) -> String {
     let mut fields = vec![("type", "greeter"), ("data", data)];
     if let Some(r) = reference {

@@ -19,15 +19,6 @@ fn start(key: &str) -> Child {
     cmd.spawn().unwrap()
 }
 
-fn finish(child: Child) -> Run {
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
-}
-
 /// GET `path` from the inspector's HTTP endpoint once it answers.
 fn http_json(port: u16, path: &str) -> Value {
     wait_for(&format!("the inspector answers on port {port}"), Duration::from_secs(20), || {

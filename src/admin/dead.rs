@@ -28,12 +28,7 @@ pub async fn dead(
         return Ok(0);
     }
     for entry in reply.ids {
-        let mut fields: Vec<(String, String)> = entry
-            .map
-            .iter()
-            .map(|(k, v)| (k.clone(), redis::from_redis_value_ref::<String>(v).unwrap_or_default()))
-            .collect();
-        fields.sort();
+        let fields = super::entry_fields(&entry);
         let field = |name: &str| fields.iter().find(|(k, _)| k == name).map_or("-", |(_, v)| v.as_str()).to_string();
         if !requeue {
             println!(

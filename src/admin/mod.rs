@@ -202,15 +202,21 @@ async fn xadd_req(
     }
 }
 
+/// A stream entry's fields as text, sorted by name.
+fn entry_fields(entry: &redis::streams::StreamId) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = entry
+        .map
+        .iter()
+        .map(|(k, v)| (k.clone(), redis::from_redis_value_ref::<String>(v).unwrap_or_default()))
+        .collect();
+    fields.sort();
+    fields
+}
+
 async fn xrange(conn: &mut MultiplexedConnection, key: &str, count: usize) -> anyhow::Result<i32> {
     let reply: StreamRangeReply = conn.xrange_count(key, "-", "+", count).await?;
     for entry in reply.ids {
-        let mut fields: Vec<(String, String)> = entry
-            .map
-            .iter()
-            .map(|(k, v)| (k.clone(), redis::from_redis_value_ref::<String>(v).unwrap_or_default()))
-            .collect();
-        fields.sort();
+        let fields = entry_fields(&entry);
         let fields: Vec<String> = fields.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("{} {}", entry.id, fields.join(" "));
     }

@@ -260,15 +260,6 @@ pub struct Done {
     error: Option<String>,
 }
 
-/// Whether an error means Redis is away for now (the connection manager reconnects).
-fn is_outage(e: &redis::RedisError) -> bool {
-    e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.is_timeout()
-        || e.code() == Some("LOADING")
-}
-
 /// Runs a Redis call until Redis answers: a lost connection is retried with backoff (100 ms
 /// doubling to 1 s) for as long as it takes, so no request is dropped by an outage; any other
 /// error is returned.
@@ -281,7 +272,7 @@ where
     loop {
         match call().await {
             Ok(value) => return Ok(value),
-            Err(e) if is_outage(&e) => {
+            Err(e) if crate::config::is_outage(&e) => {
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(1));
             }
@@ -495,23 +486,7 @@ impl Loop {
         let mut pipe = redis::pipe();
         pipe.atomic();
         if let Some(reply) = &reply {
-            if let Some(reference) = &reference {
-                let list = format!("res:{reference}");
-                pipe.lpush(&list, reply).ignore().expire(&list, s.reply_ttl as i64).ignore();
-            }
-            pipe.cmd("XADD")
-                .arg(&s.response_stream)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(s.response_maxlen)
-                .arg("*")
-                .arg("ref")
-                .arg(reference.as_deref().unwrap_or(""))
-                .arg("xid")
-                .arg(id)
-                .arg("res")
-                .arg(reply)
-                .ignore();
+            self.respond(&mut pipe, id, reference.as_deref(), reply);
             if let (true, Some(reference)) = (s.trace, &reference) {
                 let trace = format!("req:{reference}:h");
                 let value =
@@ -526,6 +501,29 @@ impl Loop {
         let _: () = self.write_pipe("replying", &pipe).await?;
         self.state.borrow_mut().finished += 1;
         Ok(())
+    }
+
+    /// Adds a reply to `pipe`: LPUSH `res:{ref}` + EXPIRE (with a ref), and XADD to the
+    /// response stream.
+    fn respond(&self, pipe: &mut redis::Pipeline, id: &str, reference: Option<&str>, reply: &str) {
+        let s = &self.settings;
+        if let Some(reference) = reference {
+            let list = format!("res:{reference}");
+            pipe.lpush(&list, reply).ignore().expire(&list, s.reply_ttl as i64).ignore();
+        }
+        pipe.cmd("XADD")
+            .arg(&s.response_stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(s.response_maxlen)
+            .arg("*")
+            .arg("ref")
+            .arg(reference.unwrap_or(""))
+            .arg("xid")
+            .arg(id)
+            .arg("res")
+            .arg(reply)
+            .ignore();
     }
 
     /// After `maxAttempts`: the entry goes to the dead-letter stream with its error, the client
@@ -558,23 +556,7 @@ impl Loop {
             .arg("deadWorker")
             .arg(&s.key);
         pipe.add_command(dead).ignore();
-        if let Some(reference) = &reference {
-            let list = format!("res:{reference}");
-            pipe.lpush(&list, &reply).ignore().expire(&list, s.reply_ttl as i64).ignore();
-        }
-        pipe.cmd("XADD")
-            .arg(&s.response_stream)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(s.response_maxlen)
-            .arg("*")
-            .arg("ref")
-            .arg(reference.as_deref().unwrap_or(""))
-            .arg("xid")
-            .arg(id)
-            .arg("res")
-            .arg(&reply)
-            .ignore();
+        self.respond(&mut pipe, id, reference.as_deref(), &reply);
         pipe.xack(&s.stream, GROUP, &[id]).ignore();
         let _: () = self.write_pipe("dead-lettering", &pipe).await?;
         self.state.borrow_mut().finished += 1;

@@ -44,7 +44,7 @@ impl Outage {
                 self.answered();
                 Some(value)
             }
-            Err(e) if is_outage(&e) => {
+            Err(e) if crate::config::is_outage(&e) => {
                 self.lost(&e.to_string());
                 None
             }
@@ -54,14 +54,4 @@ impl Outage {
             }
         }
     }
-}
-
-/// Whether an error means Redis is away (or still loading its data after a restart), rather
-/// than that a command was wrong.
-fn is_outage(e: &redis::RedisError) -> bool {
-    e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.is_timeout()
-        || e.code() == Some("LOADING")
 }

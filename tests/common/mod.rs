@@ -242,6 +242,16 @@ pub fn run(mut cmd: Command, stdin: &str) -> Run {
     }
 }
 
+/// Waits for a spawned denorun (60 s at most, then it is killed) and returns how it ended.
+pub fn finish(child: Child) -> Run {
+    let output = wait_with_deadline(child, Duration::from_secs(60));
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 fn wait_with_deadline(child: Child, limit: Duration) -> Output {
     let pid = child.id();
     let done = Arc::new(AtomicBool::new(false));
