@@ -27,6 +27,8 @@ pub struct WorkerConfig {
     pub max_heap_mb: Option<u64>,
     /// `maxBlockMs`: how long its JavaScript may run without yielding, when the hashes set it.
     pub max_block_ms: Option<u64>,
+    /// `workerSha256`: the SHA-256 (hex) the main module's bytes must have.
+    pub sha256: Option<String>,
 }
 
 impl WorkerConfig {
@@ -65,6 +67,14 @@ impl WorkerConfig {
             version: field("workerVersion", "version").unwrap_or_else(|| "main".to_string()),
             worker_type: field("workerType", "type"),
             deno_options: field("denoOptions", "denoOptions").unwrap_or_default(),
+            sha256: match field("workerSha256", "workerSha256") {
+                Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => Some(hex.to_lowercase()),
+                Some(other) => bail!(
+                    "worker hash '{key}': workerSha256 '{other}' is not a SHA-256 in hex (64 digits); \
+                     make one with sha256sum <module>"
+                ),
+                None => None,
+            },
         })
     }
 

@@ -11,6 +11,7 @@ use deno_runtime::deno_core::{
 };
 
 use deno_runtime::deno_permissions::{CheckSpecifierKind, PermissionsContainer};
+use sha2::Digest;
 
 use crate::builtins;
 use crate::remote::RemoteModules;
@@ -18,12 +19,35 @@ use crate::remote::RemoteModules;
 pub struct Loader {
     remote: RemoteModules,
     permissions: PermissionsContainer,
+    /// The main module and the SHA-256 (hex) its bytes must have (`workerSha256`).
+    pin: Option<(ModuleSpecifier, String)>,
 }
 
 impl Loader {
-    pub fn new(remote: RemoteModules, permissions: PermissionsContainer) -> Loader {
-        Loader { remote, permissions }
+    pub fn new(
+        remote: RemoteModules,
+        permissions: PermissionsContainer,
+        pin: Option<(ModuleSpecifier, String)>,
+    ) -> Loader {
+        Loader { remote, permissions, pin }
     }
+}
+
+/// Refuses a pinned module whose bytes have another SHA-256, naming both digests.
+fn check_pin(
+    pin: Option<&(ModuleSpecifier, String)>,
+    specifier: &ModuleSpecifier,
+    source: &str,
+) -> Result<(), JsErrorBox> {
+    let Some((pinned, expected)) = pin.filter(|(pinned, _)| pinned == specifier) else { return Ok(()) };
+    let actual: String = sha2::Sha256::digest(source.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    if &actual != expected {
+        return Err(JsErrorBox::generic(format!(
+            "{pinned} does not match workerSha256: the hash pins {expected}, the module's bytes have {actual}; \
+             if the change is intended, set workerSha256 to the new digest"
+        )));
+    }
+    Ok(())
 }
 
 impl ModuleLoader for Loader {
@@ -49,16 +73,17 @@ impl ModuleLoader for Loader {
             ));
         }
         match specifier.scheme() {
-            "file" => ModuleLoadResponse::Sync(load_file(specifier, json)),
+            "file" => ModuleLoadResponse::Sync(load_file(specifier, json, self.pin.as_ref())),
             "http" | "https" => {
                 let kind =
                     if options.is_dynamic_import { CheckSpecifierKind::Dynamic } else { CheckSpecifierKind::Static };
                 if let Err(e) = self.permissions.check_specifier(specifier, kind) {
                     return ModuleLoadResponse::Sync(Err(JsErrorBox::from_err(e)));
                 }
-                let (remote, specifier) = (self.remote.clone(), specifier.clone());
+                let (remote, specifier, pin) = (self.remote.clone(), specifier.clone(), self.pin.clone());
                 ModuleLoadResponse::Async(Box::pin(async move {
                     let module = remote.get(specifier.clone()).await?;
+                    check_pin(pin.as_ref(), &specifier, &module.source)?;
                     let found = ModuleSpecifier::parse(&module.url).map_err(JsErrorBox::from_err)?;
                     let media_type = MediaType::from_specifier_and_content_type(&found, module.content_type.as_deref());
                     emit(&specifier, &found, module.source, media_type, json)
@@ -72,10 +97,15 @@ impl ModuleLoader for Loader {
     }
 }
 
-fn load_file(specifier: &ModuleSpecifier, json: bool) -> Result<ModuleSource, JsErrorBox> {
+fn load_file(
+    specifier: &ModuleSpecifier,
+    json: bool,
+    pin: Option<&(ModuleSpecifier, String)>,
+) -> Result<ModuleSource, JsErrorBox> {
     let path = specifier.to_file_path().map_err(|_| JsErrorBox::generic(format!("{specifier} is not a file path")))?;
     let source = std::fs::read_to_string(&path)
         .map_err(|e| JsErrorBox::generic(format!("cannot read module {}: {e}", path.display())))?;
+    check_pin(pin, specifier, &source)?;
     emit(specifier, specifier, source, MediaType::from_path(&path), json)
 }
 

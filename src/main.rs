@@ -140,6 +140,7 @@ fn run_script(args: RunArgs) -> anyhow::Result<i32> {
         stdio: Default::default(),
         limits: Limits::NONE,
         handler: false,
+        main_sha256: None,
     }))
 }
 

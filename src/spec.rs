@@ -50,6 +50,7 @@ pub fn assemble(config: &WorkerConfig, host: &Host, stdio: Stdio) -> anyhow::Res
         stdio,
         limits,
         handler: true,
+        main_sha256: config.sha256.clone(),
     })
 }
 

@@ -115,3 +115,28 @@ fn the_operator_ceiling_bounds_what_a_hash_may_grant() {
     let within = run(denorun(&["--max-permissions", "--allow-env=HOME,REDIS_URL", &key]), "");
     assert_eq!((within.code, within.stdout.as_str()), (0, "ran\n"), "{within:?}");
 }
+
+#[test]
+fn worker_sha256_pins_the_main_module() {
+    let dir = temp_dir();
+    let source = "console.log('pinned');\n";
+    let key = local_worker(dir.path(), source, &[]);
+    let path: String = redis().cmd(&["HGET", &key, "workerUrl"]);
+    let sum = std::process::Command::new("sha256sum").arg(&path).output().unwrap();
+    let digest = String::from_utf8(sum.stdout).unwrap().split_whitespace().next().unwrap().to_string();
+    let _: i64 = redis().cmd(&["HSET", &key, "workerSha256", &digest]);
+    let ok = run(denorun(&[&key]), "");
+    assert_eq!((ok.code, ok.stdout.as_str()), (0, "pinned\n"), "{ok:?}");
+
+    std::fs::write(&path, "console.log('changed');\n").unwrap();
+    let changed = run(denorun(&[&key]), "");
+    assert_eq!(changed.code, 1, "{changed:?}");
+    assert_eq!(changed.stdout, "", "nothing ran: {changed:?}");
+    assert!(changed.stderr.contains("does not match workerSha256"), "{changed:?}");
+    assert!(changed.stderr.contains(&format!("the hash pins {digest}")), "{changed:?}");
+
+    let _: i64 = redis().cmd(&["HSET", &key, "workerSha256", "not-a-digest"]);
+    let bad = run(denorun(&[&key]), "");
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(bad.stderr.contains("workerSha256 'not-a-digest' is not a SHA-256 in hex"), "{bad:?}");
+}

@@ -49,6 +49,8 @@ pub struct WorkerSpec {
     pub limits: Limits,
     /// Whether a default-exported handler is served: workers named by a key, not `denorun run`.
     pub handler: bool,
+    /// The SHA-256 (hex) the main module's bytes must have (`workerSha256`).
+    pub main_sha256: Option<String>,
 }
 
 /// Sets the process-wide V8 options (flags, seed) and starts V8. Call once, before the first
@@ -205,7 +207,11 @@ fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Inspector
         deno_rt_native_addon_loader: None,
         feature_checker: Arc::new(FeatureChecker::default()),
         fs: Arc::new(deno_runtime::deno_fs::RealFs),
-        module_loader: Rc::new(Loader::new(remote, spec.permissions.clone())),
+        module_loader: Rc::new(Loader::new(
+            remote,
+            spec.permissions.clone(),
+            spec.main_sha256.clone().map(|hex| (spec.main_module.clone(), hex)),
+        )),
         node_services: None,
         npm_process_state_provider: None,
         permissions: spec.permissions.clone(),
