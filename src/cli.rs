@@ -44,7 +44,20 @@ pub struct Cli {
     pub max_permissions: Option<String>,
 
     #[command(flatten)]
+    pub origins: OriginArgs,
+
+    #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// Where a worker's code may come from.
+#[derive(Debug, Args, Clone)]
+pub struct OriginArgs {
+    /// A URL prefix a worker's modules may come from (repeatable, or comma-separated in the
+    /// variable), e.g. https://raw.githubusercontent.com/evanx/ or file:///srv/workers/;
+    /// default: local files under the current directory, and https URLs
+    #[arg(long = "allow-module-from", value_name = "PREFIX", env = "DENORUN_ALLOW_MODULE_FROM", value_delimiter = ',')]
+    pub allow_module_from: Vec<String>,
 }
 
 /// Each worker's limits, when neither its hash nor its type's hash sets them.
@@ -114,6 +127,8 @@ pub struct SuperviseArgs {
     /// The most a worker hash's denoOptions may grant (see `denorun --help`)
     #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
     pub max_permissions: Option<String>,
+    #[command(flatten)]
+    pub origins: OriginArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
 }

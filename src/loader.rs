@@ -21,6 +21,8 @@ pub struct Loader {
     permissions: PermissionsContainer,
     /// The main module and the SHA-256 (hex) its bytes must have (`workerSha256`).
     pin: Option<(ModuleSpecifier, String)>,
+    /// URL prefixes modules may come from; `None`: anywhere.
+    origins: Option<Vec<String>>,
 }
 
 impl Loader {
@@ -28,8 +30,23 @@ impl Loader {
         remote: RemoteModules,
         permissions: PermissionsContainer,
         pin: Option<(ModuleSpecifier, String)>,
+        origins: Option<Vec<String>>,
     ) -> Loader {
-        Loader { remote, permissions, pin }
+        Loader { remote, permissions, pin, origins }
+    }
+}
+
+/// Refuses a module from outside the allowed origins (`--allow-module-from`).
+fn check_origin(origins: Option<&Vec<String>>, specifier: &ModuleSpecifier) -> Result<(), JsErrorBox> {
+    match origins {
+        Some(origins) if !origins.iter().any(|prefix| specifier.as_str().starts_with(prefix.as_str())) => {
+            Err(JsErrorBox::generic(format!(
+                "{specifier} comes from outside the origins workers may load code from ({}); if it is \
+                 trusted, start denorun with --allow-module-from <prefix>",
+                origins.join(", ")
+            )))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -72,6 +89,9 @@ impl ModuleLoader for Loader {
                 json,
             ));
         }
+        if let Err(e) = check_origin(self.origins.as_ref(), specifier) {
+            return ModuleLoadResponse::Sync(Err(e));
+        }
         match specifier.scheme() {
             "file" => ModuleLoadResponse::Sync(load_file(specifier, json, self.pin.as_ref())),
             "http" | "https" => {
@@ -81,10 +101,13 @@ impl ModuleLoader for Loader {
                     return ModuleLoadResponse::Sync(Err(JsErrorBox::from_err(e)));
                 }
                 let (remote, specifier, pin) = (self.remote.clone(), specifier.clone(), self.pin.clone());
+                let origins = self.origins.clone();
                 ModuleLoadResponse::Async(Box::pin(async move {
                     let module = remote.get(specifier.clone()).await?;
                     check_pin(pin.as_ref(), &specifier, &module.source)?;
                     let found = ModuleSpecifier::parse(&module.url).map_err(JsErrorBox::from_err)?;
+                    // A redirect may not lead outside the allowed origins either.
+                    check_origin(origins.as_ref(), &found)?;
                     let media_type = MediaType::from_specifier_and_content_type(&found, module.content_type.as_deref());
                     emit(&specifier, &found, module.source, media_type, json)
                 }))

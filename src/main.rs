@@ -55,6 +55,10 @@ fn main() {
                         Ok(ceiling) => ceiling,
                         Err(e) => fail(e),
                     },
+                    origins: match spec::origins(&args.origins.allow_module_from) {
+                        Ok(origins) => origins,
+                        Err(e) => fail(e),
+                    },
                     heartbeat: seconds(args.heartbeat).max(std::time::Duration::from_millis(100)),
                     allow_remote_inspect: args.allow_remote_inspect,
                 },
@@ -65,8 +69,10 @@ fn main() {
         }
         None => {
             let key = cli.worker_key.expect("clap requires WORKER_KEY");
+            let origins = spec::origins(&cli.origins.allow_module_from);
             ceiling_of(cli.max_permissions.as_deref()).and_then(|ceiling| {
-                run_worker(&key, &cli.redis.url, cli.allow_remote_inspect, limit_defaults(cli.limits), &ceiling)
+                let limits = limit_defaults(cli.limits);
+                run_worker(&key, &cli.redis.url, cli.allow_remote_inspect, limits, &ceiling, &origins?)
             })
         }
     };
@@ -106,11 +112,12 @@ fn run_worker(
     allow_remote_inspect: bool,
     limits: LimitDefaults,
     ceiling: &Ceiling,
+    origins: &[String],
 ) -> anyhow::Result<i32> {
     let redis = RedisTarget::parse(redis_url)?;
     let config =
         tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(config::load(&redis, key))?;
-    let host = Host { redis: &redis, limits, allow_remote_inspect, ceiling };
+    let host = Host { redis: &redis, limits, allow_remote_inspect, ceiling, origins };
     let spec = spec::assemble(&config, &host, Default::default())?;
     // The worker finds its Redis in REDIS_URL (with --allow-env=REDIS_URL), whichever way
     // denorun was told. Set before any thread starts.
@@ -141,6 +148,7 @@ fn run_script(args: RunArgs) -> anyhow::Result<i32> {
         limits: Limits::NONE,
         handler: false,
         main_sha256: None,
+        origins: None,
     }))
 }
 

@@ -27,6 +27,19 @@ pub struct Host<'a> {
     pub allow_remote_inspect: bool,
     /// The most a hash may grant (`--max-permissions`).
     pub ceiling: &'a Ceiling,
+    /// URL prefixes a worker's modules may come from (`--allow-module-from`).
+    pub origins: &'a [String],
+}
+
+/// `--allow-module-from`, or the default: local files under the current directory, and https.
+pub fn origins(given: &[String]) -> anyhow::Result<Vec<String>> {
+    if !given.is_empty() {
+        return Ok(given.iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect());
+    }
+    let cwd = std::env::current_dir()?.canonicalize()?;
+    let cwd = deno_runtime::deno_core::ModuleSpecifier::from_directory_path(&cwd)
+        .map_err(|_| anyhow::anyhow!("cannot make a file URL of {}", cwd.display()))?;
+    Ok(vec![cwd.to_string(), "https://".to_string()])
 }
 
 /// Assembles the worker a hash describes. Its stdin is `stdio`'s.
@@ -51,6 +64,7 @@ pub fn assemble(config: &WorkerConfig, host: &Host, stdio: Stdio) -> anyhow::Res
         limits,
         handler: true,
         main_sha256: config.sha256.clone(),
+        origins: Some(host.origins.to_vec()),
     })
 }
 

@@ -140,3 +140,42 @@ fn worker_sha256_pins_the_main_module() {
     assert_eq!(bad.code, 1, "{bad:?}");
     assert!(bad.stderr.contains("workerSha256 'not-a-digest' is not a SHA-256 in hex"), "{bad:?}");
 }
+
+#[test]
+fn code_comes_only_from_the_allowed_origins() {
+    let dir = temp_dir();
+    let key = local_worker(dir.path(), "console.log('ran');\n", &[]);
+    // The default: local files under the current directory (the repository here) and https.
+    let mut default = denorun(&[&key]);
+    default.env_remove("DENORUN_ALLOW_MODULE_FROM");
+    let refused = run(default, "");
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert_eq!(refused.stdout, "", "nothing ran: {refused:?}");
+    assert!(refused.stderr.contains("comes from outside the origins workers may load code from"), "{refused:?}");
+    // The operator names the directory: it runs.
+    let prefix = format!("file://{}/", dir.path().canonicalize().unwrap().display());
+    let mut named = denorun(&["--allow-module-from", &prefix, &key]);
+    named.env_remove("DENORUN_ALLOW_MODULE_FROM");
+    let ran = run(named, "");
+    assert_eq!((ran.code, ran.stdout.as_str()), (0, "ran\n"), "{ran:?}");
+
+    // A remote module from an origin outside the list is refused before it is fetched.
+    let routes = HashMap::from([(
+        "/w.ts".to_string(),
+        Response::Body("application/typescript", "console.log('remote');\n".into()),
+    )]);
+    let server = HttpServer::start(routes);
+    let remote = format!("{}:1:h", unique("origin"));
+    let allow = format!("--allow-import=127.0.0.1:{}", server.port);
+    redis().hset(&remote, &[("workerUrl", &server.url("/w.ts")), ("workerVersion", "main"), ("denoOptions", &allow)]);
+    let cache = temp_dir();
+    let mut cmd = denorun(&["--allow-module-from", "https://", &remote]);
+    cmd.env_remove("DENORUN_ALLOW_MODULE_FROM").env("DENORUN_DIR", cache.path());
+    let refused = run(cmd, "");
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("comes from outside the origins workers may load code from (https://)"),
+        "{refused:?}"
+    );
+    assert_eq!(server.hits(), 0, "nothing was fetched");
+}

@@ -280,6 +280,8 @@ impl Bench {
                 .current_dir(&bench_dir)
                 .env("REDIS_URL", &self.redis_url)
                 .env("NO_COLOR", "1")
+                // The demo's modules are in the repository, not under bench/.
+                .env("DENORUN_ALLOW_MODULE_FROM", format!("file://{}/", self.root.display()))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit());

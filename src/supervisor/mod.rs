@@ -44,6 +44,8 @@ pub struct Options {
     pub limits: LimitDefaults,
     /// The most a worker hash may grant.
     pub ceiling: Ceiling,
+    /// URL prefixes workers' modules may come from.
+    pub origins: Vec<String>,
     /// How often the supervisor marks its ids alive; ids of a supervisor silent for five
     /// heartbeats are recovered.
     pub heartbeat: Duration,
@@ -209,6 +211,7 @@ impl Supervisor {
             limits: self.options.limits,
             allow_remote_inspect: self.options.allow_remote_inspect,
             ceiling: &self.options.ceiling,
+            origins: &self.options.origins,
         };
         let launched =
             launch::launch(&mut self.conn, &host, &self.defaults, &key, &id, &self.secret, &self.events).await;

@@ -51,6 +51,8 @@ pub struct WorkerSpec {
     pub handler: bool,
     /// The SHA-256 (hex) the main module's bytes must have (`workerSha256`).
     pub main_sha256: Option<String>,
+    /// URL prefixes its modules may come from; `None`: anywhere (`denorun run`).
+    pub origins: Option<Vec<String>>,
 }
 
 /// Sets the process-wide V8 options (flags, seed) and starts V8. Call once, before the first
@@ -211,6 +213,7 @@ fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Inspector
             remote,
             spec.permissions.clone(),
             spec.main_sha256.clone().map(|hex| (spec.main_module.clone(), hex)),
+            spec.origins.clone(),
         )),
         node_services: None,
         npm_process_state_provider: None,

@@ -90,6 +90,7 @@ impl Supervisor {
             .args(extra)
             .env("REDIS_URL", url)
             .env("NO_COLOR", "1")
+            .env("DENORUN_ALLOW_MODULE_FROM", TEST_ORIGINS)
             .stdin(Stdio::piped())
             .stdout(File::create(log.path().join("out")).unwrap())
             .stderr(File::create(log.path().join("err")).unwrap());

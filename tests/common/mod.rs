@@ -218,10 +218,14 @@ impl std::fmt::Debug for Run {
     }
 }
 
-/// A denorun command with the test Redis and a private module cache.
+/// Where the tests' workers come from: temporary directories, the repository, and the
+/// tests' own HTTP servers (`--allow-module-from`, for every denorun the tests start).
+pub const TEST_ORIGINS: &str = "file:///,http://127.0.0.1:,https://";
+
+/// A denorun command with the test Redis and the tests' module origins.
 pub fn denorun(args: &[&str]) -> Command {
     let mut cmd = Command::new(DENORUN);
-    cmd.args(args).env("REDIS_URL", redis().url()).env("NO_COLOR", "1");
+    cmd.args(args).env("REDIS_URL", redis().url()).env("NO_COLOR", "1").env("DENORUN_ALLOW_MODULE_FROM", TEST_ORIGINS);
     cmd
 }
 
