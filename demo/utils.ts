@@ -48,11 +48,12 @@ export function redisOptions() {
 }
 
 function parseRedisUrl(url: string) {
-  const { hostname, port, password, pathname, protocol } = new URL(url);
+  const { hostname, port, username, password, pathname, protocol } = new URL(url);
   return {
     hostname: hostname.replace(/^\[(.*)\]$/, "$1"),
     port: port ? parseInt(port) : 6379,
     tls: protocol === "rediss:",
+    username: username ? decodeURIComponent(username) : undefined,
     password: password ? decodeURIComponent(password) : undefined,
     db: pathname.length > 1 ? parseInt(pathname.slice(1)) : undefined,
   };

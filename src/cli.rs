@@ -184,6 +184,10 @@ pub enum Admin {
     XtrimRes { worker_type: String, maxlen: usize },
     /// Show the request stream's consumer group
     Info { worker_type: String },
+    /// Create (or renew) the Redis ACL user of a worker type, with only its keys and the
+    /// commands workers use; its password is sealed in <type>:h with the key of the secret
+    /// line on stdin, and `supervise` then gives workers that user
+    Acl { worker_type: String },
     /// List the dead letters of handler workers (<type>:dead:x), or requeue them
     Dead {
         worker_type: String,

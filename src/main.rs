@@ -7,6 +7,7 @@
 //! behind the built-in modules), `spec` (hash to worker), `worker` (the runtime, its limits
 //! and why it ended) and `supervisor` (many workers in one process).
 
+mod acl;
 mod admin;
 mod builtins;
 mod ceiling;
@@ -17,6 +18,7 @@ mod loader;
 mod ops;
 mod permissions;
 mod remote;
+mod secret;
 mod spec;
 mod supervisor;
 mod worker;

@@ -179,3 +179,104 @@ fn code_comes_only_from_the_allowed_origins() {
     );
     assert_eq!(server.hits(), 0, "nothing was fetched");
 }
+
+/// A worker that tries what its type's ACL user may and may not do, through a plain
+/// `connect()` to its own Redis without a password, as the original demo did.
+const ROGUE: &str = r#"
+import { connect } from "https://deno.land/x/redis/mod.ts";
+const redis = await connect({ hostname: "127.0.0.1", port: PORT });
+const attempt = async (f: () => Promise<unknown>) => {
+  try { return String(await f()); } catch (e) { return (e as Error).message.split(" ")[0]; }
+};
+const key = Deno.args[0];
+const out = {
+  whoami: await attempt(() => redis.aclWhoami()),
+  own: await attempt(() => redis.hset(key, "note", "mine")),
+  other: await attempt(() => redis.hset("other-type:1:h", "denoOptions", "-A")),
+  config: await attempt(() => redis.configGet("*")),
+  keys: await attempt(() => redis.keys("*")),
+  flush: await attempt(() => redis.flushall()),
+};
+console.log(`ROGUE ${JSON.stringify(out)}`);
+await redis.hdel(key, "pid");
+Deno.exit(0);
+"#;
+
+#[test]
+fn a_types_acl_user_keeps_its_workers_to_their_own_keys() {
+    let db = 13;
+    let url = redis().db_url(db);
+    // The demo type, its ACL user, and a supervisor: the demo worker still serves.
+    common::demo::setup(&url, &common::demo::demo_worker(), &["1"], 0);
+    let mut acl = std::process::Command::new(DENORUN);
+    acl.args(["acl", "demo-worker"]).env("REDIS_URL", &url);
+    let made = run(acl, &format!("worker-v0 {SECRET}\n"));
+    assert_eq!(made.code, 0, "{made:?}");
+    assert!(made.stdout.contains("ACL user denorun-demo-worker"), "{made:?}");
+    let supervisor = common::demo::Supervisor::start(&url, &[]);
+    assert_eq!(common::demo::request(&url, "acl-1")["code"], 200);
+    let log = supervisor.stderr();
+    assert!(log.contains("workers connect to Redis as the ACL user denorun-demo-worker"), "{log}");
+    supervisor.signal(libc::SIGTERM);
+    let drained = supervisor.finish();
+    assert_eq!(drained.code, 0, "{drained:?}");
+    assert!(!drained.stderr.contains(SECRET) && !drained.stdout.contains(SECRET), "{drained:?}");
+
+    // A rogue worker of another type, under its own ACL user.
+    let dir = temp_dir();
+    let rogue_type = unique("rogue");
+    let path = write(dir.path(), "rogue.ts", &ROGUE.replace("PORT", &redis().port.to_string()));
+    let mut c = redis().db(db);
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{rogue_type}:h"))
+        .arg(&["workerUrl", path.to_str().unwrap(), "workerVersion", "local"])
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("LPUSH").arg(format!("{rogue_type}:start:q")).arg("1").query(&mut c).unwrap();
+    let mut acl = std::process::Command::new(DENORUN);
+    acl.args(["acl", &rogue_type]).env("REDIS_URL", &url);
+    assert_eq!(run(acl, &format!("worker-v0 {SECRET}\n")).code, 0);
+    let supervisor = common::demo::Supervisor::start_type(&url, &rogue_type, &[]);
+    let out = wait_for("the rogue reports", std::time::Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(supervisor.stdout_path()).unwrap();
+        text.lines().find_map(|l| l.strip_prefix("ROGUE ").map(str::to_string))
+    });
+    let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // Its own hash is writable; the rest, ACL itself included, is not: it is not the default user.
+    assert_eq!(out["own"], "1", "{out}");
+    for denied in ["whoami", "other", "config", "keys", "flush"] {
+        assert_eq!(out[denied], "-NOPERM", "{denied}: {out}");
+    }
+    supervisor.signal(libc::SIGTERM);
+    assert_eq!(supervisor.finish().code, 0);
+
+    // A handler worker serves under its type's user too (its loop, and ctx.redis).
+    let handler_type = unique("aclhandler");
+    let source = "export default { async request(req: any, ctx: any) {\n\
+                  await ctx.redis.hset(ctx.key, \"last\", req.id);\n\
+                  return { code: 200, who: ctx.key };\n} };\n";
+    let path = write(dir.path(), "handler.ts", source);
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{handler_type}:h"))
+        .arg(&["workerUrl", path.to_str().unwrap(), "workerVersion", "local"])
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("LPUSH").arg(format!("{handler_type}:start:q")).arg("1").query(&mut c).unwrap();
+    let mut acl = std::process::Command::new(DENORUN);
+    acl.args(["acl", &handler_type]).env("REDIS_URL", &url);
+    assert_eq!(run(acl, &format!("worker-v0 {SECRET}\n")).code, 0);
+    let supervisor = common::demo::Supervisor::start_type(&url, &handler_type, &[]);
+    let worker_key = format!("{handler_type}:1:h");
+    wait_until("the handler claims its hash", || {
+        redis::cmd("HEXISTS").arg(&worker_key).arg("pid").query::<bool>(&mut c).unwrap()
+    });
+    let _: String =
+        redis::cmd("XADD").arg(format!("{handler_type}:req:x")).arg("*").arg(&["ref", "acl-h"]).query(&mut c).unwrap();
+    let reply: Option<(String, String)> = redis::cmd("BRPOP").arg("res:acl-h").arg(10).query(&mut c).unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&reply.expect("a reply").1).unwrap();
+    assert_eq!(reply, serde_json::json!({"code": 200, "who": worker_key}));
+    let last: Option<String> = redis::cmd("HGET").arg(&worker_key).arg("last").query(&mut c).unwrap();
+    assert!(last.is_some(), "ctx.redis wrote its own hash");
+    supervisor.signal(libc::SIGTERM);
+    assert_eq!(supervisor.finish().code, 0);
+}

@@ -24,6 +24,10 @@ pub fn run(redis: &RedisTarget, command: Admin) -> anyhow::Result<i32> {
     if let Admin::Encrypt { key, iv, hset, file } = command {
         return encrypt(redis, &key, iv.as_deref(), hset.as_deref(), file);
     }
+    let secret = match &command {
+        Admin::Acl { .. } => Some(crate::secret::read_line("denorun acl <type>")?),
+        _ => None,
+    };
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
         let mut conn = redis.connect().await?;
         match command {
@@ -46,6 +50,16 @@ pub fn run(redis: &RedisTarget, command: Admin) -> anyhow::Result<i32> {
             Admin::Info { worker_type } => info(&mut conn, &worker_type).await,
             Admin::Dead { worker_type, requeue, stream, count } => {
                 dead::dead(&mut conn, &worker_type, requeue, stream, count).await
+            }
+            Admin::Acl { worker_type } => {
+                check_type(&worker_type)?;
+                let key = crate::secret::key(secret.as_deref().expect("read above"))?;
+                let user = crate::acl::create(&mut conn, &worker_type, &key).await?;
+                println!(
+                    "ACL user {user}: keys {worker_type}:*, res:*, req:*; its password is sealed in {worker_type}:h, \
+                     and `denorun supervise {worker_type}` gives it to its workers"
+                );
+                Ok(0)
             }
             Admin::Encrypt { .. } => unreachable!("handled above"),
         }

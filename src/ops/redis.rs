@@ -120,7 +120,13 @@ pub fn client(state: &Rc<RefCell<OpState>>, options: &ConnectOptions) -> Result<
         .check_net(&(&options.hostname, Some(options.port)), "connect()")?;
     let address = crate::permissions::net_addr(&options.hostname, options.port);
     let scheme = if options.tls { "rediss" } else { "redis" };
-    let mut settings = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
+    let mut settings = match options.password {
+        // A connect() to the worker's own Redis without a password (as 2021 workers did) is
+        // authenticated as REDIS_URL's user: the type's ACL user under `denorun acl`.
+        None => own_redis_user(&options.hostname, options.port).unwrap_or_default(),
+        Some(_) => redis::RedisConnectionInfo::default(),
+    }
+    .set_skip_set_lib_name();
     if let Some(db) = options.db {
         settings = settings.set_db(db);
     }
@@ -135,6 +141,26 @@ pub fn client(state: &Rc<RefCell<OpState>>, options: &ConnectOptions) -> Result<
         .set_redis_settings(settings);
     let client = redis::Client::open(info).map_err(|e| RedisOpError::from_redis(e, &address))?;
     Ok((client, address))
+}
+
+/// REDIS_URL's user and password, when it names `hostname:port` and has a password.
+fn own_redis_user(hostname: &str, port: u16) -> Option<redis::RedisConnectionInfo> {
+    let url = std::env::var("REDIS_URL").ok()?;
+    let info = redis::IntoConnectionInfo::into_connection_info(url.as_str()).ok()?;
+    let same = match info.addr() {
+        redis::ConnectionAddr::Tcp(h, p) | redis::ConnectionAddr::TcpTls { host: h, port: p, .. } => {
+            h == hostname && *p == port
+        }
+        _ => false,
+    };
+    let settings = info.redis_settings();
+    (same && settings.password().is_some()).then(|| {
+        let mut own = redis::RedisConnectionInfo::default().set_password(settings.password().unwrap_or_default());
+        if let Some(user) = settings.username() {
+            own = own.set_username(user);
+        }
+        own
+    })
 }
 
 /// Opens a dedicated connection, if the worker may reach `hostname:port`.

@@ -16,7 +16,6 @@ mod queue;
 mod records;
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -31,6 +30,7 @@ use self::queue::{Keys, Recovery, Taker};
 use crate::ceiling::Ceiling;
 use crate::config::{self, RedisTarget};
 use crate::flags;
+use crate::secret::{self, Secret};
 use crate::spec::{Host, LimitDefaults};
 use crate::worker::{self, Exit, Reason, StopHandle};
 
@@ -69,34 +69,14 @@ struct Running {
     since: Instant,
 }
 
-/// The secret line: wiped from memory when dropped, and never printed.
-pub type Secret = zeroize::Zeroizing<String>;
-
 /// Reads the secret line, then supervises until drained; returns the exit code.
 pub fn supervise(redis: RedisTarget, options: Options) -> anyhow::Result<i32> {
     config::check_type(&options.worker_type)?;
-    let secret = read_secret()?;
+    let secret = secret::read_line("denorun supervise <type>")?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(async move { Supervisor::start(redis, options, secret).await?.run().await })
-}
-
-/// One line from stdin (`worker-v0 <hex key>`), read once; it goes to each worker's stdin.
-fn read_secret() -> anyhow::Result<Secret> {
-    let mut input = zeroize::Zeroizing::new(Vec::new());
-    std::io::stdin().take(4096).read_to_end(&mut input).context("reading the secret line from stdin")?;
-    let text = zeroize::Zeroizing::new(
-        String::from_utf8(std::mem::take(&mut *input))
-            .map_err(|_| anyhow::anyhow!("the secret line on stdin is not UTF-8"))?,
-    );
-    let line = text.lines().next().unwrap_or_default().trim().to_string();
-    if line.is_empty() {
-        anyhow::bail!(
-            "no secret line on stdin: pipe it in, e.g. echo \"worker-v0 <hex key>\" | denorun supervise <type>"
-        );
-    }
-    Ok(Secret::new(line))
 }
 
 struct Supervisor {
@@ -131,7 +111,19 @@ impl Supervisor {
         let type_flags = flags::parse_options(defaults.get("denoOptions").map(String::as_str).unwrap_or(""))
             .with_context(|| format!("{}: bad denoOptions", keys.hash))?;
         worker::init_engine(&type_flags)?;
-        std::env::set_var("REDIS_URL", &redis.url);
+        // Workers find their Redis in REDIS_URL: as the type's ACL user when `denorun acl` made
+        // one, else with the URL denorun was given.
+        let key = match defaults.contains_key("aclUser") {
+            true => Some(secret::key(&secret).with_context(|| format!("{}: unsealing aclPassword", keys.hash))?),
+            false => None,
+        };
+        match key.map(|key| crate::acl::unseal(&defaults, &key)).transpose()?.flatten() {
+            Some((user, password)) => {
+                std::env::set_var("REDIS_URL", &*crate::acl::with_user(&redis.url, &user, &password)?);
+                log::info!("{}: workers connect to Redis as the ACL user {user}", keys.hash);
+            }
+            None => std::env::set_var("REDIS_URL", &redis.url),
+        }
 
         let reconnect = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
