@@ -653,7 +653,7 @@ fn report(
         out,
         "The demo worker's loop (HGET pid; XREADGROUP COUNT 1 BLOCK 2000; MULTI LPUSH EXPIRE XADD HMSET EXEC) \
          in four forms (a-d), and the handler contract (HGET pid per read cycle, at most every 100 ms while busy; XREADGROUP COUNT {HANDLER_CONCURRENCY}; \
-         per request MULTI LPUSH EXPIRE XADD XACK EXEC) in two (e, f), against one private redis-server, driven by a load generator that XADDs a request and \
+         per request MULTI LPUSH EXPIRE XADD XACK EXEC, and (e) a done-mark SETEX in it) in two (e, f), against one private redis-server, driven by a load generator that XADDs a request and \
          waits for its reply (BRPOP) from {CONCURRENCY} concurrent clients; {requests} requests per row after \
          a warm-up. CPU is the user + system time of the worker processes per request. RSS is summed over \
          the worker processes (denorun: one process for all workers). Ratios are against (b) and (d).\n"
