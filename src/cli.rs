@@ -37,22 +37,21 @@ pub struct Cli {
     #[arg(long)]
     pub allow_remote_inspect: bool,
 
-    /// The most a hash's denoOptions may grant, in Deno's flags (e.g. '--allow-net=api.example.com
-    /// --allow-env=REDIS_URL'); default: all but -A, --allow-run, --allow-ffi and an unscoped
-    /// --allow-write. '-A' allows anything, as in 2021
-    #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
-    pub max_permissions: Option<String>,
-
     #[command(flatten)]
-    pub origins: OriginArgs,
+    pub trust: TrustArgs,
 
     #[command(flatten)]
     pub limits: LimitArgs,
 }
 
-/// Where a worker's code may come from.
+/// What the operator trusts a worker hash with: permissions and code origins.
 #[derive(Debug, Args, Clone)]
-pub struct OriginArgs {
+pub struct TrustArgs {
+    /// The most a hash's denoOptions may grant, in Deno's flags (e.g. '--allow-net=api.example.com
+    /// --allow-env=REDIS_URL'); default: all but -A, --allow-run, --allow-ffi and an unscoped
+    /// --allow-write. '-A' allows anything, as in 2021
+    #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
+    pub max_permissions: Option<String>,
     /// A URL prefix a worker's modules may come from (repeatable, or comma-separated in the
     /// variable), e.g. https://raw.githubusercontent.com/evanx/ or file:///srv/workers/;
     /// default: local files under the current directory, and https URLs
@@ -124,11 +123,8 @@ pub struct SuperviseArgs {
     /// Let workers' --inspect listen on non-loopback addresses
     #[arg(long)]
     pub allow_remote_inspect: bool,
-    /// The most a worker hash's denoOptions may grant (see `denorun --help`)
-    #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
-    pub max_permissions: Option<String>,
     #[command(flatten)]
-    pub origins: OriginArgs,
+    pub trust: TrustArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
 }

@@ -53,11 +53,11 @@ fn main() {
                         max_failures: args.max_failures.max(1),
                     },
                     limits: limit_defaults(args.limits),
-                    ceiling: match ceiling_of(args.max_permissions.as_deref()) {
+                    ceiling: match ceiling_of(args.trust.max_permissions.as_deref()) {
                         Ok(ceiling) => ceiling,
                         Err(e) => fail(e),
                     },
-                    origins: match spec::origins(&args.origins.allow_module_from) {
+                    origins: match spec::origins(&args.trust.allow_module_from) {
                         Ok(origins) => origins,
                         Err(e) => fail(e),
                     },
@@ -71,8 +71,8 @@ fn main() {
         }
         None => {
             let key = cli.worker_key.expect("clap requires WORKER_KEY");
-            let origins = spec::origins(&cli.origins.allow_module_from);
-            ceiling_of(cli.max_permissions.as_deref()).and_then(|ceiling| {
+            let origins = spec::origins(&cli.trust.allow_module_from);
+            ceiling_of(cli.trust.max_permissions.as_deref()).and_then(|ceiling| {
                 let limits = limit_defaults(cli.limits);
                 run_worker(&key, &cli.redis.url, cli.allow_remote_inspect, limits, &ceiling, &origins?)
             })
