@@ -151,8 +151,7 @@ pub async fn move_from_started(
 
 /// This supervisor's name in the `supervisor` field: `host:pid`.
 pub fn supervisor_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{}:{}", host.trim(), std::process::id())
+    format!("{}:{}", super::records::hostname(), std::process::id())
 }
 
 /// Marks ids as this supervisor's and alive: `supervisor` and `seenAt` (Unix ms) fields.

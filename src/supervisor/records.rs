@@ -7,13 +7,17 @@ use redis::aio::ConnectionManager;
 use super::queue::Keys;
 use crate::worker::Reason;
 
+/// This machine's name, for the records.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string()
+}
+
 /// Signs the supervisor in on the type hash.
 pub async fn sign_in(conn: &mut ConnectionManager, keys: &Keys) -> redis::RedisResult<()> {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     redis::pipe()
         .hset(&keys.hash, "pid", std::process::id())
         .ignore()
-        .hset(&keys.hash, "host", host.trim())
+        .hset(&keys.hash, "host", hostname())
         .ignore()
         .hincr(&keys.hash, "startedCount", 1)
         .ignore()

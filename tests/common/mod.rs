@@ -98,7 +98,7 @@ pub fn redis() -> &'static Redis {
         // The server is spawned from a thread that lives as long as the test process, with
         // PR_SET_PDEATHSIG, so it dies with the tests however they end.
         std::thread::spawn(move || {
-            let mut child = spawn_redis_server(port);
+            let mut child = spawn_redis_server(port, &["--appendonly", "no"]);
             tx.send(child.id()).unwrap();
             let _ = child.wait();
         });
@@ -142,21 +142,9 @@ impl OwnRedis {
 
     /// Starts the server (again) on its port, and waits until it answers.
     pub fn restart(&mut self) {
-        use std::os::unix::process::CommandExt;
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        self.child = Some(cmd.spawn().expect("redis-server must be installed (apt-get install redis-server)"));
+        let dir = self.dir.path().to_str().unwrap().to_string();
+        let persistence = ["--appendonly", "yes", "--appendfsync", "always", "--dir", &dir];
+        self.child = Some(spawn_redis_server(self.port, &persistence));
         let url = self.url();
         wait_for(&format!("redis-server answers on port {}", self.port), Duration::from_secs(10), || {
             let mut c = redis::Client::open(url.as_str()).ok()?.get_connection().ok()?;
@@ -171,10 +159,13 @@ impl Drop for OwnRedis {
     }
 }
 
-fn spawn_redis_server(port: u16) -> Child {
+/// A redis-server on a loopback port with `persistence` options, which dies with the thread
+/// that spawned it (PR_SET_PDEATHSIG).
+fn spawn_redis_server(port: u16, persistence: &[&str]) -> Child {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new("redis-server");
-    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(persistence)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     unsafe {
