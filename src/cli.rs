@@ -57,6 +57,14 @@ pub struct TrustArgs {
     /// default: local files under the current directory, and https URLs
     #[arg(long = "allow-module-from", value_name = "PREFIX", env = "DENORUN_ALLOW_MODULE_FROM", value_delimiter = ',')]
     pub allow_module_from: Vec<String>,
+    /// A lockfile in deno.lock's format that every remote module must match (frozen: a module
+    /// missing from it is refused); write it with `denorun lock <WORKER_KEY>`
+    #[arg(long, value_name = "FILE", env = "DENORUN_LOCK")]
+    pub lock: Option<std::path::PathBuf>,
+    /// Write a JSON line for each permission check a worker was denied: to stderr with `1` or
+    /// `-`, else appended to the file named
+    #[arg(long, value_name = "DEST", env = "DENORUN_AUDIT")]
+    pub audit: Option<String>,
 }
 
 /// Each worker's limits, when neither its hash nor its type's hash sets them.
@@ -93,8 +101,23 @@ the --deny-* forms, --inspect[=host:port], --inspect-brk, --inspect-wait, --v8-f
 each worker on its own stdin. Worker ids come from ${type}:start:q; see them with `denorun status <type>`.")]
     Supervise(SuperviseArgs),
 
+    /// Write the lockfile for a worker's module graph: the SHA-256 of each remote module
+    #[command(after_help = "The lockfile is --lock FILE, else the one the hash's denoOptions names \
+(--lock=FILE), else ./deno.lock; entries already in it are kept. Run the worker with the same --lock \
+(or its denoOptions' --lock) and a remote module that is not in the lock, or has changed, is refused.")]
+    Lock(LockArgs),
+
     #[command(flatten)]
     Admin(Admin),
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The worker's Redis hash, e.g. demo-worker:1:h
+    #[arg(value_name = "WORKER_KEY")]
+    pub worker_key: String,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@
 //! may do.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use deno_runtime::deno_permissions::PermissionsOptions;
 
@@ -27,6 +28,8 @@ pub struct DenoFlags {
     pub seed: Option<u64>,
     /// `-r` / `--reload`: fetch remote modules again instead of using the cache.
     pub reload: bool,
+    /// `--lock[=FILE]` (bare: `deno.lock`): remote modules must match it. It is always frozen.
+    pub lock: Option<PathBuf>,
 }
 
 /// `--inspect`, `--inspect-brk` or `--inspect-wait`, with its address.
@@ -191,6 +194,20 @@ impl DenoFlags {
             "-r" | "--reload" => return no_value(self, |this| this.reload = true),
             // Never prompting is what denorun always does: stdin belongs to the worker.
             "--no-prompt" => return no_value(self, |_| {}),
+            "--lock" => {
+                self.lock = Some(PathBuf::from(value.unwrap_or("deno.lock")));
+                return Ok(());
+            }
+            // A worker never writes its lockfile (`denorun lock <key>` does), so it is frozen.
+            "--frozen" => {
+                return match value {
+                    None | Some("true") => Ok(()),
+                    Some(v) => Err(FlagError::BadValue {
+                        flag: flag.to_string(),
+                        reason: format!("'{v}': workers never update their lockfile; run `denorun lock <worker-key>`"),
+                    }),
+                }
+            }
             "--v8-flags" => {
                 let list = needs_value()?;
                 self.v8_flags.extend(list.split(',').filter(|f| !f.is_empty()).map(String::from));
@@ -314,6 +331,15 @@ mod tests {
         assert!(matches!(parse_options("--allow-read="), Err(FlagError::BadValue { .. })));
         let err = parse_options("--alow-net").unwrap_err().to_string();
         assert!(err.contains("--alow-net"), "{err}");
+    }
+
+    #[test]
+    fn a_lock_is_always_frozen() {
+        assert_eq!(parse_options("--lock").unwrap().lock, Some(PathBuf::from("deno.lock")));
+        let f = parse_options("--lock=/srv/w/deno.lock --frozen").unwrap();
+        assert_eq!(f.lock, Some(PathBuf::from("/srv/w/deno.lock")));
+        assert!(parse_options("--frozen=true").is_ok());
+        assert!(matches!(parse_options("--frozen=false"), Err(FlagError::BadValue { .. })));
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! TypeScript transpiled (inline source maps, so stack traces and debuggers show TS lines).
 //! A remote module, static or dynamic `import()`, is checked against the worker's import
 //! permission before anything is fetched, as in Deno: a refused import sends nothing.
+//! What may be loaded at all is the worker's [`Provenance`]: the origins code may come from,
+//! the main module's pinned digest, and the lockfiles remote modules must match.
 
 use deno_ast::{EmitOptions, MediaType, ParseParams, SourceMapOption, TranspileModuleOptions, TranspileOptions};
 use deno_error::JsErrorBox;
@@ -11,28 +13,32 @@ use deno_runtime::deno_core::{
 };
 
 use deno_runtime::deno_permissions::{CheckSpecifierKind, PermissionsContainer};
-use sha2::Digest;
+use std::sync::Arc;
 
 use crate::builtins;
+use crate::lock::{self, Lock};
 use crate::remote::RemoteModules;
+
+/// Where a worker's code may come from, and which bytes it must have.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    /// URL prefixes modules may come from; `None`: anywhere (`denorun run`).
+    pub origins: Option<Vec<String>>,
+    /// The main module and the SHA-256 (hex) its bytes must have (`workerSha256`).
+    pub pin: Option<(ModuleSpecifier, String)>,
+    /// Lockfiles every remote module must match (the operator's and the hash's).
+    pub locks: Vec<Arc<Lock>>,
+}
 
 pub struct Loader {
     remote: RemoteModules,
     permissions: PermissionsContainer,
-    /// The main module and the SHA-256 (hex) its bytes must have (`workerSha256`).
-    pin: Option<(ModuleSpecifier, String)>,
-    /// URL prefixes modules may come from; `None`: anywhere.
-    origins: Option<Vec<String>>,
+    provenance: Arc<Provenance>,
 }
 
 impl Loader {
-    pub fn new(
-        remote: RemoteModules,
-        permissions: PermissionsContainer,
-        pin: Option<(ModuleSpecifier, String)>,
-        origins: Option<Vec<String>>,
-    ) -> Loader {
-        Loader { remote, permissions, pin, origins }
+    pub fn new(remote: RemoteModules, permissions: PermissionsContainer, provenance: Provenance) -> Loader {
+        Loader { remote, permissions, provenance: Arc::new(provenance) }
     }
 }
 
@@ -57,7 +63,7 @@ fn check_pin(
     source: &str,
 ) -> Result<(), JsErrorBox> {
     let Some((pinned, expected)) = pin.filter(|(pinned, _)| pinned == specifier) else { return Ok(()) };
-    let actual: String = sha2::Sha256::digest(source.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let actual = lock::digest(source);
     if &actual != expected {
         return Err(JsErrorBox::generic(format!(
             "{pinned} does not match workerSha256: the hash pins {expected}, the module's bytes have {actual}; \
@@ -89,25 +95,28 @@ impl ModuleLoader for Loader {
                 json,
             ));
         }
-        if let Err(e) = check_origin(self.origins.as_ref(), specifier) {
+        let provenance = &self.provenance;
+        if let Err(e) = check_origin(provenance.origins.as_ref(), specifier) {
             return ModuleLoadResponse::Sync(Err(e));
         }
         match specifier.scheme() {
-            "file" => ModuleLoadResponse::Sync(load_file(specifier, json, self.pin.as_ref())),
+            "file" => ModuleLoadResponse::Sync(load_file(specifier, json, provenance.pin.as_ref())),
             "http" | "https" => {
                 let kind =
                     if options.is_dynamic_import { CheckSpecifierKind::Dynamic } else { CheckSpecifierKind::Static };
                 if let Err(e) = self.permissions.check_specifier(specifier, kind) {
                     return ModuleLoadResponse::Sync(Err(JsErrorBox::from_err(e)));
                 }
-                let (remote, specifier, pin) = (self.remote.clone(), specifier.clone(), self.pin.clone());
-                let origins = self.origins.clone();
+                let (remote, specifier, provenance) = (self.remote.clone(), specifier.clone(), provenance.clone());
                 ModuleLoadResponse::Async(Box::pin(async move {
                     let module = remote.get(specifier.clone()).await?;
-                    check_pin(pin.as_ref(), &specifier, &module.source)?;
+                    check_pin(provenance.pin.as_ref(), &specifier, &module.source)?;
                     let found = ModuleSpecifier::parse(&module.url).map_err(JsErrorBox::from_err)?;
                     // A redirect may not lead outside the allowed origins either.
-                    check_origin(origins.as_ref(), &found)?;
+                    check_origin(provenance.origins.as_ref(), &found)?;
+                    for lock in &provenance.locks {
+                        lock.admit(&specifier, &found, &module.source)?;
+                    }
                     let media_type = MediaType::from_specifier_and_content_type(&found, module.content_type.as_deref());
                     emit(&specifier, &found, module.source, media_type, json)
                 }))

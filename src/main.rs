@@ -15,6 +15,7 @@ mod cli;
 mod config;
 mod flags;
 mod loader;
+mod lock;
 mod ops;
 mod permissions;
 mod remote;
@@ -29,10 +30,11 @@ use anyhow::Context;
 use clap::Parser;
 use deno_runtime::deno_core::resolve_url_or_path;
 
-use crate::ceiling::Ceiling;
-use crate::cli::{Cli, Command, LimitArgs, RunArgs};
+use crate::cli::{Cli, Command, LimitArgs, LockArgs, RunArgs};
 use crate::config::RedisTarget;
-use crate::spec::{Host, LimitDefaults};
+use crate::loader::Provenance;
+use crate::lock::Lock;
+use crate::spec::{Host, LimitDefaults, Trust};
 use crate::worker::{Limits, WorkerSpec};
 
 fn main() {
@@ -53,29 +55,25 @@ fn main() {
                         max_failures: args.max_failures.max(1),
                     },
                     limits: limit_defaults(args.limits),
-                    ceiling: match ceiling_of(args.trust.max_permissions.as_deref()) {
-                        Ok(ceiling) => ceiling,
-                        Err(e) => fail(e),
-                    },
-                    origins: match spec::origins(&args.trust.allow_module_from) {
-                        Ok(origins) => origins,
-                        Err(e) => fail(e),
-                    },
+                    trust: Trust::from_args(&args.trust).unwrap_or_else(|e| fail(e)),
                     heartbeat: seconds(args.heartbeat).max(std::time::Duration::from_millis(100)),
                     allow_remote_inspect: args.allow_remote_inspect,
                 },
             )
         }),
+        Some(Command::Lock(args)) => write_lock(&args, &cli.redis.url),
         Some(Command::Admin(command)) => {
             RedisTarget::parse(&cli.redis.url).and_then(|redis| admin::run(&redis, command))
         }
         None => {
             let key = cli.worker_key.expect("clap requires WORKER_KEY");
-            let origins = spec::origins(&cli.trust.allow_module_from);
-            ceiling_of(cli.trust.max_permissions.as_deref()).and_then(|ceiling| {
+            let run = || {
+                let (trust, redis) = (Trust::from_args(&cli.trust)?, RedisTarget::parse(&cli.redis.url)?);
                 let limits = limit_defaults(cli.limits);
-                run_worker(&key, &cli.redis.url, cli.allow_remote_inspect, limits, &ceiling, &origins?)
-            })
+                let host = Host { redis: &redis, limits, allow_remote_inspect: cli.allow_remote_inspect, trust: &trust };
+                run_worker(&key, &cli.redis.url, &host)
+            };
+            run()
         }
     };
     let code = code.unwrap_or_else(|e| {
@@ -83,14 +81,6 @@ fn main() {
         1
     });
     deno_runtime::exit(code);
-}
-
-/// `--max-permissions`, or the default ceiling.
-fn ceiling_of(spelled: Option<&str>) -> anyhow::Result<Ceiling> {
-    match spelled {
-        None => Ok(Ceiling::default_ceiling()),
-        Some(flags) => Ceiling::parse(flags).context("bad --max-permissions"),
-    }
 }
 
 /// Ends the process with an error, as `main` does for any.
@@ -108,25 +98,37 @@ fn limit_defaults(args: LimitArgs) -> LimitDefaults {
 }
 
 /// `denorun <WORKER_KEY>`: the worker named by a Redis hash.
-fn run_worker(
-    key: &str,
-    redis_url: &str,
-    allow_remote_inspect: bool,
-    limits: LimitDefaults,
-    ceiling: &Ceiling,
-    origins: &[String],
-) -> anyhow::Result<i32> {
-    let redis = RedisTarget::parse(redis_url)?;
-    let config =
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(config::load(&redis, key))?;
-    let host = Host { redis: &redis, limits, allow_remote_inspect, ceiling, origins };
-    let spec = spec::assemble(&config, &host, Default::default())?;
+fn run_worker(key: &str, redis_url: &str, host: &Host) -> anyhow::Result<i32> {
+    let config = load_config(host.redis, key)?;
+    let spec = spec::assemble(&config, host, Default::default())?;
     // The worker finds its Redis in REDIS_URL (with --allow-env=REDIS_URL), whichever way
     // denorun was told. Set before any thread starts.
     std::env::set_var("REDIS_URL", redis_url);
     worker::init_engine(&spec.flags)?;
     log::debug!("{key}: running {} ({} worker)", spec.main_module, config.worker_type.as_deref().unwrap_or("untyped"));
     Ok(worker::run_to_end(spec))
+}
+
+/// `denorun lock <WORKER_KEY>`: loads the worker's module graph, without running it, through
+/// a recording lock, and writes that lock.
+fn write_lock(args: &LockArgs, redis_url: &str) -> anyhow::Result<i32> {
+    let redis = RedisTarget::parse(redis_url)?;
+    let config = load_config(&redis, &args.worker_key)?;
+    let trust = Trust { write_lock: true, ..Trust::from_args(&args.trust)? };
+    let limits = LimitDefaults { max_heap_mb: 512, max_block_ms: 10_000 };
+    let host = Host { redis: &redis, limits, allow_remote_inspect: false, trust: &trust };
+    let mut spec = spec::assemble(&config, &host, Default::default())?;
+    let lock = spec.provenance.locks[0].clone();
+    spec.flags.inspect = None;
+    worker::init_engine(&spec.flags)?;
+    worker::load_graph(spec).with_context(|| format!("cannot load the module graph of {}", args.worker_key))?;
+    let count = lock.write()?;
+    println!("{}: {count} remote modules locked in {}", args.worker_key, lock.path().display());
+    Ok(0)
+}
+
+fn load_config(redis: &RedisTarget, key: &str) -> anyhow::Result<config::WorkerConfig> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(config::load(redis, key))
 }
 
 /// `denorun run [FLAGS] <SCRIPT> [ARGS]...`: like `deno run`, deny by default.
@@ -138,6 +140,7 @@ fn run_script(args: RunArgs) -> anyhow::Result<i32> {
         anyhow::bail!("script '{script}' not found");
     }
     let permissions = permissions::build(&flags, None)?;
+    let locks = flags.lock.iter().map(|path| Lock::frozen(path).map(std::sync::Arc::new)).collect::<Result<_, _>>()?;
     // The flags come from this command line itself, so any inspector address goes.
     worker::init_engine(&flags)?;
     Ok(worker::run_to_end(WorkerSpec {
@@ -149,8 +152,7 @@ fn run_script(args: RunArgs) -> anyhow::Result<i32> {
         stdio: Default::default(),
         limits: Limits::NONE,
         handler: false,
-        main_sha256: None,
-        origins: None,
+        provenance: Provenance { locks, ..Default::default() },
     }))
 }
 

@@ -1,14 +1,20 @@
 //! From a worker's hash to a [`WorkerSpec`]: module, Deno flags, permissions, inspector
-//! address and limits. `denorun <key>` and `denorun supervise` both assemble workers here.
+//! address, limits and where its code may come from. `denorun <key>`, `denorun supervise` and
+//! `denorun lock` all assemble workers here.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use deno_runtime::deno_io::Stdio;
 
 use crate::ceiling::Ceiling;
+use crate::cli::TrustArgs;
 use crate::config::{RedisTarget, WorkerConfig};
 use crate::flags;
+use crate::loader::Provenance;
+use crate::lock::Lock;
 use crate::permissions;
 use crate::worker::{inspector, Limits, WorkerSpec};
 
@@ -25,14 +31,34 @@ pub struct Host<'a> {
     pub limits: LimitDefaults,
     /// `--allow-remote-inspect`, from denorun's own command line.
     pub allow_remote_inspect: bool,
+    pub trust: &'a Trust,
+}
+
+/// What the operator trusts worker hashes with, from denorun's command line.
+#[derive(Debug, Clone)]
+pub struct Trust {
     /// The most a hash may grant (`--max-permissions`).
-    pub ceiling: &'a Ceiling,
+    pub ceiling: Ceiling,
     /// URL prefixes a worker's modules may come from (`--allow-module-from`).
-    pub origins: &'a [String],
+    pub origins: Vec<String>,
+    /// The lockfile every worker's remote modules must match (`--lock`).
+    pub lock: Option<PathBuf>,
+    /// `denorun lock`: the worker's lockfile records its modules instead of checking them.
+    pub write_lock: bool,
+}
+
+impl Trust {
+    pub fn from_args(args: &TrustArgs) -> anyhow::Result<Trust> {
+        let ceiling = match args.max_permissions.as_deref() {
+            None => Ceiling::default_ceiling(),
+            Some(flags) => Ceiling::parse(flags).context("bad --max-permissions")?,
+        };
+        Ok(Trust { ceiling, origins: origins(&args.allow_module_from)?, lock: args.lock.clone(), write_lock: false })
+    }
 }
 
 /// `--allow-module-from`, or the default: local files under the current directory, and https.
-pub fn origins(given: &[String]) -> anyhow::Result<Vec<String>> {
+fn origins(given: &[String]) -> anyhow::Result<Vec<String>> {
     if !given.is_empty() {
         return Ok(given.iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect());
     }
@@ -49,11 +75,16 @@ pub fn assemble(config: &WorkerConfig, host: &Host, stdio: Stdio) -> anyhow::Res
     let flags = flags::parse_options(&config.deno_options).with_context(|| {
         format!("worker '{key}': bad denoOptions; fix the field with redis-cli hset {key} denoOptions ...")
     })?;
-    host.ceiling.check(&flags).map_err(|e| anyhow::anyhow!("worker '{key}': {e}"))?;
+    host.trust.ceiling.check(&flags).map_err(|e| anyhow::anyhow!("worker '{key}': {e}"))?;
     inspector::check_address(flags.inspect, host.allow_remote_inspect).with_context(|| format!("worker '{key}'"))?;
     let redis_addr = host.redis.addr.as_ref().map(|(h, p)| permissions::net_addr(h, *p));
     let permissions = permissions::build(&flags, redis_addr.as_deref())?;
     let limits = limits(config, host.limits, flags.inspect.is_some());
+    let provenance = Provenance {
+        origins: Some(host.trust.origins.clone()),
+        pin: config.sha256.clone().map(|hex| (main_module.clone(), hex)),
+        locks: locks(host.trust, &flags).with_context(|| format!("worker '{key}'"))?,
+    };
     Ok(WorkerSpec {
         name: key.clone(),
         main_module,
@@ -63,9 +94,20 @@ pub fn assemble(config: &WorkerConfig, host: &Host, stdio: Stdio) -> anyhow::Res
         stdio,
         limits,
         handler: true,
-        main_sha256: config.sha256.clone(),
-        origins: Some(host.origins.to_vec()),
+        provenance,
     })
+}
+
+/// The lockfiles a worker's remote modules must match: the operator's and the hash's, each
+/// read afresh for each start. For `denorun lock`, the one lockfile that records them: the
+/// operator's, else the hash's, else `./deno.lock`.
+fn locks(trust: &Trust, flags: &flags::DenoFlags) -> anyhow::Result<Vec<Arc<Lock>>> {
+    let (operator, hash) = (trust.lock.as_ref(), flags.lock.as_ref());
+    if trust.write_lock {
+        let path = operator.or(hash).cloned().unwrap_or_else(|| PathBuf::from("deno.lock"));
+        return Ok(vec![Arc::new(Lock::recording(&path)?)]);
+    }
+    [operator, hash].into_iter().flatten().map(|path| Lock::frozen(path).map(Arc::new)).collect()
 }
 
 /// The hash's limits, else the host's. A worker under a debugger may sit paused at a

@@ -141,6 +141,72 @@ fn worker_sha256_pins_the_main_module() {
     assert!(bad.stderr.contains("workerSha256 'not-a-digest' is not a SHA-256 in hex"), "{bad:?}");
 }
 
+/// A lockfile (the hash's `--lock=` or the operator's `--lock`) pins every remote module,
+/// static or dynamic; `denorun lock` writes it.
+#[test]
+fn a_lockfile_pins_every_remote_module() {
+    let ts = |body: &str| Response::Body("application/typescript", body.to_string());
+    let server = HttpServer::start(HashMap::from([
+        ("/dep.ts".to_string(), ts("export const dep = 'v1';\n")),
+        ("/mod.ts".to_string(), ts("import { dep } from './dep.ts';\nexport const x = `mod ${dep}`;\n")),
+        ("/other.ts".to_string(), ts("export const other = 1;\n")),
+    ]));
+    let (dir, cache) = (temp_dir(), temp_dir());
+    let lock = dir.path().join("deno.lock");
+    let source = format!(
+        "import {{ x }} from '{}';\nconsole.log(x);\n\
+         try {{ await import('{}'); console.log('other loaded'); }}\n\
+         catch (e) {{ console.log(`other refused: ${{(e as Error).message}}`); }}\n",
+        server.url("/mod.ts"),
+        server.url("/other.ts"),
+    );
+    let options = format!("--allow-import=127.0.0.1:{} --reload --lock={}", server.port, lock.display());
+    let key = local_worker(dir.path(), &source, &[("denoOptions", &options)]);
+    let denorun = |args: &[&str]| {
+        let mut cmd = denorun(args);
+        cmd.env("DENORUN_DIR", cache.path());
+        cmd
+    };
+
+    let unlocked = run(denorun(&[&key]), "");
+    assert_eq!((unlocked.code, unlocked.stdout.as_str()), (1, ""), "{unlocked:?}");
+    assert!(unlocked.stderr.contains("cannot read the lockfile") && unlocked.stderr.contains("denorun lock"));
+
+    // `denorun lock` records the static graph (not the dynamic import), without running it.
+    let locked = run(denorun(&["lock", &key]), "");
+    assert_eq!(locked.code, 0, "{locked:?}");
+    assert_eq!(locked.stdout, format!("{key}: 2 remote modules locked in {}\n", lock.display()));
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&lock).unwrap()).unwrap();
+    assert_eq!(json["version"], "5");
+    let digest = |text: &str| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
+    assert_eq!(json["remote"][server.url("/dep.ts")], digest("export const dep = 'v1';\n").as_str());
+
+    let ok = run(denorun(&[&key]), "");
+    assert_eq!(ok.code, 0, "{ok:?}");
+    let refused_other = format!("other refused: {} is not in the lockfile {} (it is frozen)", server.url("/other.ts"), lock.display());
+    assert!(ok.stdout.starts_with(&format!("mod v1\n{refused_other}")), "{ok:?}");
+
+    // A module that changed at its origin is refused with both digests; nothing runs.
+    server.set("/dep.ts", ts("export const dep = 'v2';\n"));
+    let changed = run(denorun(&[&key]), "");
+    assert_eq!((changed.code, changed.stdout.as_str()), (1, ""), "{changed:?}");
+    assert!(changed.stderr.contains(&format!("{} does not match the lockfile", server.url("/dep.ts"))), "{changed:?}");
+    assert!(changed.stderr.contains(&digest("export const dep = 'v1';\n")), "{changed:?}");
+    assert!(changed.stderr.contains(&digest("export const dep = 'v2';\n")), "{changed:?}");
+
+    // The operator's lock applies to a hash that names none.
+    let options = format!("--allow-import=127.0.0.1:{} --reload", server.port);
+    let free = local_worker(dir.path(), &source, &[("denoOptions", &options)]);
+    let lock_arg = lock.display().to_string();
+    let operator = run(denorun(&["--lock", &lock_arg, &free]), "");
+    assert_eq!((operator.code, operator.stdout.as_str()), (1, ""), "{operator:?}");
+    assert!(operator.stderr.contains("does not match the lockfile"), "{operator:?}");
+    server.set("/dep.ts", ts("export const dep = 'v1';\n"));
+    let operator = run(denorun(&["--lock", &lock_arg, &free]), "");
+    assert_eq!(operator.code, 0, "{operator:?}");
+    assert!(operator.stdout.starts_with(&format!("mod v1\n{refused_other}")), "{operator:?}");
+}
+
 #[test]
 fn code_comes_only_from_the_allowed_origins() {
     let dir = temp_dir();

@@ -27,11 +27,10 @@ use self::outage::Outage;
 pub use self::policy::Policy;
 use self::policy::{Decision, History};
 use self::queue::{Keys, Recovery, Taker};
-use crate::ceiling::Ceiling;
 use crate::config::{self, RedisTarget};
 use crate::flags;
 use crate::secret::{self, Secret};
-use crate::spec::{Host, LimitDefaults};
+use crate::spec::{Host, LimitDefaults, Trust};
 use crate::worker::{self, Exit, Reason, StopHandle};
 
 /// How the supervisor runs its workers.
@@ -42,10 +41,8 @@ pub struct Options {
     pub drain_timeout: Duration,
     pub policy: Policy,
     pub limits: LimitDefaults,
-    /// The most a worker hash may grant.
-    pub ceiling: Ceiling,
-    /// URL prefixes workers' modules may come from.
-    pub origins: Vec<String>,
+    /// What worker hashes are trusted with.
+    pub trust: Trust,
     /// How often the supervisor marks its ids alive; ids of a supervisor silent for five
     /// heartbeats are recovered.
     pub heartbeat: Duration,
@@ -202,8 +199,7 @@ impl Supervisor {
             redis: &self.redis,
             limits: self.options.limits,
             allow_remote_inspect: self.options.allow_remote_inspect,
-            ceiling: &self.options.ceiling,
-            origins: &self.options.origins,
+            trust: &self.options.trust,
         };
         let launched =
             launch::launch(&mut self.conn, &host, &self.defaults, &key, &id, &self.secret, &self.events).await;

@@ -25,7 +25,7 @@ use sys_traits::impls::RealSys;
 pub use self::exit::{Exit, Reason};
 pub use self::limits::Limits;
 use crate::flags::{DenoFlags, InspectMode};
-use crate::loader::Loader;
+use crate::loader::{Loader, Provenance};
 use crate::remote::RemoteModules;
 
 static SNAPSHOT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/DENORUN_SNAPSHOT.bin"));
@@ -49,10 +49,8 @@ pub struct WorkerSpec {
     pub limits: Limits,
     /// Whether a default-exported handler is served: workers named by a key, not `denorun run`.
     pub handler: bool,
-    /// The SHA-256 (hex) the main module's bytes must have (`workerSha256`).
-    pub main_sha256: Option<String>,
-    /// URL prefixes its modules may come from; `None`: anywhere (`denorun run`).
-    pub origins: Option<Vec<String>>,
+    /// Where its code may come from and which bytes it must have.
+    pub provenance: Provenance,
 }
 
 /// Sets the process-wide V8 options (flags, seed) and starts V8. Call once, before the first
@@ -154,6 +152,16 @@ pub fn run_to_end(spec: WorkerSpec) -> i32 {
     }
 }
 
+/// Loads a worker's module graph without running it (`denorun lock`): each static import is
+/// resolved, fetched and checked as a run would, and nothing is evaluated.
+pub fn load_graph(spec: WorkerSpec) -> anyhow::Result<()> {
+    deno_runtime::tokio_util::create_and_run_current_thread(async move {
+        let (mut worker, _server) = create(&spec)?;
+        worker.preload_main_module(&spec.main_module).await.map_err(|e| anyhow::anyhow!(format_error(&e)))?;
+        Ok(())
+    })
+}
+
 /// Runs a worker to its end: `Deno.exit(n)` gives n, an uncaught error gives its report,
 /// and a stop request, the heap guard or the watchdog end it where it is.
 pub async fn run(spec: WorkerSpec, stop: StopHandle) -> Exit {
@@ -209,12 +217,7 @@ fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Inspector
         deno_rt_native_addon_loader: None,
         feature_checker: Arc::new(FeatureChecker::default()),
         fs: Arc::new(deno_runtime::deno_fs::RealFs),
-        module_loader: Rc::new(Loader::new(
-            remote,
-            spec.permissions.clone(),
-            spec.main_sha256.clone().map(|hex| (spec.main_module.clone(), hex)),
-            spec.origins.clone(),
-        )),
+        module_loader: Rc::new(Loader::new(remote, spec.permissions.clone(), spec.provenance.clone())),
         node_services: None,
         npm_process_state_provider: None,
         permissions: spec.permissions.clone(),

@@ -283,6 +283,7 @@ pub fn local_worker(dir: &Path, source: &str, extra: &[(&str, &str)]) -> String 
 /// A minimal HTTP/1.1 server on loopback serving fixed paths; `stop()` closes it.
 pub struct HttpServer {
     pub port: u16,
+    routes: Arc<Mutex<HashMap<String, Response>>>,
     hits: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -304,7 +305,7 @@ impl HttpServer {
         let hits = Arc::new(AtomicUsize::new(0));
         let routes = Arc::new(Mutex::new(routes));
         let thread = {
-            let (stop, hits) = (stop.clone(), hits.clone());
+            let (stop, hits, routes) = (stop.clone(), hits.clone(), routes.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
@@ -317,7 +318,12 @@ impl HttpServer {
                 }
             })
         };
-        HttpServer { port, hits, stop, thread: Some(thread) }
+        HttpServer { port, routes, hits, stop, thread: Some(thread) }
+    }
+
+    /// Serves `response` at `path` from now on.
+    pub fn set(&self, path: &str, response: Response) {
+        self.routes.lock().unwrap().insert(path.to_string(), response);
     }
 
     /// How many connections it has accepted.
