@@ -156,6 +156,24 @@ pub fn unseal(defaults: &HashMap<String, String>, key: &[u8]) -> anyhow::Result<
     Ok(Some((user.clone(), password)))
 }
 
+/// The Redis URL a type's workers get (in `REDIS_URL`): as the type's ACL user when
+/// `denorun acl` made one, its password unsealed with the key of `secret` (the secret line),
+/// else `url` itself. Also returns the user.
+pub fn workers_url(
+    type_hash: &HashMap<String, String>,
+    secret: &str,
+    url: &str,
+) -> anyhow::Result<(Zeroizing<String>, Option<String>)> {
+    if !type_hash.contains_key("aclUser") {
+        return Ok((Zeroizing::new(url.to_string()), None));
+    }
+    let key = crate::secret::key(secret).context("unsealing aclPassword")?;
+    match unseal(type_hash, &key)? {
+        Some((user, password)) => Ok((with_user(url, &user, &password)?, Some(user))),
+        None => anyhow::bail!("aclUser is set without aclIv and aclPassword; run denorun acl <type> again"),
+    }
+}
+
 /// `url` with its user and password replaced.
 pub fn with_user(url: &str, user: &str, password: &str) -> anyhow::Result<Zeroizing<String>> {
     let mut parsed =

@@ -32,6 +32,11 @@ pub struct Cli {
     #[command(flatten)]
     pub redis: RedisArgs,
 
+    /// Write a JSON line for each permission check a worker is denied: to stderr with `1` or
+    /// `-`, else appended to the file named
+    #[arg(long, value_name = "DEST", env = "DENORUN_AUDIT", global = true)]
+    pub audit: Option<String>,
+
     /// Let the hash's --inspect listen on a non-loopback address. Whoever connects to the
     /// inspector runs code as the worker, and anyone who can write the hash could ask for it.
     #[arg(long)]
@@ -61,10 +66,6 @@ pub struct TrustArgs {
     /// missing from it is refused); write it with `denorun lock <WORKER_KEY>`
     #[arg(long, value_name = "FILE", env = "DENORUN_LOCK")]
     pub lock: Option<std::path::PathBuf>,
-    /// Write a JSON line for each permission check a worker was denied: to stderr with `1` or
-    /// `-`, else appended to the file named
-    #[arg(long, value_name = "DEST", env = "DENORUN_AUDIT")]
-    pub audit: Option<String>,
 }
 
 /// Each worker's limits, when neither its hash nor its type's hash sets them.

@@ -13,8 +13,11 @@ use deno_runtime::deno_core::{
 };
 
 use deno_runtime::deno_permissions::{CheckSpecifierKind, PermissionsContainer};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::audit;
 use crate::builtins;
 use crate::lock::{self, Lock};
 use crate::remote::RemoteModules;
@@ -34,11 +37,27 @@ pub struct Loader {
     remote: RemoteModules,
     permissions: PermissionsContainer,
     provenance: Arc<Provenance>,
+    /// For the audit log: the module each pending dynamic `import()` came from (Deno gives
+    /// the loader a referrer for static imports only).
+    dynamic_referrers: RefCell<HashMap<ModuleSpecifier, ModuleSpecifier>>,
 }
 
 impl Loader {
     pub fn new(remote: RemoteModules, permissions: PermissionsContainer, provenance: Provenance) -> Loader {
-        Loader { remote, permissions, provenance: Arc::new(provenance) }
+        Loader { remote, permissions, provenance: Arc::new(provenance), dynamic_referrers: Default::default() }
+    }
+
+    /// Where an import was asked for, for the audit log.
+    fn importer(&self, specifier: &ModuleSpecifier, referrer: Option<&ModuleLoadReferrer>) -> Option<audit::Location> {
+        let dynamic = self.dynamic_referrers.borrow_mut().remove(specifier);
+        match referrer {
+            Some(r) => Some(audit::Location {
+                module: r.specifier.to_string(),
+                line: Some(r.line_number),
+                column: Some(r.column_number),
+            }),
+            None => dynamic.map(|module| audit::Location { module: module.to_string(), line: None, column: None }),
+        }
     }
 }
 
@@ -74,15 +93,21 @@ fn check_pin(
 }
 
 impl ModuleLoader for Loader {
-    fn resolve(&self, specifier: &str, referrer: &str, _kind: ResolutionKind) -> Result<ModuleSpecifier, JsErrorBox> {
+    fn resolve(&self, specifier: &str, referrer: &str, kind: ResolutionKind) -> Result<ModuleSpecifier, JsErrorBox> {
         let url = resolve_import(specifier, referrer).map_err(JsErrorBox::from_err)?;
-        Ok(builtins::canonical(&url).unwrap_or(url))
+        let url = builtins::canonical(&url).unwrap_or(url);
+        if audit::enabled() && matches!(kind, ResolutionKind::DynamicImport) {
+            if let Ok(referrer) = ModuleSpecifier::parse(referrer) {
+                self.dynamic_referrers.borrow_mut().insert(url.clone(), referrer);
+            }
+        }
+        Ok(url)
     }
 
     fn load(
         &self,
         specifier: &ModuleSpecifier,
-        _referrer: Option<&ModuleLoadReferrer>,
+        referrer: Option<&ModuleLoadReferrer>,
         options: ModuleLoadOptions,
     ) -> ModuleLoadResponse {
         let json = matches!(options.requested_module_type, RequestedModuleType::Json);
@@ -104,6 +129,9 @@ impl ModuleLoader for Loader {
             "http" | "https" => {
                 let kind =
                     if options.is_dynamic_import { CheckSpecifierKind::Dynamic } else { CheckSpecifierKind::Static };
+                if audit::enabled() {
+                    audit::at(self.importer(specifier, referrer));
+                }
                 if let Err(e) = self.permissions.check_specifier(specifier, kind) {
                     return ModuleLoadResponse::Sync(Err(JsErrorBox::from_err(e)));
                 }

@@ -9,6 +9,7 @@
 
 mod acl;
 mod admin;
+mod audit;
 mod builtins;
 mod ceiling;
 mod cli;
@@ -40,6 +41,9 @@ use crate::worker::{Limits, WorkerSpec};
 fn main() {
     init_logger();
     let cli = Cli::parse();
+    if let Err(e) = audit::init(cli.audit.as_deref()) {
+        fail(e);
+    }
     let code = match cli.command {
         Some(Command::Run(args)) => run_script(args),
         Some(Command::Supervise(args)) => RedisTarget::parse(&cli.redis.url).and_then(|redis| {
@@ -99,11 +103,21 @@ fn limit_defaults(args: LimitArgs) -> LimitDefaults {
 
 /// `denorun <WORKER_KEY>`: the worker named by a Redis hash.
 fn run_worker(key: &str, redis_url: &str, host: &Host) -> anyhow::Result<i32> {
-    let config = load_config(host.redis, key)?;
-    let spec = spec::assemble(&config, host, Default::default())?;
+    let (config, type_hash) = load_config_and_type(host.redis, key)?;
+    // Its stdin is denorun's, unless its type has an ACL user (`denorun acl`): then denorun
+    // reads the secret line first, to unseal that user's password, and hands the line on.
+    let (stdio, url) = match type_hash.contains_key("aclUser") {
+        false => (Default::default(), zeroize::Zeroizing::new(redis_url.to_string())),
+        true => {
+            let secret = secret::read_line(&format!("denorun {key}"))?;
+            let (url, _) = acl::workers_url(&type_hash, &secret, redis_url)?;
+            (deno_runtime::deno_io::Stdio { stdin: secret::pipe(&secret)?, ..Default::default() }, url)
+        }
+    };
+    let spec = spec::assemble(&config, host, stdio)?;
     // The worker finds its Redis in REDIS_URL (with --allow-env=REDIS_URL), whichever way
     // denorun was told. Set before any thread starts.
-    std::env::set_var("REDIS_URL", redis_url);
+    std::env::set_var("REDIS_URL", &*url);
     worker::init_engine(&spec.flags)?;
     log::debug!("{key}: running {} ({} worker)", spec.main_module, config.worker_type.as_deref().unwrap_or("untyped"));
     Ok(worker::run_to_end(spec))
@@ -128,7 +142,20 @@ fn write_lock(args: &LockArgs, redis_url: &str) -> anyhow::Result<i32> {
 }
 
 fn load_config(redis: &RedisTarget, key: &str) -> anyhow::Result<config::WorkerConfig> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(config::load(redis, key))
+    Ok(load_config_and_type(redis, key)?.0)
+}
+
+/// A worker's hash, and its type's (`${type}:h`, empty if there is none).
+fn load_config_and_type(
+    redis: &RedisTarget,
+    key: &str,
+) -> anyhow::Result<(config::WorkerConfig, std::collections::HashMap<String, String>)> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+        let config = config::load(redis, key).await?;
+        let worker_type = key.split(':').next().unwrap_or_default();
+        let type_hash = redis::AsyncCommands::hgetall(&mut redis.connect().await?, format!("{worker_type}:h")).await?;
+        Ok((config, type_hash))
+    })
 }
 
 /// `denorun run [FLAGS] <SCRIPT> [ARGS]...`: like `deno run`, deny by default.

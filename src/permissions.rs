@@ -1,9 +1,10 @@
 //! What a worker may do: the permissions a worker gets from its flags, plus network access to
-//! its own Redis. Nothing ever prompts: a worker's stdin carries its secret, not answers.
+//! its own Redis. A check beyond them goes to the prompter, which asks no one (a worker's stdin
+//! carries its secret, not answers): it denies, and writes the audit log.
 
 use std::sync::{Arc, Once};
 
-use deno_runtime::deno_permissions::prompter::{set_prompter, DeniedPrompter};
+use deno_runtime::deno_permissions::prompter::set_prompter;
 use deno_runtime::deno_permissions::{Permissions, PermissionsContainer};
 use deno_runtime::permissions::RuntimePermissionDescriptorParser;
 use sys_traits::impls::RealSys;
@@ -23,15 +24,15 @@ pub const DEFAULT_IMPORT_HOSTS: [&str; 6] = [
 /// Builds the permissions for one worker. `redis_addr` (`host:port`) is added to the net
 /// allow-list, so a worker can always reach its own Redis unless a `--deny-net` says otherwise.
 pub fn build(flags: &DenoFlags, redis_addr: Option<&str>) -> anyhow::Result<PermissionsContainer> {
-    static NEVER_PROMPT: Once = Once::new();
-    NEVER_PROMPT.call_once(|| set_prompter(Box::new(DeniedPrompter)));
+    static PROMPTER: Once = Once::new();
+    PROMPTER.call_once(|| set_prompter(Box::new(crate::audit::Prompter)));
 
     let parser = Arc::new(RuntimePermissionDescriptorParser::new(RealSys));
     if flags.allow_all {
         return Ok(PermissionsContainer::allow_all(parser));
     }
     let mut options = flags.permissions.clone();
-    options.prompt = false;
+    options.prompt = true;
     // Imports: Deno's default hosts, extended by --allow-import=... (a bare --allow-import
     // allows every host).
     match &mut options.allow_import {

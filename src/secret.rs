@@ -1,9 +1,10 @@
 //! The secret line (`worker-v0 <hex AES key>`): read once from stdin, held in memory that is
 //! wiped when dropped, never printed, and the AES key in it.
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use anyhow::Context;
+use deno_runtime::deno_io::StdioPipe;
 use zeroize::Zeroizing;
 
 /// The secret line.
@@ -22,6 +23,14 @@ pub fn read_line(usage: &str) -> anyhow::Result<Secret> {
         anyhow::bail!("no secret line on stdin: pipe it in, e.g. echo \"worker-v0 <hex key>\" | {usage}");
     }
     Ok(Secret::new(line))
+}
+
+/// A pipe holding the secret line, then end of input: a worker's stdin.
+pub fn pipe(secret: &str) -> std::io::Result<StdioPipe> {
+    let (reader, mut writer) = std::io::pipe()?;
+    writer.write_all(Zeroizing::new(format!("{secret}\n")).as_bytes())?;
+    drop(writer);
+    Ok(StdioPipe::file(std::fs::File::from(std::os::fd::OwnedFd::from(reader))))
 }
 
 /// The AES key of a `worker-v0 <hex key>` line (16, 24 or 32 bytes).

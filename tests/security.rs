@@ -207,6 +207,66 @@ fn a_lockfile_pins_every_remote_module() {
     assert!(operator.stdout.starts_with(&format!("mod v1\n{refused_other}")), "{operator:?}");
 }
 
+/// What the audit test's worker tries, one attempt per line (3 to 7).
+const TRIES: &str = r#"import { connect } from "https://deno.land/x/redis/mod.ts";
+type Port = number;
+try { await fetch("http://example.com/"); } catch { /* denied */ }
+try { Deno.env.get("HOME"); } catch { /* denied */ }
+try { await import("https://example.com/x.ts"); } catch { /* denied */ }
+try { await connect({ hostname: "127.0.0.1", port: 1 as Port }); } catch { /* denied */ }
+try { Deno.env.get("HOME"); } catch { /* denied again: Deno remembers, no second line */ }
+console.log("done");
+"#;
+
+/// `--audit FILE` (or `DENORUN_AUDIT=1`, to stderr) writes one JSON line per denied check,
+/// naming the worker, the kind, the value and the line of its TypeScript that asked.
+#[test]
+fn denied_checks_are_audited_with_the_worker_and_the_line() {
+    let dir = temp_dir();
+    let key = local_worker(dir.path(), TRIES, &[]);
+    let module: String = redis().cmd(&["HGET", &key, "workerUrl"]);
+    let module = format!("file://{module}");
+    let audit = dir.path().join("audit.jsonl");
+    let ran = run(denorun(&["--audit", audit.to_str().unwrap(), &key]), "");
+    assert_eq!((ran.code, ran.stdout.as_str()), (0, "done\n"), "{ran:?}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let seen: Vec<(String, String, Option<i64>)> = lines
+        .iter()
+        .map(|l| {
+            assert_eq!((&l["event"], &l["worker"], &l["module"]), (&"denied".into(), &key.clone().into(), &module.clone().into()));
+            (l["kind"].as_str().unwrap().into(), l["value"].as_str().unwrap().into(), l["line"].as_i64())
+        })
+        .collect();
+    let expected = [
+        ("net", "example.com:80", Some(3)),
+        ("env", "HOME", Some(4)),
+        ("import", "example.com:443", None), // a dynamic import names its module, not its line
+        ("net", "127.0.0.1:1", Some(6)),
+    ];
+    assert_eq!(seen, expected.map(|(k, v, l)| (k.to_string(), v.to_string(), l)), "{lines:#?}");
+
+    // To stderr with DENORUN_AUDIT=1; a granted check writes nothing.
+    let granted = local_worker(dir.path(), TRIES, &[("denoOptions", "--allow-env=HOME")]);
+    let mut cmd = denorun(&[&granted]);
+    cmd.env("DENORUN_AUDIT", "1");
+    let ran = run(cmd, "");
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let kinds: Vec<String> = ran
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|l| l["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["net", "import", "net"], "{ran:?}");
+    // Without the flag, nothing is written.
+    let quiet = run(denorun(&[&key]), "");
+    assert_eq!((quiet.code, quiet.stderr.as_str()), (0, ""), "{quiet:?}");
+}
+
 #[test]
 fn code_comes_only_from_the_allowed_origins() {
     let dir = temp_dir();
@@ -315,6 +375,32 @@ fn a_types_acl_user_keeps_its_workers_to_their_own_keys() {
     }
     supervisor.signal(libc::SIGTERM);
     assert_eq!(supervisor.finish().code, 0);
+
+    // Unsupervised, `denorun <key>` reads the secret line to unseal the same user, then hands
+    // the line on to the worker.
+    let rogue_key = format!("{rogue_type}:1:h");
+    let _: () = redis::cmd("HSET")
+        .arg(&rogue_key)
+        .arg(&["workerUrl", path.to_str().unwrap(), "workerVersion", "local"])
+        .query(&mut c)
+        .unwrap();
+    let alone = |stdin: &str| {
+        let mut cmd = denorun(&[&rogue_key]);
+        cmd.env("REDIS_URL", &url);
+        run(cmd, stdin)
+    };
+    let ran = alone(&format!("worker-v0 {SECRET}\n"));
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let out = ran.stdout.lines().find_map(|l| l.strip_prefix("ROGUE ")).expect("the rogue reports");
+    let out: serde_json::Value = serde_json::from_str(out).unwrap();
+    // Its own hash is writable (HSET gives 0: the supervised run made the field).
+    assert_eq!(out["own"], "0", "{out}");
+    for denied in ["whoami", "other", "config", "keys", "flush"] {
+        assert_eq!(out[denied], "-NOPERM", "{denied}: {out}");
+    }
+    let no_secret = alone("");
+    assert_eq!((no_secret.code, no_secret.stdout.as_str()), (1, ""), "{no_secret:?}");
+    assert!(no_secret.stderr.contains("no secret line on stdin"), "{no_secret:?}");
 
     // A handler worker serves under its type's user too (its loop, and ctx.redis).
     let handler_type = unique("aclhandler");

@@ -33,7 +33,7 @@ impl Resource for Subscription {
 
 /// Opens a connection for subscribing, if the worker may reach `hostname:port`. It
 /// authenticates and selects its db as the options say.
-#[op2]
+#[op2(stack_trace)]
 #[smi]
 pub async fn op_denorun_redis_pubsub_open(
     state: Rc<RefCell<OpState>>,

@@ -164,7 +164,7 @@ fn own_redis_user(hostname: &str, port: u16) -> Option<redis::RedisConnectionInf
 }
 
 /// Opens a dedicated connection, if the worker may reach `hostname:port`.
-#[op2]
+#[op2(stack_trace)]
 #[smi]
 pub async fn op_denorun_redis_connect(
     state: Rc<RefCell<OpState>>,

@@ -2,9 +2,8 @@
 //! shared assembly (`spec`), a stdin pipe holding the secret line, and a thread of its own.
 
 use std::collections::HashMap;
-use std::io::Write;
 
-use deno_runtime::deno_io::{Stdio, StdioPipe};
+use deno_runtime::deno_io::Stdio;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
@@ -26,7 +25,7 @@ pub async fn launch(
 ) -> anyhow::Result<StopHandle> {
     let own: HashMap<String, String> = conn.hgetall(key).await?;
     let config = config::merged(key, defaults, own)?;
-    let spec = spec::assemble(&config, host, Stdio { stdin: secret_pipe(secret)?, ..Default::default() })?;
+    let spec = spec::assemble(&config, host, Stdio { stdin: crate::secret::pipe(secret)?, ..Default::default() })?;
     if !spec.flags.v8_flags.is_empty() || spec.flags.seed.is_some() {
         log::warn!("{key}: --v8-flags and --seed apply to the whole process; set them in the type's hash");
     }
@@ -36,12 +35,4 @@ pub async fn launch(
         let _ = events.send(Event::Exited(id, exit.clone()));
     })?;
     Ok(stop)
-}
-
-/// A pipe holding the secret line, then end of input: the worker's stdin.
-fn secret_pipe(secret: &str) -> std::io::Result<StdioPipe> {
-    let (reader, mut writer) = std::io::pipe()?;
-    writer.write_all(zeroize::Zeroizing::new(format!("{secret}\n")).as_bytes())?;
-    drop(writer);
-    Ok(StdioPipe::file(std::fs::File::from(std::os::fd::OwnedFd::from(reader))))
 }

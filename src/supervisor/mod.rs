@@ -110,16 +110,11 @@ impl Supervisor {
         worker::init_engine(&type_flags)?;
         // Workers find their Redis in REDIS_URL: as the type's ACL user when `denorun acl` made
         // one, else with the URL denorun was given.
-        let key = match defaults.contains_key("aclUser") {
-            true => Some(secret::key(&secret).with_context(|| format!("{}: unsealing aclPassword", keys.hash))?),
-            false => None,
-        };
-        match key.map(|key| crate::acl::unseal(&defaults, &key)).transpose()?.flatten() {
-            Some((user, password)) => {
-                std::env::set_var("REDIS_URL", &*crate::acl::with_user(&redis.url, &user, &password)?);
-                log::info!("{}: workers connect to Redis as the ACL user {user}", keys.hash);
-            }
-            None => std::env::set_var("REDIS_URL", &redis.url),
+        let (url, user) =
+            crate::acl::workers_url(&defaults, &secret, &redis.url).with_context(|| keys.hash.clone())?;
+        std::env::set_var("REDIS_URL", &*url);
+        if let Some(user) = user {
+            log::info!("{}: workers connect to Redis as the ACL user {user}", keys.hash);
         }
 
         let reconnect = ConnectionManagerConfig::new()

@@ -247,9 +247,14 @@ fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Inspector
         should_wait_for_inspector_session: inspect == Some(InspectMode::Wait),
         stdio: spec.stdio.clone(),
         create_params: spec.limits.create_params(),
+        // Permission-checking ops then tell the audit log where in the worker's code they are.
+        enable_stack_trace_arg_in_ops: crate::audit::enabled(),
         ..Default::default()
     };
     let mut worker = MainWorker::bootstrap_from_options(&spec.main_module, services, options);
+    if crate::audit::enabled() {
+        worker.js_runtime.op_state().borrow_mut().op_stack_trace_callback = Some(crate::audit::stack_trace_callback());
+    }
     // `Deno.exit(n)` ends this worker (not the whole process) and cannot be caught in JS.
     let isolate = worker.js_runtime.v8_isolate().thread_safe_handle();
     worker.js_runtime.op_state().borrow_mut().put(WatcherExitHandle(isolate));
