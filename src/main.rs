@@ -74,7 +74,8 @@ fn main() {
             let run = || {
                 let (trust, redis) = (Trust::from_args(&cli.trust)?, RedisTarget::parse(&cli.redis.url)?);
                 let limits = limit_defaults(cli.limits);
-                let host = Host { redis: &redis, limits, allow_remote_inspect: cli.allow_remote_inspect, trust: &trust };
+                let host =
+                    Host { redis: &redis, limits, allow_remote_inspect: cli.allow_remote_inspect, trust: &trust };
                 run_worker(&key, &cli.redis.url, &host)
             };
             run()

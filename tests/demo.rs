@@ -178,6 +178,7 @@ fn a_wrong_or_missing_key_on_stdin_fails_clearly() {
     let wrong = finish(start_worker(db, "worker-v0 ffeeddccbbaa99887766554433221100\n"));
     assert_eq!(wrong.code, 1, "{wrong:?}");
     assert!(wrong.stderr.contains("Cannot decrypt encryptedJson: the key on stdin is wrong"), "{wrong:?}");
+    assert!(!format!("{wrong:?}").contains("ffeeddccbbaa9988"), "the error does not echo the key: {wrong:?}");
     let missing = finish(start_worker(db, ""));
     assert_eq!(missing.code, 1, "{missing:?}");
     assert!(missing.stderr.contains("Invalid input type"), "{missing:?}");

@@ -183,7 +183,8 @@ fn a_lockfile_pins_every_remote_module() {
 
     let ok = run(denorun(&[&key]), "");
     assert_eq!(ok.code, 0, "{ok:?}");
-    let refused_other = format!("other refused: {} is not in the lockfile {} (it is frozen)", server.url("/other.ts"), lock.display());
+    let refused_other =
+        format!("other refused: {} is not in the lockfile {} (it is frozen)", server.url("/other.ts"), lock.display());
     assert!(ok.stdout.starts_with(&format!("mod v1\n{refused_other}")), "{ok:?}");
 
     // A module that changed at its origin is refused with both digests; nothing runs.
@@ -237,7 +238,10 @@ fn denied_checks_are_audited_with_the_worker_and_the_line() {
     let seen: Vec<(String, String, Option<i64>)> = lines
         .iter()
         .map(|l| {
-            assert_eq!((&l["event"], &l["worker"], &l["module"]), (&"denied".into(), &key.clone().into(), &module.clone().into()));
+            assert_eq!(
+                (&l["event"], &l["worker"], &l["module"]),
+                (&"denied".into(), &key.clone().into(), &module.clone().into())
+            );
             (l["kind"].as_str().unwrap().into(), l["value"].as_str().unwrap().into(), l["line"].as_i64())
         })
         .collect();

@@ -110,8 +110,7 @@ impl Supervisor {
         worker::init_engine(&type_flags)?;
         // Workers find their Redis in REDIS_URL: as the type's ACL user when `denorun acl` made
         // one, else with the URL denorun was given.
-        let (url, user) =
-            crate::acl::workers_url(&defaults, &secret, &redis.url).with_context(|| keys.hash.clone())?;
+        let (url, user) = crate::acl::workers_url(&defaults, &secret, &redis.url).with_context(|| keys.hash.clone())?;
         std::env::set_var("REDIS_URL", &*url);
         if let Some(user) = user {
             log::info!("{}: workers connect to Redis as the ACL user {user}", keys.hash);
