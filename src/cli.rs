@@ -47,6 +47,9 @@ pub struct Cli {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub observe: ObserveArgs,
 }
 
 /// What the operator trusts a worker hash with: permissions and code origins.
@@ -151,6 +154,20 @@ pub struct SuperviseArgs {
     pub trust: TrustArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub observe: ObserveArgs,
+}
+
+/// What the process shows of its workers.
+#[derive(Debug, Args, Clone)]
+pub struct ObserveArgs {
+    /// Serve Prometheus metrics on http://ADDR/metrics and health on /healthz (ADDR defaults
+    /// to 127.0.0.1:9464)
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Let --metrics listen on a non-loopback address
+    #[arg(long)]
+    pub allow_remote_metrics: bool,
 }
 
 /// Admin commands for everyday use (they replace the original's cli.ts).

@@ -17,6 +17,7 @@ mod config;
 mod flags;
 mod loader;
 mod lock;
+mod metrics;
 mod ops;
 mod permissions;
 mod remote;
@@ -31,10 +32,13 @@ use anyhow::Context;
 use clap::Parser;
 use deno_runtime::deno_core::resolve_url_or_path;
 
-use crate::cli::{Cli, Command, LimitArgs, LockArgs, RunArgs};
+use std::sync::Arc;
+
+use crate::cli::{Cli, Command, LimitArgs, LockArgs, ObserveArgs, RunArgs};
 use crate::config::RedisTarget;
 use crate::loader::Provenance;
 use crate::lock::Lock;
+use crate::metrics::{Metrics, WorkerLabels, WorkerStats};
 use crate::spec::{Host, LimitDefaults, Trust};
 use crate::worker::{Limits, WorkerSpec};
 
@@ -62,6 +66,8 @@ fn main() {
                     trust: Trust::from_args(&args.trust).unwrap_or_else(|e| fail(e)),
                     heartbeat: seconds(args.heartbeat).max(std::time::Duration::from_millis(100)),
                     allow_remote_inspect: args.allow_remote_inspect,
+                    metrics: args.observe.metrics,
+                    allow_remote_metrics: args.observe.allow_remote_metrics,
                 },
             )
         }),
@@ -76,7 +82,7 @@ fn main() {
                 let limits = limit_defaults(cli.limits);
                 let host =
                     Host { redis: &redis, limits, allow_remote_inspect: cli.allow_remote_inspect, trust: &trust };
-                run_worker(&key, &cli.redis.url, &host)
+                run_worker(&key, &cli.redis.url, &host, &cli.observe)
             };
             run()
         }
@@ -103,7 +109,7 @@ fn limit_defaults(args: LimitArgs) -> LimitDefaults {
 }
 
 /// `denorun <WORKER_KEY>`: the worker named by a Redis hash.
-fn run_worker(key: &str, redis_url: &str, host: &Host) -> anyhow::Result<i32> {
+fn run_worker(key: &str, redis_url: &str, host: &Host, observe: &ObserveArgs) -> anyhow::Result<i32> {
     let (config, type_hash) = load_config_and_type(host.redis, key)?;
     // Its stdin is denorun's, unless its type has an ACL user (`denorun acl`): then denorun
     // reads the secret line first, to unseal that user's password, and hands the line on.
@@ -115,7 +121,10 @@ fn run_worker(key: &str, redis_url: &str, host: &Host) -> anyhow::Result<i32> {
             (deno_runtime::deno_io::Stdio { stdin: secret::pipe(&secret)?, ..Default::default() }, url)
         }
     };
-    let spec = spec::assemble(&config, host, stdio)?;
+    let mut spec = spec::assemble(&config, host, stdio)?;
+    if let Some(addr) = observe.metrics {
+        spec.stats = Some(serve_metrics(key, addr, observe.allow_remote_metrics)?);
+    }
     // The worker finds its Redis in REDIS_URL (with --allow-env=REDIS_URL), whichever way
     // denorun was told. Set before any thread starts.
     std::env::set_var("REDIS_URL", &*url);
@@ -140,6 +149,25 @@ fn write_lock(args: &LockArgs, redis_url: &str) -> anyhow::Result<i32> {
     let count = lock.write()?;
     println!("{}: {count} remote modules locked in {}", args.worker_key, lock.path().display());
     Ok(0)
+}
+
+/// `--metrics` for a single worker: its numbers, served from a thread of their own.
+fn serve_metrics(key: &str, addr: std::net::SocketAddr, allow_remote: bool) -> anyhow::Result<Arc<WorkerStats>> {
+    metrics::server::check_address(addr, allow_remote)?;
+    let metrics = Metrics::new();
+    let mut parts = key.split(':');
+    let labels =
+        WorkerLabels { r#type: parts.next().unwrap_or_default().into(), id: parts.next().unwrap_or_default().into() };
+    let stats = metrics.worker(&labels.r#type, &labels.id);
+    metrics.started(&labels);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let health = Arc::new(metrics::server::Health::default());
+    let bound = runtime.block_on(metrics::server::serve(addr, metrics, health))?;
+    log::info!("{key}: metrics on http://{bound}/metrics");
+    std::thread::Builder::new().name("denorun-metrics".into()).spawn(move || {
+        runtime.block_on(std::future::pending::<()>());
+    })?;
+    Ok(stats)
 }
 
 fn load_config(redis: &RedisTarget, key: &str) -> anyhow::Result<config::WorkerConfig> {
@@ -181,6 +209,7 @@ fn run_script(args: RunArgs) -> anyhow::Result<i32> {
         limits: Limits::NONE,
         handler: false,
         provenance: Provenance { locks, ..Default::default() },
+        stats: None,
     }))
 }
 

@@ -95,6 +95,7 @@ pub fn assemble(config: &WorkerConfig, host: &Host, stdio: Stdio) -> anyhow::Res
         limits,
         handler: true,
         provenance,
+        stats: None,
     })
 }
 

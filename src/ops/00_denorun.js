@@ -19,7 +19,14 @@ const {
   op_denorun_redis_pubsub_next,
   op_denorun_redis_pubsub_close,
   op_denorun_inspecting,
+  op_denorun_heap_sample,
 } = core.ops;
+
+// The heap gauge of a worker whose numbers are kept, sampled every second while it runs
+// (an idle isolate's heap does not move). The timer never keeps a worker alive.
+if (op_denorun_heap_sample()) {
+  core.createSystemInterval(op_denorun_heap_sample, 1000, false);
+}
 
 // Deno's bootstrap wraps each method of console (those V8's inspector console also has) so
 // that an inspector attached later still sees console calls; each call then also captures a

@@ -91,12 +91,14 @@ async function serve(mainUrl) {
     // Still running at twice its time-out: only ending the worker frees the slot.
     const overdue = setTimeout(() => op_denorun_handler_overdue(BigInt(requestTimeoutMs)), 2 * requestTimeoutMs);
     const done = { id: req.id, ref: req.ref, attempt: req.attempt, fields: req.fields, reply: null, error: null };
+    const started = performance.now();
     try {
       const value = await handler.request(req, { ...context, signal: controller.signal });
       done.reply = value === undefined ? null : JSON.stringify(value);
     } catch (e) {
       done.error = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
     } finally {
+      done.tookMs = performance.now() - started;
       clearTimeout(timer);
       clearTimeout(overdue);
       stopping.signal.removeEventListener("abort", abort);

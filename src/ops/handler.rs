@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deno_core::{op2, OpState, Resource, ResourceId};
@@ -19,6 +20,8 @@ use deno_error::JsErrorBox;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamRangeReply, StreamReadReply};
 use serde::Serialize;
+
+use crate::metrics::{Outcome, WorkerStats};
 
 /// The group every worker reads in, as in the 2021 design.
 const GROUP: &str = "worker";
@@ -106,6 +109,8 @@ pub struct Request {
 struct Loop {
     settings: Settings,
     pid: String,
+    /// The worker's numbers (requests by outcome, in flight, handling time), if kept.
+    stats: Option<Arc<WorkerStats>>,
     reader: ConnectionManager,
     writer: ConnectionManager,
     state: RefCell<State>,
@@ -204,7 +209,9 @@ pub async fn op_denorun_handler_open(state: Rc<RefCell<OpState>>, #[string] key:
         username: info.redis_settings().username().map(str::to_string),
         password: info.redis_settings().password().map(str::to_string),
     };
-    let rid = state.borrow_mut().resource_table.add(Loop { settings, pid, reader, writer, state: Default::default() });
+    let stats = state.borrow().try_borrow::<Arc<WorkerStats>>().cloned();
+    let rid =
+        state.borrow_mut().resource_table.add(Loop { settings, pid, stats, reader, writer, state: Default::default() });
     Ok(Opened { rid, fields, concurrency: settings_out.0, request_timeout_ms: settings_out.1, redis })
 }
 
@@ -258,6 +265,9 @@ pub struct Done {
     fields: HashMap<String, String>,
     reply: Option<String>,
     error: Option<String>,
+    /// The handler's time, in ms.
+    #[serde(rename = "tookMs")]
+    took_ms: Option<f64>,
 }
 
 /// Runs a Redis call until Redis answers: a lost connection is retried with backoff (100 ms
@@ -318,6 +328,9 @@ impl Loop {
             }
             self.state.borrow_mut().idle = requests.is_empty();
             if !requests.is_empty() {
+                if let Some(stats) = &self.stats {
+                    stats.began(requests.len());
+                }
                 return Ok(Some(requests));
             }
         }
@@ -444,6 +457,9 @@ impl Loop {
                     Ok(data) => data,
                     Err(e) => {
                         let reply = serde_json::json!({ "code": 400, "error": format!("data is not JSON: {e}") });
+                        if let Some(stats) = &self.stats {
+                            stats.count(Outcome::Refused);
+                        }
                         self.answer(&entry.id, fields.get("ref").cloned(), Some(reply.to_string()), &fields).await?;
                         continue;
                     }
@@ -462,14 +478,22 @@ impl Loop {
     }
 
     async fn done(&self, done: Done) -> Result<(), JsErrorBox> {
+        let finished = |outcome| {
+            if let Some(stats) = &self.stats {
+                stats.finished(outcome, done.took_ms);
+            }
+        };
         let Some(error) = done.error else {
+            finished(Outcome::Ok);
             return self.answer(&done.id, done.reference, done.reply, &done.fields).await;
         };
         if done.attempt < self.settings.max_attempts {
+            finished(Outcome::Retried);
             let due = Instant::now() + retry_delay(&self.settings, done.attempt);
             self.state.borrow_mut().retries.push((due, done.id, done.attempt + 1));
             return Ok(());
         }
+        finished(Outcome::Dead);
         self.bury(&done.id, done.reference, done.attempt, &error, &done.fields).await
     }
 

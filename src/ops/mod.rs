@@ -11,7 +11,11 @@ pub mod handler;
 pub mod pubsub;
 pub mod redis;
 
-use deno_core::{op2, OpState};
+use std::sync::Arc;
+
+use deno_core::{op2, v8, OpState};
+
+use crate::metrics::WorkerStats;
 
 /// Whether this worker serves the inspector (`--inspect*`).
 struct Inspecting(bool);
@@ -19,6 +23,16 @@ struct Inspecting(bool);
 #[op2(fast)]
 fn op_denorun_inspecting(state: &mut OpState) -> bool {
     state.borrow::<Inspecting>().0
+}
+
+/// Records the isolate's heap use, if the worker's numbers are kept (`00_denorun.js` calls it
+/// every second); returns whether they are.
+#[op2(fast)]
+fn op_denorun_heap_sample(scope: &mut v8::PinScope<'_, '_>, state: &mut OpState) -> bool {
+    let Some(stats) = state.try_borrow::<Arc<WorkerStats>>() else { return false };
+    let heap = scope.get_heap_statistics();
+    stats.heap(heap.used_heap_size(), heap.heap_size_limit());
+    true
 }
 
 /// Stands in for Deno's `op_create_worker`: `new Worker()` throws a JS error that the worker
@@ -50,13 +64,19 @@ deno_core::extension!(
         handler::op_denorun_handler_close,
         handler::op_denorun_handler_overdue,
         op_denorun_inspecting,
+        op_denorun_heap_sample,
     ],
-    options = { inspecting: bool },
+    options = { inspecting: bool, stats: Option<Arc<WorkerStats>> },
     middleware = |op| match op.name {
         "op_create_worker" => op.with_implementation_from(&op_denorun_no_web_workers()),
         _ => op,
     },
-    state = |state, options| state.put(Inspecting(options.inspecting)),
+    state = |state, options| {
+        state.put(Inspecting(options.inspecting));
+        if let Some(stats) = options.stats {
+            state.put(stats);
+        }
+    },
     customizer = |ext: &mut deno_core::Extension| {
         ext.esm_files.to_mut().push(deno_core::ExtensionFileSource::new(
             "ext:denorun/00_denorun.js",

@@ -2,6 +2,7 @@
 //! shared assembly (`spec`), a stdin pipe holding the secret line, and a thread of its own.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use deno_runtime::deno_io::Stdio;
 use redis::aio::ConnectionManager;
@@ -10,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::Event;
 use crate::config;
+use crate::metrics::WorkerStats;
 use crate::spec::{self, Host};
 use crate::worker::{self, StopHandle};
 
@@ -21,11 +23,13 @@ pub async fn launch(
     key: &str,
     id: &str,
     secret: &str,
+    stats: Arc<WorkerStats>,
     events: &mpsc::UnboundedSender<Event>,
 ) -> anyhow::Result<StopHandle> {
     let own: HashMap<String, String> = conn.hgetall(key).await?;
     let config = config::merged(key, defaults, own)?;
-    let spec = spec::assemble(&config, host, Stdio { stdin: crate::secret::pipe(secret)?, ..Default::default() })?;
+    let mut spec = spec::assemble(&config, host, Stdio { stdin: crate::secret::pipe(secret)?, ..Default::default() })?;
+    spec.stats = Some(stats);
     if !spec.flags.v8_flags.is_empty() || spec.flags.seed.is_some() {
         log::warn!("{key}: --v8-flags and --seed apply to the whole process; set them in the type's hash");
     }

@@ -3,11 +3,13 @@
 //!
 //! The concerns are modules: the id-queue protocol with heartbeats and crash recovery
 //! (`queue`), the restart policy (`policy`), draining on signals (`drain`), launching a
-//! worker (`launch`), what goes into hashes (`records`) and Redis outages (`outage`). This
+//! worker (`launch`), what goes into hashes (`records`), Redis outages (`outage`) and the
+//! stats published each second for `top` and Prometheus (`board`). This
 //! module is the event loop that ties them together. Nothing a worker does and no Redis
 //! restart ends the loop: workers end alone, and the bookkeeping connection and the
 //! BLMOVE loop reconnect for as long as it takes.
 
+mod board;
 mod drain;
 mod launch;
 mod outage;
@@ -16,12 +18,14 @@ mod queue;
 mod records;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 
+use self::board::Board;
 use self::drain::{Drain, Step};
 use self::outage::Outage;
 pub use self::policy::Policy;
@@ -29,6 +33,8 @@ use self::policy::{Decision, History};
 use self::queue::{Keys, Recovery, Taker};
 use crate::config::{self, RedisTarget};
 use crate::flags;
+use crate::metrics::server::Health;
+use crate::metrics::{self, Metrics, WorkerLabels, WorkerStats};
 use crate::secret::{self, Secret};
 use crate::spec::{Host, LimitDefaults, Trust};
 use crate::worker::{self, Exit, Reason, StopHandle};
@@ -47,6 +53,9 @@ pub struct Options {
     /// heartbeats are recovered.
     pub heartbeat: Duration,
     pub allow_remote_inspect: bool,
+    /// Where to serve `/metrics` and `/healthz`, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
+    pub allow_remote_metrics: bool,
 }
 
 /// What the event loop hears.
@@ -69,6 +78,9 @@ struct Running {
 /// Reads the secret line, then supervises until drained; returns the exit code.
 pub fn supervise(redis: RedisTarget, options: Options) -> anyhow::Result<i32> {
     config::check_type(&options.worker_type)?;
+    if let Some(addr) = options.metrics {
+        metrics::server::check_address(addr, options.allow_remote_metrics)?;
+    }
     let secret = secret::read_line("denorun supervise <type>")?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -97,6 +109,11 @@ struct Supervisor {
     history: HashMap<String, History>,
     recovery: Recovery,
     taker: Option<Taker>,
+    metrics: Metrics,
+    health: Arc<Health>,
+    /// Each id's live numbers, kept across its restarts.
+    stats: HashMap<String, Arc<WorkerStats>>,
+    board: Board,
 }
 
 impl Supervisor {
@@ -125,11 +142,21 @@ impl Supervisor {
             .await
             .with_context(|| format!("cannot reach Redis at {}", redis.describe()))?;
         records::sign_in(&mut conn, &keys).await?;
+        let (metrics, health) = (Metrics::new(), Arc::new(Health::default()));
+        if let Some(addr) = options.metrics {
+            let bound = metrics::server::serve(addr, metrics.clone(), health.clone()).await?;
+            log::info!("{}: metrics on http://{bound}/metrics, health on /healthz", keys.hash);
+        }
+        let board = Board::new(&options.worker_type, &defaults, records::hostname());
         let (events, inbox) = mpsc::unbounded_channel();
         let taker = Taker::start(&redis, &keys, events.clone());
         log::info!("{}: supervising; waiting for ids on {}", keys.hash, keys.start);
         Ok(Supervisor {
-            outage: Outage::new(redis.describe()),
+            outage: Outage::new(redis.describe(), health.clone()),
+            metrics,
+            health,
+            stats: HashMap::new(),
+            board,
             recovery: Recovery::new(options.heartbeat * 5),
             me: queue::supervisor_name(),
             options,
@@ -152,6 +179,8 @@ impl Supervisor {
         let mut drain = Drain::new(self.options.drain_timeout)?;
         let mut beat = tokio::time::interval(self.options.heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut publish = tokio::time::interval(Duration::from_secs(1));
+        publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 Some(event) = self.inbox.recv() => match event {
@@ -170,6 +199,7 @@ impl Supervisor {
                     }
                 },
                 _ = beat.tick() => self.heartbeat(drain.is_draining()).await,
+                _ = publish.tick() => self.publish().await,
                 step = drain.next() => match step {
                     Step::Begin => self.begin_drain().await,
                     Step::StopAll => self.stop_all(),
@@ -195,11 +225,14 @@ impl Supervisor {
             allow_remote_inspect: self.options.allow_remote_inspect,
             trust: &self.options.trust,
         };
+        let stats = self.stats.entry(id.clone()).or_insert_with(|| self.metrics.worker(&self.options.worker_type, &id));
         let launched =
-            launch::launch(&mut self.conn, &host, &self.defaults, &key, &id, &self.secret, &self.events).await;
+            launch::launch(&mut self.conn, &host, &self.defaults, &key, &id, &self.secret, stats.clone(), &self.events)
+                .await;
         match launched {
             Ok(stop) => {
                 log::info!("{key}: started");
+                self.metrics.started(&self.labels(&id));
                 self.running.insert(id, Running { stop, since: Instant::now() });
             }
             Err(e) => {
@@ -230,6 +263,12 @@ impl Supervisor {
         let history = self.history.remove(&id).unwrap_or_default();
         let (decision, history) = policy::decide(&self.options.policy, &reason, ran, draining, history);
         self.history.insert(id.clone(), history);
+        let state = match decision {
+            Decision::Requeue => "stopped",
+            Decision::Backoff(_) => "backoff",
+            Decision::Park => "parked",
+        };
+        self.metrics.ended(&self.labels(&id), reason.name(), state);
         match decision {
             Decision::Requeue => {
                 if !draining {
@@ -309,9 +348,29 @@ impl Supervisor {
         }
     }
 
+    fn labels(&self, id: &str) -> WorkerLabels {
+        WorkerLabels { r#type: self.options.worker_type.clone(), id: id.to_string() }
+    }
+
+    /// Every second: the board's rows for the ids this supervisor runs or waits to restart.
+    async fn publish(&mut self) {
+        let mut rows = Vec::new();
+        for (id, stats) in &self.stats {
+            let (state, since) = match self.running.get(id) {
+                Some(running) => ("running", Some(running.since)),
+                None if self.waiting.contains(id) => ("backoff", None),
+                None => continue,
+            };
+            rows.push(board::Row { id, state, since, stats });
+        }
+        let published = self.board.publish(&mut self.conn, &self.metrics, &rows).await;
+        self.outage.note(published);
+    }
+
     /// Takes no new ids, and asks each worker to stop after its current request by clearing
     /// its `pid` field.
     async fn begin_drain(&mut self) {
+        self.health.draining();
         log::info!(
             "{}: draining {} worker(s), up to {}s; signal again to stop at once",
             self.keys.hash,

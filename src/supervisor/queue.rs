@@ -42,6 +42,20 @@ impl Keys {
     pub fn worker(&self, id: &str) -> String {
         format!("{}:{id}:h", self.prefix)
     }
+
+    /// The stats hash the supervisor publishes for one id: `${type}:${id}:stats:h`.
+    pub fn stats(&self, id: &str) -> String {
+        format!("{}:{id}:stats:h", self.prefix)
+    }
+
+    /// The type's stream numbers, `${type}:stats:h`.
+    pub fn type_stats(&self) -> String {
+        format!("{}:stats:h", self.prefix)
+    }
+
+    pub fn worker_type(&self) -> &str {
+        &self.prefix
+    }
 }
 
 /// How long a BLMOVE blocks before it looks whether it should stop.

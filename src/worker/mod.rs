@@ -51,6 +51,8 @@ pub struct WorkerSpec {
     pub handler: bool,
     /// Where its code may come from and which bytes it must have.
     pub provenance: Provenance,
+    /// Its live numbers (requests, heap), when they are kept: supervised, or `--metrics`.
+    pub stats: Option<Arc<crate::metrics::WorkerStats>>,
 }
 
 /// Sets the process-wide V8 options (flags, seed) and starts V8. Call once, before the first
@@ -238,7 +240,7 @@ fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Inspector
             deno_version: VERSION.to_string(),
             ..Default::default()
         },
-        extensions: vec![crate::ops::denorun::init(inspect.is_some())],
+        extensions: vec![crate::ops::denorun::init(inspect.is_some(), spec.stats.clone())],
         startup_snapshot: Some(SNAPSHOT),
         residual_lazy_js_sources: residual::RESIDUAL_LAZY_JS,
         residual_lazy_esm_sources: residual::RESIDUAL_LAZY_ESM,

@@ -1,0 +1,205 @@
+//! Observability against real servers: Debian's Prometheus scraping a supervisor's
+//! `/metrics` under load, `/healthz` following Redis, worker lines prefixed or in JSON, and
+//! `denorun top` under tmux.
+
+mod common;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::demo::{conn, Supervisor};
+use common::*;
+use redis::Commands;
+use serde_json::Value;
+
+/// A handler that takes `data.sleep` ms and keeps a little garbage, so the heap moves.
+const HANDLER: &str = r#"
+const kept: string[] = [];
+export default {
+  async request(req: any) {
+    kept.push("x".repeat(1000 + (kept.length % 7) * 100));
+    if (kept.length > 2000) kept.splice(0, 1000);
+    await new Promise((resolve) => setTimeout(resolve, req.data?.sleep ?? 0));
+    return { code: 200 };
+  },
+};
+"#;
+
+/// The `greeter` type with ids 1 and 2 queued, running `HANDLER`.
+fn greeters(url: &str, dir: &std::path::Path) {
+    let path = write(dir, "handler.ts", HANDLER);
+    let mut c = conn(url);
+    let defaults = [("workerUrl", path.to_str().unwrap()), ("workerVersion", "local"), ("concurrency", "4")];
+    let _: () = c.hset_multiple("greeter:h", &defaults).unwrap();
+    for id in ["1", "2"] {
+        let _: () = c.hset_multiple(format!("greeter:{id}:h"), &defaults).unwrap();
+        let _: () = c.rpush("greeter:start:q", id).unwrap();
+    }
+}
+
+fn both_run(url: &str) {
+    wait_until("both workers run", || {
+        ["1", "2"].iter().all(|id| conn(url).hexists::<_, _, bool>(format!("greeter:{id}:h"), "pid").unwrap())
+    });
+}
+
+/// Sends requests (each sleeping `sleep` ms in the handler) until `stop` is set.
+fn load(url: &str, stop: Arc<AtomicBool>, sleep: u32) -> std::thread::JoinHandle<usize> {
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let mut c = conn(&url);
+        let data = format!("{{\"sleep\":{sleep}}}");
+        let mut sent = 0;
+        while !stop.load(Ordering::Relaxed) {
+            for _ in 0..20 {
+                let _: String = c.xadd("greeter:req:x", "*", &[("data", data.as_str())]).unwrap();
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sent
+    })
+}
+
+/// A plain HTTP/1.0 GET on loopback: the status and the body.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, response.split_once("\r\n\r\n")?.1.to_string()))
+}
+
+/// Percent-encodes a PromQL query for a URL.
+fn encode(query: &str) -> String {
+    query
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Debian's Prometheus on a free port, scraping `target` every second.
+struct Prometheus {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Prometheus {
+        let dir = temp_dir();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: denorun\n    static_configs:\n      - targets: ['{target}']\n"
+        );
+        let config_path = write(dir.path(), "prometheus.yml", &config);
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(File::create(dir.path().join("log")).unwrap())
+            .spawn()
+            .expect("prometheus must be installed (apt-get install prometheus; .ci/setup.sh does)");
+        let prometheus = Prometheus { port, child, _dir: dir };
+        wait_until("Prometheus is ready", || get(port, "/-/ready").is_some_and(|(status, _)| status == 200));
+        prometheus
+    }
+
+    /// An instant query's first value, if it has one.
+    fn value(&self, query: &str) -> Option<f64> {
+        let (_, body) = get(self.port, &format!("/api/v1/query?query={}", encode(query)))?;
+        let json: Value = serde_json::from_str(&body).ok()?;
+        json["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Waits until `query` has a value that `ok` accepts, and returns it.
+    fn wait(&self, what: &str, query: &str, ok: impl Fn(f64) -> bool) -> f64 {
+        wait_for(what, Duration::from_secs(60), || self.value(query).filter(|v| ok(*v)))
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn prometheus_scrapes_request_counts_heap_and_pending() {
+    let redis = OwnRedis::start();
+    let url = redis.url();
+    let dir = temp_dir();
+    greeters(&url, dir.path());
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let supervisor = Supervisor::start_type(&url, "greeter", &["--metrics", &addr]);
+    both_run(&url);
+    let prometheus = Prometheus::start(&addr);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = load(&url, stop.clone(), 20);
+    let ok = "sum(denorun_requests_total{outcome=\"ok\"})";
+    let first = prometheus.wait("requests are counted", ok, |v| v > 0.0);
+    prometheus.wait("the count moves", ok, |v| v > first + 100.0);
+    for id in ["1", "2"] {
+        let used = format!("denorun_worker_heap_used_bytes{{type=\"greeter\",id=\"{id}\"}}");
+        prometheus.wait("the heap gauge is there", &used, |v| v > 0.0);
+        prometheus.wait("the heap gauge moves", &format!("changes({used}[1m])"), |v| v > 0.0);
+        let limit = format!("denorun_worker_heap_limit_bytes{{type=\"greeter\",id=\"{id}\"}}");
+        prometheus.wait("the heap limit is there", &limit, |v| v >= 512.0 * 1024.0 * 1024.0);
+    }
+    let pending = "denorun_stream_pending{type=\"greeter\",stream=\"greeter:req:x\"}";
+    prometheus.wait("requests are pending under load", &format!("max_over_time({pending}[1m])"), |v| v > 0.0);
+    prometheus.wait("a handling-time histogram", "sum(denorun_request_duration_seconds_count)", |v| v > 0.0);
+    prometheus.wait("process RSS", "process_resident_memory_bytes", |v| v > 10e6);
+    prometheus.wait("both workers up", "sum(denorun_worker_up{type=\"greeter\"})", |v| v == 2.0);
+    stop.store(true, Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    // Once the load stops, everything sent is counted and nothing stays pending.
+    prometheus.wait("every request counted", ok, |v| v == sent as f64);
+    prometheus.wait("nothing pending", pending, |v| v == 0.0);
+    supervisor.signal(libc::SIGTERM);
+    let run = supervisor.finish();
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[test]
+fn healthz_turns_503_while_redis_is_down() {
+    let mut redis = OwnRedis::start();
+    let url = redis.url();
+    let dir = temp_dir();
+    greeters(&url, dir.path());
+    let port = free_port();
+    let supervisor = Supervisor::start_type(&url, "greeter", &["--metrics", &format!("127.0.0.1:{port}")]);
+    both_run(&url);
+    let health = || get(port, "/healthz").map(|(status, _)| status);
+    assert_eq!(health(), Some(200));
+    redis.kill();
+    wait_until("healthz says 503", || health() == Some(503));
+    redis.restart();
+    wait_until("healthz says 200 again", || health() == Some(200));
+    let (status, body) = get(port, "/nowhere").unwrap();
+    assert_eq!(status, 404, "{body}");
+    supervisor.signal(libc::SIGTERM);
+    assert_eq!(supervisor.finish().code, 0);
+}
+
+#[test]
+fn metrics_stay_on_loopback_unless_allowed() {
+    let run = run(denorun(&["supervise", "greeter", "--metrics", "0.0.0.0:9464"]), "worker-v0 00\n");
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("needs --allow-remote-metrics"), "{run:?}");
+}
