@@ -156,6 +156,10 @@ pub struct SuperviseArgs {
     pub limits: LimitArgs,
     #[command(flatten)]
     pub observe: ObserveArgs,
+    /// How lines are written: `prefix` (each worker's lines after its name) or `json` (one
+    /// object per line, denorun's and the workers')
+    #[arg(long, value_enum, default_value_t = crate::logs::Format::Prefix)]
+    pub log_format: crate::logs::Format,
 }
 
 /// What the process shows of its workers.

@@ -17,6 +17,7 @@ mod config;
 mod flags;
 mod loader;
 mod lock;
+mod logs;
 mod metrics;
 mod ops;
 mod permissions;
@@ -25,8 +26,6 @@ mod secret;
 mod spec;
 mod supervisor;
 mod worker;
-
-use std::io::Write;
 
 use anyhow::Context;
 use clap::Parser;
@@ -43,8 +42,11 @@ use crate::spec::{Host, LimitDefaults, Trust};
 use crate::worker::{Limits, WorkerSpec};
 
 fn main() {
-    init_logger();
     let cli = Cli::parse();
+    logs::init(match &cli.command {
+        Some(Command::Supervise(args)) => args.log_format,
+        _ => logs::Format::Prefix,
+    });
     if let Err(e) = audit::init(cli.audit.as_deref()) {
         fail(e);
     }
@@ -211,15 +213,4 @@ fn run_script(args: RunArgs) -> anyhow::Result<i32> {
         provenance: Provenance { locks, ..Default::default() },
         stats: None,
     }))
-}
-
-/// Logs go to stderr: `denorun: warning: ...`. `DENORUN_LOG` sets the level (default info).
-/// The inspector's "Debugger listening on ws://..." lines are printed as Deno prints them.
-fn init_logger() {
-    env_logger::Builder::from_env(env_logger::Env::new().filter_or("DENORUN_LOG", "info"))
-        .format(|out, record| match record.level() {
-            log::Level::Info => writeln!(out, "{}", record.args()),
-            level => writeln!(out, "denorun: {}: {}", level.as_str().to_lowercase(), record.args()),
-        })
-        .init();
 }

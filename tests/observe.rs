@@ -203,3 +203,108 @@ fn metrics_stay_on_loopback_unless_allowed() {
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("needs --allow-remote-metrics"), "{run:?}");
 }
+
+/// Two workers that each write 200 lines of 20 kB at once, far beyond what one pipe write
+/// keeps whole, then serve.
+const CHATTY: &str = r#"
+const id = Deno.args[0].split(":")[1];
+const letter = id === "1" ? "a" : "b";
+for (let n = 0; n < 200; n++) console.log(`W${id}-${n}-${letter.repeat(20000)}`);
+console.error(`E${id} done`);
+export default { async request() { return { code: 200 }; } };
+"#;
+
+/// The lines of `text` that carry `CHATTY`'s payload, checked whole: (id, n) of each.
+fn payload_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<(String, usize)> {
+    let mut seen = Vec::new();
+    for line in lines {
+        let Some(rest) = line.strip_prefix('W') else { continue };
+        let (id, rest) = rest.split_once('-').unwrap();
+        let (n, letters) = rest.split_once('-').unwrap();
+        let letter = if id == "1" { 'a' } else { 'b' };
+        assert!(letters.len() == 20000 && letters.chars().all(|c| c == letter), "a broken line from {id}: {n}");
+        seen.push((id.to_string(), n.parse().unwrap()));
+    }
+    seen
+}
+
+fn chatty_supervisor(url: &str, dir: &std::path::Path, format: &str) -> Supervisor {
+    let path = write(dir, "chatty.ts", CHATTY);
+    let mut c = conn(url);
+    let defaults = [("workerUrl", path.to_str().unwrap()), ("workerVersion", "local")];
+    let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
+    let _: () = c.hset_multiple("greeter:h", &defaults).unwrap();
+    let _: () = c.rpush("greeter:start:q", &["1", "2"]).unwrap();
+    let supervisor = Supervisor::start_type(url, "greeter", &["--log-format", format]);
+    wait_until("both workers wrote all their lines", || {
+        let out = std::fs::read_to_string(supervisor.stdout_path()).unwrap();
+        out.matches("-199-").count() == 2
+    });
+    supervisor
+}
+
+#[test]
+fn worker_lines_are_prefixed_and_never_mixed() {
+    let redis = OwnRedis::start();
+    let dir = temp_dir();
+    let supervisor = chatty_supervisor(&redis.url(), dir.path(), "prefix");
+    supervisor.signal(libc::SIGTERM);
+    let run = supervisor.finish();
+    assert_eq!(run.code, 0, "{run:?}");
+    let mut stripped = Vec::new();
+    for line in run.stdout.lines() {
+        let (name, rest) = line.split_once(" | ").unwrap_or_else(|| panic!("no prefix: {:.80}", line));
+        let id = name.strip_prefix("greeter:").unwrap();
+        assert!(rest.starts_with(&format!("W{id}-")), "{name} printed another's line: {:.80}", rest);
+        stripped.push(rest);
+    }
+    let mut seen = payload_lines(stripped.into_iter());
+    seen.sort();
+    let expected: Vec<(String, usize)> =
+        ["1", "2"].iter().flat_map(|id| (0..200).map(move |n| (id.to_string(), n))).collect();
+    let mut expected = expected;
+    expected.sort();
+    assert_eq!(seen, expected);
+    for id in ["1", "2"] {
+        assert!(run.stderr.contains(&format!("greeter:{id} | E{id} done\n")), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_naming_the_worker() {
+    let redis = OwnRedis::start();
+    let url = redis.url();
+    let dir = temp_dir();
+    let supervisor = chatty_supervisor(&url, dir.path(), "json");
+    let mut c = conn(&url);
+    for n in 0..50 {
+        let _: String = c.xadd("greeter:req:x", "*", &[("ref", format!("j{n}"))]).unwrap();
+    }
+    for n in 0..50 {
+        let reply: Option<(String, String)> = c.brpop(format!("res:j{n}"), 10.0).unwrap();
+        assert!(reply.is_some(), "request j{n} answered");
+    }
+    supervisor.signal(libc::SIGTERM);
+    let run = supervisor.finish();
+    assert_eq!(run.code, 0, "{run:?}");
+    let parse = |text: &str| -> Vec<Value> {
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {:.80}", l))).collect()
+    };
+    let (out, err) = (parse(&run.stdout), parse(&run.stderr));
+    let mut msgs = Vec::new();
+    for object in &out {
+        let worker = object["worker"].as_str().expect("each worker line names its worker");
+        let msg = object["msg"].as_str().unwrap();
+        assert!(msg.starts_with(&format!("W{}-", &worker[8..9])), "{worker} printed another's line");
+        assert_eq!(object["stream"], "stdout");
+        assert!(object["ts"].is_string() && object["level"] == "info");
+        msgs.push(msg);
+    }
+    assert_eq!(payload_lines(msgs.into_iter()).len(), 400);
+    // denorun's own records are JSON too, with the worker and the event where there is one.
+    let starts: Vec<&Value> = err.iter().filter(|o| o["event"] == "start").collect();
+    assert_eq!(starts.len(), 2, "{err:?}");
+    assert!(starts.iter().all(|o| o["worker"].as_str().unwrap().starts_with("greeter:")));
+    assert!(err.iter().any(|o| o["worker"] == "greeter:1:h" && o["msg"] == "E1 done" && o["stream"] == "stderr"));
+    assert!(err.iter().any(|o| o["event"] == "exit" && o["reason"] == "drain"), "{err:?}");
+}

@@ -369,7 +369,8 @@ fn a_types_acl_user_keeps_its_workers_to_their_own_keys() {
     let supervisor = common::demo::Supervisor::start_type(&url, &rogue_type, &[]);
     let out = wait_for("the rogue reports", std::time::Duration::from_secs(30), || {
         let text = std::fs::read_to_string(supervisor.stdout_path()).unwrap();
-        text.lines().find_map(|l| l.strip_prefix("ROGUE ").map(str::to_string))
+        // Each line of a supervised worker comes after its name: `<type>:1 | ROGUE {...}`.
+        text.lines().find_map(|l| l.split_once(" | ROGUE ").map(|(_, json)| json.to_string()))
     });
     let out: serde_json::Value = serde_json::from_str(&out).unwrap();
     // Its own hash is writable; the rest, ACL itself included, is not: it is not the default user.

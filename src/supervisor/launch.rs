@@ -28,7 +28,8 @@ pub async fn launch(
 ) -> anyhow::Result<StopHandle> {
     let own: HashMap<String, String> = conn.hgetall(key).await?;
     let config = config::merged(key, defaults, own)?;
-    let mut spec = spec::assemble(&config, host, Stdio { stdin: crate::secret::pipe(secret)?, ..Default::default() })?;
+    let (stdout, stderr) = crate::logs::worker_pipes(key)?;
+    let mut spec = spec::assemble(&config, host, Stdio { stdin: crate::secret::pipe(secret)?, stdout, stderr })?;
     spec.stats = Some(stats);
     if !spec.flags.v8_flags.is_empty() || spec.flags.seed.is_some() {
         log::warn!("{key}: --v8-flags and --seed apply to the whole process; set them in the type's hash");

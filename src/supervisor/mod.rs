@@ -231,7 +231,7 @@ impl Supervisor {
                 .await;
         match launched {
             Ok(stop) => {
-                log::info!("{key}: started");
+                log::info!(worker = key.as_str(), event = "start"; "{key}: started");
                 self.metrics.started(&self.labels(&id));
                 self.running.insert(id, Running { stop, since: Instant::now() });
             }
@@ -255,9 +255,11 @@ impl Supervisor {
         let recorded = records::record_exit(&mut self.conn, &key, &reason).await;
         self.outage.note(recorded);
         match (&reason, &exit.report) {
-            (Reason::Uncaught(_), Some(report)) => eprintln!("error: {report}"),
-            (Reason::Drained | Reason::Stopped, _) => log::info!("{key}: {reason}"),
-            (Reason::RedisLost(_), _) => log::warn!("{key}: {reason}"),
+            (Reason::Uncaught(_), Some(report)) => crate::logs::report(&key, report),
+            (Reason::Drained | Reason::Stopped, _) => {
+                log::info!(worker = key.as_str(), event = "exit", reason = reason.name(); "{key}: {reason}")
+            }
+            (Reason::RedisLost(_), _) => log::warn!(worker = key.as_str(), event = "redis_lost"; "{key}: {reason}"),
             _ => {}
         }
         let history = self.history.remove(&id).unwrap_or_default();
@@ -272,16 +274,20 @@ impl Supervisor {
         match decision {
             Decision::Requeue => {
                 if !draining {
-                    log::info!("{key}: {reason} after {:.1}s; restarting", ran.as_secs_f64());
+                    log::info!(
+                        worker = key.as_str(), event = "exit", reason = reason.name(), ran_s = ran.as_secs_f64(),
+                        next = "restart";
+                        "{key}: {reason} after {:.1}s; restarting", ran.as_secs_f64()
+                    );
                 }
                 self.requeue(&id).await;
             }
             Decision::Backoff(delay) => {
                 let delay = policy::jitter(delay);
                 log::warn!(
-                    "{key}: {reason} after {:.1}s; restarting in {:.1}s",
-                    ran.as_secs_f64(),
-                    delay.as_secs_f64()
+                    worker = key.as_str(), event = "exit", reason = reason.name(), ran_s = ran.as_secs_f64(),
+                    next = "backoff", backoff_s = delay.as_secs_f64();
+                    "{key}: {reason} after {:.1}s; restarting in {:.1}s", ran.as_secs_f64(), delay.as_secs_f64()
                 );
                 self.waiting.insert(id.clone());
                 let events = self.events.clone();
@@ -298,6 +304,7 @@ impl Supervisor {
         let failed = self.keys.failed.clone();
         match queue::move_from_started(&mut self.conn, &self.keys, id, &failed).await {
             Ok(()) => log::error!(
+                worker = key, event = "exit", reason = reason.name(), next = "park";
                 "{key}: parked on {failed} after {failures} quick failures in a row; last: {reason}. \
                  Fix it, then requeue it: redis-cli lmove {failed} {} right left",
                 self.keys.start

@@ -26,6 +26,7 @@ impl Outage {
             self.down_since = Some(Instant::now());
             self.health.redis(false);
             log::warn!(
+                event = "redis_down";
                 "lost Redis at {} ({error}); reconnecting until it is back, and restarting the workers it ends then",
                 self.place
             );
@@ -37,7 +38,7 @@ impl Outage {
         match self.down_since.take() {
             Some(since) => {
                 self.health.redis(true);
-                log::info!("Redis at {} is back after {:.1}s", self.place, since.elapsed().as_secs_f64());
+                log::info!(event = "redis_up"; "Redis at {} is back after {:.1}s", self.place, since.elapsed().as_secs_f64());
                 true
             }
             None => false,
