@@ -177,8 +177,10 @@ pub struct ObserveArgs {
 /// Admin commands for everyday use (they replace the original's cli.ts).
 #[derive(Debug, Subcommand)]
 pub enum Admin {
-    /// Show each worker of a type: state, pid, restarts, last exit and error
+    /// Show each worker of a type: state, supervisor, requests/s, p99, heap, restarts, last exit
     Status { worker_type: String },
+    /// A live view of a type's workers and its stream, refreshed every second (q quits)
+    Top { worker_type: String },
     /// Create a worker's hash (${type}:${id}:h) with its streams and consumer id
     SetupWorker {
         worker_type: String,

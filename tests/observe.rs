@@ -308,3 +308,52 @@ fn json_logs_are_one_object_per_line_naming_the_worker() {
     assert!(err.iter().any(|o| o["worker"] == "greeter:1:h" && o["msg"] == "E1 done" && o["stream"] == "stderr"));
     assert!(err.iter().any(|o| o["event"] == "exit" && o["reason"] == "drain"), "{err:?}");
 }
+
+/// What tmux shows of a pane.
+fn capture(session: &str) -> String {
+    let out = Command::new("tmux").args(["capture-pane", "-p", "-t", session]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn session_alive(session: &str) -> bool {
+    Command::new("tmux").args(["has-session", "-t", session]).stderr(Stdio::null()).status().unwrap().success()
+}
+
+#[test]
+fn top_under_tmux_shows_a_row_per_worker_and_quits_on_q() {
+    let redis = OwnRedis::start();
+    let url = redis.url();
+    let dir = temp_dir();
+    greeters(&url, dir.path());
+    let supervisor = Supervisor::start_type(&url, "greeter", &[]);
+    both_run(&url);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = load(&url, stop.clone(), 5);
+
+    let session = unique("denorun-top");
+    let command = format!("env REDIS_URL={url} {DENORUN} top greeter");
+    let started = Command::new("tmux")
+        .args(["new-session", "-d", "-s", &session, "-x", "150", "-y", "30", &command])
+        .status()
+        .expect("tmux must be installed (apt-get install tmux; .ci/setup.sh does)");
+    assert!(started.success());
+    let screen = wait_for("top shows both workers serving", Duration::from_secs(30), || {
+        let screen = capture(&session);
+        let serving = |id: &str| {
+            screen.lines().any(|l| {
+                let cells: Vec<&str> = l.trim_matches(|c| c == '│' || c == ' ').split_whitespace().collect();
+                cells.first() == Some(&id)
+                    && cells.get(1) == Some(&"running")
+                    && cells.get(4).and_then(|r| r.parse::<f64>().ok()).is_some_and(|rps| rps > 0.0)
+            })
+        };
+        (serving("1") && serving("2") && screen.contains("stream greeter:req:x: length")).then_some(screen)
+    });
+    assert!(screen.contains("REQ/S") && screen.contains("P99 MS") && screen.contains("HEAP"), "{screen}");
+    Command::new("tmux").args(["send-keys", "-t", &session, "q"]).status().unwrap();
+    wait_until("top quits on q", || !session_alive(&session));
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+    supervisor.signal(libc::SIGTERM);
+    assert_eq!(supervisor.finish().code, 0);
+}

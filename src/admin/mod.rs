@@ -1,9 +1,11 @@
 //! Everyday admin commands, replacing the original's TypeScript CLI: set up and show worker
 //! hashes, create and inspect the request and response streams, send a request and wait for
-//! its reply, see the supervisor's workers, list and requeue dead letters (`dead`), and
-//! encrypt a worker's secret config.
+//! its reply, see the supervisor's workers (`board`, read by `status` and the live `top`),
+//! list and requeue dead letters (`dead`), and encrypt a worker's secret config.
 
+pub mod board;
 mod dead;
+pub mod top;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -32,6 +34,7 @@ pub fn run(redis: &RedisTarget, command: Admin) -> anyhow::Result<i32> {
         let mut conn = redis.connect().await?;
         match command {
             Admin::Status { worker_type } => status(&mut conn, &worker_type).await,
+            Admin::Top { worker_type } => top::run(&mut conn, &worker_type).await,
             Admin::SetupWorker { worker_type, id, request_limit, start } => {
                 setup_worker(&mut conn, &worker_type, &id, request_limit, start).await
             }
@@ -72,53 +75,35 @@ fn stream(worker_type: &str, which: &str) -> anyhow::Result<String> {
 }
 
 /// Each worker of a type (from its queues): state, supervisor, restarts, last exit (reason
-/// and code) and error.
+/// and code) and error, and what its supervisor publishes: requests/s, p99 and heap.
 async fn status(conn: &mut MultiplexedConnection, worker_type: &str) -> anyhow::Result<i32> {
     check_type(worker_type)?;
-    let supervisor: HashMap<String, String> = conn.hgetall(format!("{worker_type}:h")).await?;
-    match supervisor.get("pid") {
-        Some(pid) => println!(
-            "supervisor: pid {pid} on {}, started {} time(s)",
-            supervisor.get("host").map(String::as_str).unwrap_or("?"),
-            supervisor.get("startedCount").map(String::as_str).unwrap_or("?")
-        ),
+    let board = board::read(conn, worker_type).await?;
+    match &board.supervisor {
+        Some(supervisor) => println!("supervisor: {supervisor}"),
         None => println!("supervisor: not running"),
     }
-    let mut ids: Vec<(String, &str)> = Vec::new();
-    for (queue, state) in [("started", "started"), ("start", "queued"), ("failed", "failed")] {
-        let listed: Vec<String> = conn.lrange(format!("{worker_type}:{queue}:q"), 0, -1).await?;
-        for id in listed {
-            if !ids.iter().any(|(known, _)| *known == id) {
-                ids.push((id, state));
-            }
-        }
-    }
-    if ids.is_empty() {
+    if board.rows.is_empty() {
         println!("no workers: push ids on {worker_type}:start:q");
         return Ok(0);
     }
-    println!("{:<8} {:<11} {:<22} {:<9} {:<12} LAST ERROR", "ID", "STATE", "SUPERVISOR", "RESTARTS", "LAST EXIT");
-    for (id, state) in ids {
-        let hash: HashMap<String, String> = conn.hgetall(format!("{worker_type}:{id}:h")).await?;
-        let field = |name: &str| hash.get(name).cloned().unwrap_or_else(|| "-".into());
-        let state = match (state, hash.contains_key("pid")) {
-            ("started", true) => "running",
-            ("started", false) => "restarting",
-            (other, _) => other,
-        };
-        let last_exit = match (hash.get("lastReason"), hash.get("lastExit")) {
-            (Some(reason), Some(code)) => format!("{reason} ({code})"),
-            (None, Some(code)) => code.clone(),
-            _ => "-".into(),
-        };
+    println!("{}", board::stream_line(&board));
+    println!(
+        "{:<8} {:<11} {:<22} {:>7} {:>8} {:>10} {:<9} {:<12} LAST ERROR",
+        "ID", "STATE", "SUPERVISOR", "REQ/S", "P99 MS", "HEAP", "RESTARTS", "LAST EXIT"
+    );
+    for row in &board.rows {
         println!(
-            "{:<8} {:<11} {:<22} {:<9} {:<12} {}",
-            id,
-            state,
-            field("supervisor"),
-            field("restarts"),
-            last_exit,
-            hash.get("lastError").filter(|e| !e.is_empty()).map(String::as_str).unwrap_or("-")
+            "{:<8} {:<11} {:<22} {:>7} {:>8} {:>10} {:<9} {:<12} {}",
+            row.id,
+            row.state,
+            row.supervisor,
+            row.rps.map(|r| format!("{r:.1}")).unwrap_or_else(|| "-".into()),
+            board::millis(row.p99_ms),
+            board::heap(row),
+            row.restarts,
+            row.last_exit,
+            row.last_error
         );
     }
     Ok(0)

@@ -15,17 +15,23 @@ use crate::metrics::WorkerStats;
 use crate::spec::{self, Host};
 use crate::worker::{self, StopHandle};
 
-/// Starts the worker of `id`; its end arrives as `Event::Exited`.
+/// The worker to launch: its id, its hash's key, and the numbers it records into.
+pub struct Launch<'a> {
+    pub id: &'a str,
+    pub key: &'a str,
+    pub stats: Arc<WorkerStats>,
+}
+
+/// Starts a worker; its end arrives as `Event::Exited`.
 pub async fn launch(
     conn: &mut ConnectionManager,
     host: &Host<'_>,
     defaults: &HashMap<String, String>,
-    key: &str,
-    id: &str,
+    worker: Launch<'_>,
     secret: &str,
-    stats: Arc<WorkerStats>,
     events: &mpsc::UnboundedSender<Event>,
 ) -> anyhow::Result<StopHandle> {
+    let Launch { id, key, stats } = worker;
     let own: HashMap<String, String> = conn.hgetall(key).await?;
     let config = config::merged(key, defaults, own)?;
     let (stdout, stderr) = crate::logs::worker_pipes(key)?;

@@ -226,9 +226,8 @@ impl Supervisor {
             trust: &self.options.trust,
         };
         let stats = self.stats.entry(id.clone()).or_insert_with(|| self.metrics.worker(&self.options.worker_type, &id));
-        let launched =
-            launch::launch(&mut self.conn, &host, &self.defaults, &key, &id, &self.secret, stats.clone(), &self.events)
-                .await;
+        let worker = launch::Launch { id: &id, key: &key, stats: stats.clone() };
+        let launched = launch::launch(&mut self.conn, &host, &self.defaults, worker, &self.secret, &self.events).await;
         match launched {
             Ok(stop) => {
                 log::info!(worker = key.as_str(), event = "start"; "{key}: started");

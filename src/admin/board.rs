@@ -1,0 +1,158 @@
+//! Reading what supervisors publish, for `denorun status` and `denorun top`: each worker of a
+//! type (from its queues) with its hash (pid, restarts, last exit) and its stats hash
+//! (requests/s, handling times, heap), and the type's stream numbers. Any host's supervisors
+//! publish there, so this works from anywhere that reaches the Redis.
+
+use std::collections::HashMap;
+
+use redis::aio::MultiplexedConnection;
+use redis::AsyncCommands;
+
+/// One worker's row.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerRow {
+    pub id: String,
+    pub state: String,
+    pub pid: String,
+    pub supervisor: String,
+    pub uptime_s: Option<u64>,
+    pub rps: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub heap_used: Option<u64>,
+    pub heap_limit: Option<u64>,
+    pub restarts: String,
+    pub last_exit: String,
+    pub last_error: String,
+}
+
+/// A type's board.
+#[derive(Debug, Clone, Default)]
+pub struct Board {
+    /// The type hash's supervisor fields (`pid`, `host`, `startedCount`), if one signed in.
+    pub supervisor: Option<String>,
+    pub stream: HashMap<String, String>,
+    pub rows: Vec<WorkerRow>,
+}
+
+pub async fn read(conn: &mut MultiplexedConnection, worker_type: &str) -> anyhow::Result<Board> {
+    let type_hash: HashMap<String, String> = conn.hgetall(format!("{worker_type}:h")).await?;
+    let supervisor = type_hash.get("pid").map(|pid| {
+        format!(
+            "pid {pid} on {}, started {} time(s)",
+            type_hash.get("host").map(String::as_str).unwrap_or("?"),
+            type_hash.get("startedCount").map(String::as_str).unwrap_or("?")
+        )
+    });
+    let stream: HashMap<String, String> = conn.hgetall(format!("{worker_type}:stats:h")).await?;
+    let mut ids: Vec<(String, &str)> = Vec::new();
+    for (queue, state) in [("started", "started"), ("start", "queued"), ("failed", "failed")] {
+        let listed: Vec<String> = conn.lrange(format!("{worker_type}:{queue}:q"), 0, -1).await?;
+        for id in listed {
+            if !ids.iter().any(|(known, _)| *known == id) {
+                ids.push((id, state));
+            }
+        }
+    }
+    ids.sort_by(|(a, _), (b, _)| natural(a).cmp(&natural(b)));
+    let mut pipe = redis::pipe();
+    for (id, _) in &ids {
+        pipe.hgetall(format!("{worker_type}:{id}:h")).hgetall(format!("{worker_type}:{id}:stats:h"));
+    }
+    let hashes: Vec<HashMap<String, String>> = pipe.query_async(conn).await?;
+    let rows =
+        ids.into_iter().zip(hashes.chunks(2)).map(|((id, queue), pair)| row(id, queue, &pair[0], &pair[1])).collect();
+    Ok(Board { supervisor, stream, rows })
+}
+
+/// Ids in number order where they are numbers (`2` before `10`).
+fn natural(id: &str) -> (u64, &str) {
+    (id.parse().unwrap_or(u64::MAX), id)
+}
+
+fn row(id: String, queue: &str, hash: &HashMap<String, String>, stats: &HashMap<String, String>) -> WorkerRow {
+    let field = |name: &str| hash.get(name).filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| "-".into());
+    let number = |name: &str| stats.get(name).and_then(|v| v.parse::<f64>().ok());
+    let state = match (queue, hash.contains_key("pid"), stats.get("state")) {
+        ("started", _, Some(published)) => published.clone(),
+        ("started", true, None) => "running".into(),
+        ("started", false, None) => "restarting".into(),
+        (other, ..) => other.into(),
+    };
+    let last_exit = match (hash.get("lastReason"), hash.get("lastExit")) {
+        (Some(reason), Some(code)) => format!("{reason} ({code})"),
+        (None, Some(code)) => code.clone(),
+        _ => "-".into(),
+    };
+    WorkerRow {
+        id,
+        state,
+        pid: field("pid"),
+        supervisor: field("supervisor"),
+        uptime_s: number("uptimeS").map(|v| v as u64),
+        rps: number("rps"),
+        p50_ms: number("p50Ms"),
+        p99_ms: number("p99Ms"),
+        heap_used: number("heapUsed").map(|v| v as u64),
+        heap_limit: number("heapLimit").map(|v| v as u64),
+        restarts: field("restarts"),
+        last_exit,
+        last_error: field("lastError"),
+    }
+}
+
+/// `used/limit` in MiB, or `-`.
+pub fn heap(row: &WorkerRow) -> String {
+    match (row.heap_used, row.heap_limit) {
+        (Some(used), Some(limit)) if limit > 0 => format!("{}/{}M", used >> 20, limit >> 20),
+        _ => "-".into(),
+    }
+}
+
+pub fn millis(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
+}
+
+/// `1h02m`, `3m05s`, `42s`, or `-`.
+pub fn uptime(seconds: Option<u64>) -> String {
+    match seconds {
+        None => "-".into(),
+        Some(s) if s >= 3600 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        Some(s) if s >= 60 => format!("{}m{:02}s", s / 60, s % 60),
+        Some(s) => format!("{s}s"),
+    }
+}
+
+/// The stream's line: `greeter:req:x  length 12  pending 3 (oldest 1.2s)  dead 0`.
+pub fn stream_line(board: &Board) -> String {
+    let get = |name: &str| board.stream.get(name).map(String::as_str).unwrap_or("?");
+    if board.stream.is_empty() {
+        return "stream: no numbers yet (a supervisor publishes them every 2 s)".into();
+    }
+    let oldest = board.stream.get("oldestPendingMs").and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1000.0;
+    format!(
+        "stream {}: length {}  pending {} (oldest {oldest:.1}s)  dead {}",
+        get("stream"),
+        get("length"),
+        get("pending"),
+        get("dead")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(uptime(Some(3725)), "1h02m");
+        assert_eq!(uptime(Some(185)), "3m05s");
+        assert_eq!(uptime(None), "-");
+        let row = WorkerRow { heap_used: Some(5 << 20), heap_limit: Some(512 << 20), ..Default::default() };
+        assert_eq!(heap(&row), "5/512M");
+        assert_eq!(millis(Some(0.0567)), "0.06");
+        let mut ids = vec!["10", "2", "a", "1"];
+        ids.sort_by_key(|id| natural(id));
+        assert_eq!(ids, ["1", "2", "10", "a"]);
+    }
+}
