@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,8 @@ struct Options {
     deno: PathBuf,
     node: PathBuf,
     quick: bool,
+    /// Only the metrics on/off comparison, printed, not written.
+    only_metrics: bool,
     out: PathBuf,
     /// The command line, for the report.
     command: String,
@@ -70,11 +72,12 @@ struct Options {
 impl Options {
     fn parse(args: &[String]) -> anyhow::Result<Options> {
         let mut values: HashMap<&str, &str> = HashMap::new();
-        let mut quick = false;
+        let (mut quick, mut only_metrics) = (false, false);
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             match arg.as_str() {
                 "--quick" => quick = true,
+                "--only-metrics" => only_metrics = true,
                 "--denorun" | "--deno" | "--node" | "--out" => {
                     values.insert(arg, it.next().context("a flag needs a value")?);
                 }
@@ -87,6 +90,7 @@ impl Options {
             deno: path("--deno")?,
             node: path("--node")?,
             quick,
+            only_metrics,
             out: values.get("--out").map(PathBuf::from).unwrap_or_else(|| "BENCHMARKS.md".into()),
             command: std::env::var("BENCH_COMMAND").unwrap_or_else(|_| "bench/run.sh".into()),
         })
@@ -150,6 +154,8 @@ struct Bench {
     redis_url: String,
     conn: redis::aio::MultiplexedConnection,
     root: PathBuf,
+    /// `denorun supervise --metrics 127.0.0.1:<port>`, scraped every second, when set.
+    metrics_port: Option<u16>,
 }
 
 #[derive(Default, Clone)]
@@ -172,9 +178,13 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
     let (_redis, redis_url) = start_redis()?;
     let conn = redis::Client::open(redis_url.as_str())?.get_multiplexed_async_connection().await?;
-    let mut bench = Bench { opts, redis_url, conn, root };
+    let mut bench = Bench { opts, redis_url, conn, root, metrics_port: None };
     let requests = if bench.opts.quick { 400 } else { 10_000 };
     let cold_runs = if bench.opts.quick { 1 } else { 5 };
+    if bench.opts.only_metrics {
+        println!("{}", metrics_overhead(&mut bench, 5 * requests).await?);
+        return Ok(());
+    }
 
     let mut cold: HashMap<&str, Cold> = HashMap::new();
     let mut rows: HashMap<(&str, usize), Row> = HashMap::new();
@@ -202,6 +212,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     for (what, mib) in idle {
         let _ = writeln!(report, "| {what} | {mib:.1} |");
     }
+    report.push_str(&metrics_overhead(&mut bench, 5 * requests).await?);
     println!("{report}");
     std::fs::write(&bench.opts.out, &report).with_context(|| format!("writing {}", bench.opts.out.display()))?;
     eprintln!("wrote {}", bench.opts.out.display());
@@ -258,7 +269,12 @@ impl Bench {
         let bench_dir = self.root.join("bench");
         let commands: Vec<Command> = match form {
             Form::Denorun | Form::Handler if single => vec![cmd(&self.opts.denorun, &["demo-worker:1:h"])],
-            Form::Denorun | Form::Handler => vec![cmd(&self.opts.denorun, &["supervise", "demo-worker"])],
+            Form::Denorun | Form::Handler => {
+                let metrics = self.metrics_port.map(|port| format!("127.0.0.1:{port}"));
+                let mut args = vec!["supervise", "demo-worker"];
+                args.extend(metrics.as_deref().map(|addr| ["--metrics", addr]).into_iter().flatten());
+                vec![cmd(&self.opts.denorun, &args)]
+            }
             Form::Deno => (1..=n)
                 .map(|i| {
                     let key = format!("demo-worker:{i}:h");
@@ -394,8 +410,15 @@ impl Bench {
                 }
             }
         });
+        let scraping = Arc::new(AtomicBool::new(true));
+        let scraper = self.metrics_port.map(|port| scrape_every_second(port, scraping.clone()));
         let latencies = load(&self.redis_url, requests, "r").await?;
         sampler.abort();
+        scraping.store(false, Ordering::Relaxed);
+        if let Some(scraper) = scraper {
+            let scrapes = scraper.join().expect("the scraper thread");
+            eprintln!("  /metrics scraped {scrapes} time(s)");
+        }
         let rss_load = (peak_kib.load(Ordering::Relaxed) as f64 / 1024.0).max(rss_mib(&pids));
         let elapsed = started.elapsed();
         let cpu = cpu_seconds(&pids) - cpu_before;
@@ -459,6 +482,64 @@ async fn load(redis_url: &str, requests: usize, prefix: &str) -> anyhow::Result<
         all.extend(client.await??);
     }
     Ok(all)
+}
+
+/// GETs /metrics every second, as Prometheus would, until `go` is cleared; returns how
+/// many scrapes answered.
+fn scrape_every_second(port: u16, go: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut answered = 0;
+        while go.load(Ordering::Relaxed) {
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let _ = write!(stream, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+                let mut body = String::new();
+                if stream.read_to_string(&mut body).is_ok() && body.starts_with("HTTP/1.0 200") {
+                    answered += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        answered
+    })
+}
+
+/// The handler form (e), one worker, with `--metrics` scraped every second and without,
+/// alternating, five runs each: the medians of CPU per request, and their difference.
+async fn metrics_overhead(bench: &mut Bench, requests: usize) -> anyhow::Result<String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 1..=5 {
+        for metrics in [None, Some(port)] {
+            eprintln!("(e) metrics {}: round {round}", if metrics.is_some() { "on" } else { "off" });
+            bench.metrics_port = metrics;
+            let row = bench.throughput(Form::Handler, 1, requests).await?;
+            if metrics.is_some() { &mut on } else { &mut off }.push(row);
+        }
+    }
+    bench.metrics_port = None;
+    let median = |rows: &mut Vec<Row>, f: fn(&Row) -> f64| {
+        let mut values: Vec<f64> = rows.iter().map(f).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let (cpu_off, cpu_on) = (median(&mut off, |r| r.cpu_us_per_request), median(&mut on, |r| r.cpu_us_per_request));
+    let (rps_off, rps_on) = (median(&mut off, |r| r.rps), median(&mut on, |r| r.rps));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n## Metrics on vs off\n\n(e) denorun handler, 1 worker, {requests} requests per run; `--metrics` with \
+         /metrics scraped every second, and without, alternating, 5 runs each; medians. Recording the numbers \
+         (per request: two counters, a histogram, a gauge) is always on under `supervise`; what `--metrics` \
+         adds is serving them.\n"
+    );
+    let _ = writeln!(out, "| metrics | req/s | CPU µs/req | runs (CPU µs/req) |\n|---|---|---|---|");
+    for (name, rps, cpu, rows) in [("off", rps_off, cpu_off, &off), ("on, scraped every 1 s", rps_on, cpu_on, &on)] {
+        let runs: Vec<String> = rows.iter().map(|r| format!("{:.1}", r.cpu_us_per_request)).collect();
+        let _ = writeln!(out, "| {name} | {rps:.0} | {cpu:.1} | {} |", runs.join(", "));
+    }
+    let _ = writeln!(out, "\nCPU per request with metrics on vs off: {:+.1}%.", (cpu_on / cpu_off - 1.0) * 100.0);
+    Ok(out)
 }
 
 /// user + system CPU seconds of processes (all their threads).
