@@ -182,7 +182,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     let requests = if bench.opts.quick { 400 } else { 10_000 };
     let cold_runs = if bench.opts.quick { 1 } else { 5 };
     if bench.opts.only_metrics {
-        println!("{}", metrics_overhead(&mut bench, 5 * requests).await?);
+        println!("{}", metrics_overhead(&mut bench, 10 * requests).await?);
         return Ok(());
     }
 
@@ -212,7 +212,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     for (what, mib) in idle {
         let _ = writeln!(report, "| {what} | {mib:.1} |");
     }
-    report.push_str(&metrics_overhead(&mut bench, 5 * requests).await?);
+    report.push_str(&metrics_overhead(&mut bench, 10 * requests).await?);
     println!("{report}");
     std::fs::write(&bench.opts.out, &report).with_context(|| format!("writing {}", bench.opts.out.display()))?;
     eprintln!("wrote {}", bench.opts.out.display());
@@ -413,6 +413,8 @@ impl Bench {
         let scraping = Arc::new(AtomicBool::new(true));
         let scraper = self.metrics_port.map(|port| scrape_every_second(port, scraping.clone()));
         let latencies = load(&self.redis_url, requests, "r").await?;
+        let elapsed = started.elapsed();
+        let cpu = cpu_seconds(&pids) - cpu_before;
         sampler.abort();
         scraping.store(false, Ordering::Relaxed);
         if let Some(scraper) = scraper {
@@ -420,8 +422,6 @@ impl Bench {
             eprintln!("  /metrics scraped {scrapes} time(s)");
         }
         let rss_load = (peak_kib.load(Ordering::Relaxed) as f64 / 1024.0).max(rss_mib(&pids));
-        let elapsed = started.elapsed();
-        let cpu = cpu_seconds(&pids) - cpu_before;
         workers.stop();
         let mut sorted = latencies;
         sorted.sort();
@@ -505,11 +505,11 @@ fn scrape_every_second(port: u16, go: Arc<AtomicBool>) -> std::thread::JoinHandl
 }
 
 /// The handler form (e), one worker, with `--metrics` scraped every second and without,
-/// alternating, five runs each: the medians of CPU per request, and their difference.
+/// alternating, seven runs each: the medians of CPU per request, and their difference.
 async fn metrics_overhead(bench: &mut Bench, requests: usize) -> anyhow::Result<String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let (mut off, mut on) = (Vec::new(), Vec::new());
-    for round in 1..=5 {
+    for round in 1..=7 {
         for metrics in [None, Some(port)] {
             eprintln!("(e) metrics {}: round {round}", if metrics.is_some() { "on" } else { "off" });
             bench.metrics_port = metrics;
@@ -529,7 +529,7 @@ async fn metrics_overhead(bench: &mut Bench, requests: usize) -> anyhow::Result<
     let _ = writeln!(
         out,
         "\n## Metrics on vs off\n\n(e) denorun handler, 1 worker, {requests} requests per run; `--metrics` with \
-         /metrics scraped every second, and without, alternating, 5 runs each; medians. Recording the numbers \
+         /metrics scraped every second, and without, alternating, 7 runs each; medians. Recording the numbers \
          (per request: two counters, a histogram, a gauge) is always on under `supervise`; what `--metrics` \
          adds is serving them.\n"
     );
