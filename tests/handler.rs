@@ -425,3 +425,43 @@ export default {
     assert_eq!(aborted.as_deref(), Some("Error: request timed out after 300 ms"));
     assert_eq!(pending(&mut c), 1, "not acked: it will run again");
 }
+
+/// A request that ends its worker each time (here: past the heap limit) is not handed out
+/// again and again: after `maxAttempts` deliveries it goes to the dead letters.
+#[test]
+fn a_request_that_kills_its_worker_is_dead_lettered_after_max_attempts() {
+    let db = 6;
+    let dir = temp_dir();
+    let source = r#"
+export default {
+  request(req: any) {
+    if (req.data?.hog) { const kept: number[][] = []; while (true) kept.push(new Array(1e6).fill(1)); }
+    return { code: 200 };
+  },
+};
+"#;
+    let key = handler_worker(db, dir.path(), source, &[("maxAttempts", "2"), ("maxHeapMb", "32")]);
+    let mut c = redis().db(db);
+    send(&mut c, Some("poison"), "{\"hog\":true}");
+    for attempt in 1..=2 {
+        let run = finish(start(db, &key, ""));
+        assert_ne!(run.code, 0, "attempt {attempt}: {run:?}");
+        assert!(run.stderr.contains("heap limit of 32 MiB"), "attempt {attempt}: {run:?}");
+    }
+    // The third delivery is not run: it is dead-lettered with a 500, and the worker serves on.
+    let worker = start(db, &key, "");
+    let reply = reply(&mut c, "poison", 10.0).expect("a reply for the poison request");
+    assert_eq!(reply["code"], 500);
+    assert_eq!(reply["error"], "its worker ended while handling it, 2 time(s)");
+    let dead: redis::streams::StreamRangeReply = c.xrange_all("greeter:dead:x").unwrap();
+    assert_eq!(dead.ids.len(), 1);
+    send(&mut c, Some("fine"), "{}");
+    assert_eq!(reply_of(&mut c, "fine")["code"], 200);
+    assert_eq!(pending(&mut c), 0);
+    let _: () = c.hdel(&key, "pid").unwrap();
+    assert_eq!(finish(worker).code, 0);
+}
+
+fn reply_of(c: &mut redis::Connection, reference: &str) -> Value {
+    reply(c, reference, 10.0).unwrap_or_else(|| panic!("no reply for {reference}"))
+}

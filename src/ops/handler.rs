@@ -451,6 +451,17 @@ impl Loop {
                 .iter()
                 .map(|(k, v)| (k.clone(), redis::from_redis_value::<String>(v.clone()).unwrap_or_default()))
                 .collect();
+            // Handed out maxAttempts times already without an answer or a dead letter: each
+            // time its worker ended (a crash, a memory or CPU overrun) before it could report.
+            // It goes to the dead letters rather than round again.
+            if attempt > self.settings.max_attempts {
+                if let Some(stats) = &self.stats {
+                    stats.count(Outcome::Dead);
+                }
+                let error = format!("its worker ended while handling it, {} time(s)", attempt - 1);
+                self.bury(&entry.id, fields.get("ref").cloned(), attempt - 1, &error, &fields).await?;
+                continue;
+            }
             let data = match fields.get("data") {
                 None => serde_json::Value::Null,
                 Some(text) => match serde_json::from_str(text) {
