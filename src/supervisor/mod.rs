@@ -340,6 +340,12 @@ impl Supervisor {
         }
         self.flush_unqueued().await;
         if draining {
+            // A worker that was still starting when the drain began writes its `pid` after
+            // the drain cleared it; clearing it again on each beat stops that one too.
+            for id in self.running.keys().cloned().collect::<Vec<_>>() {
+                let cleared = records::clear_pid(&mut self.conn, &self.keys.worker(&id)).await;
+                self.outage.note(cleared);
+            }
             return;
         }
         let (running, waiting) = (&self.running, &self.waiting);

@@ -1,0 +1,136 @@
+//! Scale-out: several supervisors of one type, standing in for several hosts, sharing one
+//! Redis: every id runs exactly once, and a SIGKILLed supervisor's ids move to the others.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::demo::{conn, Supervisor};
+use common::*;
+use redis::Commands;
+use serde_json::Value;
+
+const HANDLER: &str = r#"
+export default {
+  request(req: any, ctx: any) { return { code: 200, worker: ctx.key }; },
+};
+"#;
+
+const IDS: [&str; 6] = ["1", "2", "3", "4", "5", "6"];
+const HEARTBEAT: f64 = 0.3;
+
+/// Each id's `supervisor` field (`host:pid`), once every id has a running worker.
+fn runners(url: &str) -> HashMap<String, String> {
+    let mut c = conn(url);
+    IDS.iter()
+        .map(|id| {
+            let hash: HashMap<String, String> = c.hgetall(format!("greeter:{id}:h")).unwrap();
+            (
+                id.to_string(),
+                if hash.contains_key("pid") {
+                    hash.get("supervisor").cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                },
+            )
+        })
+        .collect()
+}
+
+/// How many times each supervisor's log says it started each id.
+fn starts(supervisors: &[&Supervisor]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for supervisor in supervisors {
+        for line in supervisor.stderr().lines() {
+            if let Some(id) = line.strip_prefix("greeter:").and_then(|l| l.strip_suffix(":h: started")) {
+                *counts.entry(id.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+fn serve_all(url: &str, round: &str) {
+    let mut c = conn(url);
+    for n in 0..30 {
+        let reference = format!("{round}-{n}");
+        let _: String = c.xadd("greeter:req:x", "*", &[("ref", reference.as_str())]).unwrap();
+    }
+    for n in 0..30 {
+        let reply: Option<(String, String)> = c.brpop(format!("res:{round}-{n}"), 10.0).unwrap();
+        let reply: Value = serde_json::from_str(&reply.expect("a reply").1).unwrap();
+        assert_eq!(reply["code"], 200);
+    }
+}
+
+#[test]
+fn three_supervisors_run_each_id_once_and_take_over_a_killed_ones() {
+    let redis = OwnRedis::start();
+    let url = redis.url();
+    let dir = temp_dir();
+    let path = write(dir.path(), "handler.ts", HANDLER);
+    let mut c = conn(&url);
+    let defaults = [("workerUrl", path.to_str().unwrap()), ("workerVersion", "local")];
+    let _: () = c.hset_multiple("greeter:h", &defaults).unwrap();
+    let heartbeat = HEARTBEAT.to_string();
+    let start = || Supervisor::start_type(&url, "greeter", &["--heartbeat", &heartbeat]);
+    let supervisors = [start(), start(), start()];
+    // The ids are queued once all three wait on start:q, so that they share them.
+    wait_until("three supervisors wait for ids", || {
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+        clients.matches("cmd=blmove").count() == 3
+    });
+    let _: () = c.rpush("greeter:start:q", &IDS).unwrap();
+    let running = wait_for("all six ids run", Duration::from_secs(30), || {
+        let runners = runners(&url);
+        runners.values().all(|s| !s.is_empty()).then_some(runners)
+    });
+    let names: Vec<String> = supervisors.iter().map(|s| format!(":{}", s.pid())).collect();
+    assert!(running.values().all(|r| names.iter().any(|n| r.ends_with(n))), "{running:?}");
+    serve_all(&url, "before");
+    let all: Vec<&Supervisor> = supervisors.iter().collect();
+    assert!(IDS.iter().all(|id| starts(&all).get(*id) == Some(&1)), "each id started once: {:?}", starts(&all));
+
+    // SIGKILL a supervisor that runs at least one id; the others take its ids over.
+    let [a, b, c3] = supervisors;
+    let (victim, survivors) = match running.values().filter(|r| r.ends_with(&names[0])).count() {
+        0 => (b, [a, c3]),
+        _ => (a, [b, c3]),
+    };
+    let victim_name = format!(":{}", victim.pid());
+    let orphans: Vec<String> =
+        running.iter().filter(|(_, r)| r.ends_with(&victim_name)).map(|(id, _)| id.clone()).collect();
+    assert!(!orphans.is_empty());
+    let mut victim = victim;
+    let killed_at = Instant::now();
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    let survivor_names: Vec<String> = survivors.iter().map(|s| format!(":{}", s.pid())).collect();
+    let moved = wait_for("the killed supervisor's ids run elsewhere", Duration::from_secs(30), || {
+        let runners = runners(&url);
+        runners.values().all(|r| survivor_names.iter().any(|n| r.ends_with(n))).then_some(runners)
+    });
+    let took = killed_at.elapsed();
+    eprintln!("{} id(s) moved in {took:?} (heartbeat {HEARTBEAT}s)", orphans.len());
+    // The survivors' own ids kept their worker; the orphans started exactly once more.
+    let survivors_starts = starts(&survivors.iter().collect::<Vec<_>>());
+    let victim_starts = starts(&[&victim]);
+    for id in IDS {
+        let total = survivors_starts.get(id).unwrap_or(&0) + victim_starts.get(id).unwrap_or(&0);
+        let expected = if orphans.iter().any(|o| o == id) { 2 } else { 1 };
+        assert_eq!(total, expected, "id {id}: {survivors_starts:?} {victim_starts:?} {moved:?}");
+    }
+    serve_all(&url, "after");
+    // One consumer per id in the group, whatever moved where.
+    let consumers: Vec<HashMap<String, redis::Value>> =
+        redis::cmd("XINFO").arg("CONSUMERS").arg("greeter:req:x").arg("worker").query(&mut c).unwrap();
+    assert_eq!(consumers.len(), 6, "{consumers:?}");
+    for survivor in survivors {
+        survivor.signal(libc::SIGTERM);
+        let run = survivor.finish();
+        assert_eq!(run.code, 0, "{run:?}");
+        // Even workers still starting when the drain began stop by it, not by its time-out.
+        assert!(!run.stderr.contains("stopping") && !run.stderr.contains(":h: stopped\n"), "{run:?}");
+    }
+}
