@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -464,4 +464,79 @@ export default {
 
 fn reply_of(c: &mut redis::Connection, reference: &str) -> Value {
     reply(c, reference, 10.0).unwrap_or_else(|| panic!("no reply for {reference}"))
+}
+
+/// `replicaAcks`: each reply and ack is WAITed for on that many replicas (a real replica of
+/// the test's own Redis); with the replica gone, replies still go out and the shortfall is
+/// logged.
+#[test]
+fn replica_acks_wait_for_the_replica() {
+    let master = OwnRedis::start();
+    let url = master.url();
+    let replica_port = free_port();
+    let replica = Killed(Some(
+        Command::new("redis-server")
+            .args(["--port", &replica_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--replicaof", "127.0.0.1", &master.port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let mut c = conn(&url);
+    wait_until("the replica is connected", || {
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap();
+        info.contains("connected_slaves:1") && info.contains("state=online")
+    });
+    let dir = temp_dir();
+    let path = write(dir.path(), "handler.ts", HANDLER);
+    let fields = [
+        ("workerUrl", path.to_str().unwrap()),
+        ("workerVersion", "local"),
+        ("replicaAcks", "1"),
+        ("replicaAckTimeoutMs", "200"),
+    ];
+    let _: () = c.hset_multiple("greeter:1:h", &fields).unwrap();
+    let mut cmd = denorun(&["greeter:1:h"]);
+    cmd.env("REDIS_URL", &url).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut worker = Killed(Some(cmd.spawn().unwrap()));
+    wait_until("the worker claims its hash", || c.hexists::<_, _, bool>("greeter:1:h", "pid").unwrap());
+    let waits = |c: &mut redis::Connection| -> u64 {
+        let stats: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap();
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
+            .map_or(0, |v| v.split(',').next().unwrap().parse().unwrap())
+    };
+    for n in 0..20 {
+        send(&mut c, Some(&format!("w{n}")), "{\"name\":\"r\"}");
+        assert_eq!(reply(&mut c, &format!("w{n}"), 10.0).expect("a reply")["code"], 200);
+    }
+    // A client may see its reply just before the worker's WAIT for it.
+    wait_until("a WAIT per reply", || waits(&mut c) >= 20);
+    let mut rc = conn(&format!("redis://127.0.0.1:{replica_port}"));
+    let replicated: Option<String> = redis::cmd("GET").arg("calls:w19").query(&mut rc).unwrap();
+    assert_eq!(replicated.as_deref(), Some("1"), "the replica has what the worker wrote");
+
+    drop(replica); // killed
+    send(&mut c, Some("alone"), "{\"name\":\"r\"}");
+    assert_eq!(reply(&mut c, "alone", 10.0).expect("a reply without the replica")["code"], 200);
+    let _: () = c.hdel("greeter:1:h", "pid").unwrap();
+    let run = finish(worker.0.take().unwrap());
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("0 of the 1 replica(s) replicaAcks asks for acknowledged a reply within 200 ms"),
+        "{run:?}"
+    );
+}
+
+/// A child process killed when the test ends, even by a panic.
+struct Killed(Option<Child>);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

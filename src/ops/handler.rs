@@ -47,6 +47,9 @@ pub struct Settings {
     pub retry_delay: Duration,
     pub claim_idle: Duration,
     pub request_timeout: Duration,
+    /// `WAIT <replica_acks> <replica_ack_timeout>` after each reply and ack (0: none).
+    pub replica_acks: u64,
+    pub replica_ack_timeout: Duration,
 }
 
 impl Settings {
@@ -82,6 +85,8 @@ impl Settings {
             retry_delay: Duration::from_millis(number("retryDelayMs", 1000)?),
             claim_idle: Duration::from_millis(number("claimIdleMs", 30_000)?.max(1)),
             request_timeout: Duration::from_millis(number("requestTimeoutMs", 30_000)?.max(1)),
+            replica_acks: number("replicaAcks", 0)?,
+            replica_ack_timeout: Duration::from_millis(number("replicaAckTimeoutMs", 1000)?.max(1)),
         })
     }
 }
@@ -130,6 +135,8 @@ struct State {
     /// Whether this consumer's own pending entries (from before a restart) were taken.
     history_read: bool,
     stopped: bool,
+    /// Replies fewer replicas acknowledged than `replicaAcks` asked for.
+    unreplicated: u64,
 }
 
 impl Resource for Loop {
@@ -559,7 +566,41 @@ impl Loop {
             }
         }
         self.state.borrow_mut().finished += 1;
+        if s.replica_acks > 0 {
+            self.wait_for_replicas().await;
+        }
         Ok(())
+    }
+
+    /// `WAIT`s until `replicaAcks` replicas have the reply and the ack (or the time-out), so
+    /// that a failover to one of them keeps it. Too few is logged, on the first time and then
+    /// every thousandth: the reply is sent, and a failover may run the request again.
+    async fn wait_for_replicas(&self) {
+        let s = &self.settings;
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(s.replica_acks).arg(s.replica_ack_timeout.as_millis() as u64);
+        let acked: u64 = self
+            .writer
+            .clone()
+            .send_packed_command(&wait)
+            .await
+            .ok()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or(0);
+        if acked < s.replica_acks {
+            let mut state = self.state.borrow_mut();
+            state.unreplicated += 1;
+            if state.unreplicated % 1000 == 1 {
+                log::warn!(
+                    "{}: {acked} of the {} replica(s) replicaAcks asks for acknowledged a reply within {} ms \
+                     ({} such replies so far); a failover now may run those requests again",
+                    s.key,
+                    s.replica_acks,
+                    s.replica_ack_timeout.as_millis(),
+                    state.unreplicated
+                );
+            }
+        }
     }
 
     /// Adds a reply to `pipe`: LPUSH `res:{ref}` + EXPIRE (with a ref), and XADD to the
@@ -640,6 +681,7 @@ mod tests {
         assert_eq!((s.concurrency, s.max_attempts, s.reply_ttl, s.request_limit), (1, 5, 10, 0));
         assert_eq!((s.claim_idle, s.retry_delay), (Duration::from_secs(30), Duration::from_secs(1)));
         assert!(!s.trace);
+        assert_eq!((s.replica_acks, s.replica_ack_timeout), (0, Duration::from_secs(1)));
     }
 
     #[test]
