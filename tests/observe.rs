@@ -357,3 +357,50 @@ fn top_under_tmux_shows_a_row_per_worker_and_quits_on_q() {
     supervisor.signal(libc::SIGTERM);
     assert_eq!(supervisor.finish().code, 0);
 }
+
+#[test]
+fn a_single_worker_serves_its_metrics_and_status_shows_the_board() {
+    let redis = OwnRedis::start();
+    let url = redis.url();
+    let dir = temp_dir();
+    greeters(&url, dir.path());
+    let port = free_port();
+    let mut cmd = denorun(&["greeter:1:h", "--metrics", &format!("127.0.0.1:{port}")]);
+    cmd.env("REDIS_URL", &url).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let worker = cmd.spawn().unwrap();
+    let mut c = conn(&url);
+    wait_until("the worker claims its hash", || c.hexists::<_, _, bool>("greeter:1:h", "pid").unwrap());
+    for n in 0..5 {
+        let _: String = c.xadd("greeter:req:x", "*", &[("ref", format!("m{n}"))]).unwrap();
+        let reply: Option<(String, String)> = c.brpop(format!("res:m{n}"), 10.0).unwrap();
+        assert!(reply.is_some());
+    }
+    let text = wait_for("the count and the heap are in /metrics", Duration::from_secs(10), || {
+        let (status, text) = get(port, "/metrics")?;
+        (status == 200
+            && text.contains("denorun_requests_total{type=\"greeter\",id=\"1\",outcome=\"ok\"} 5")
+            && !text.contains("denorun_worker_heap_used_bytes{type=\"greeter\",id=\"1\"} 0\n"))
+        .then_some(text)
+    });
+    assert!(text.contains("denorun_worker_up{type=\"greeter\",id=\"1\"} 1"), "{text}");
+    let _: () = c.hdel("greeter:1:h", "pid").unwrap();
+    assert_eq!(finish(worker).code, 0);
+
+    // `status` reads what a supervisor publishes: requests/s, p99, heap, and the stream.
+    let supervisor = Supervisor::start_type(&url, "greeter", &[]);
+    both_run(&url);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = load(&url, stop.clone(), 1);
+    let status = wait_for("status shows the board", Duration::from_secs(30), || {
+        let mut cmd = denorun(&["status", "greeter"]);
+        cmd.env("REDIS_URL", &url);
+        let status = run(cmd, "");
+        (status.code == 0 && status.stdout.contains("stream greeter:req:x: length") && status.stdout.contains("/512M"))
+            .then_some(status.stdout)
+    });
+    assert!(status.contains("REQ/S") && status.contains("P99 MS"), "{status}");
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+    supervisor.signal(libc::SIGTERM);
+    assert_eq!(supervisor.finish().code, 0);
+}
