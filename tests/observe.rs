@@ -42,6 +42,13 @@ fn greeters(url: &str, dir: &std::path::Path) {
     }
 }
 
+/// A Redis of the test's own with the `greeter` type in it, and the module's directory.
+fn greeter_redis() -> (OwnRedis, tempfile::TempDir) {
+    let (redis, dir) = (OwnRedis::start(), temp_dir());
+    greeters(&redis.url(), dir.path());
+    (redis, dir)
+}
+
 fn both_run(url: &str) {
     wait_until("both workers run", || {
         ["1", "2"].iter().all(|id| conn(url).hexists::<_, _, bool>(format!("greeter:{id}:h"), "pid").unwrap())
@@ -139,10 +146,8 @@ impl Drop for Prometheus {
 
 #[test]
 fn prometheus_scrapes_request_counts_heap_and_pending() {
-    let redis = OwnRedis::start();
+    let (redis, _dir) = greeter_redis();
     let url = redis.url();
-    let dir = temp_dir();
-    greeters(&url, dir.path());
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let supervisor = Supervisor::start_type(&url, "greeter", &["--metrics", &addr]);
@@ -178,10 +183,8 @@ fn prometheus_scrapes_request_counts_heap_and_pending() {
 
 #[test]
 fn healthz_turns_503_while_redis_is_down() {
-    let mut redis = OwnRedis::start();
+    let (mut redis, _dir) = greeter_redis();
     let url = redis.url();
-    let dir = temp_dir();
-    greeters(&url, dir.path());
     let port = free_port();
     let supervisor = Supervisor::start_type(&url, "greeter", &["--metrics", &format!("127.0.0.1:{port}")]);
     both_run(&url);
@@ -321,10 +324,8 @@ fn session_alive(session: &str) -> bool {
 
 #[test]
 fn top_under_tmux_shows_a_row_per_worker_and_quits_on_q() {
-    let redis = OwnRedis::start();
+    let (redis, _dir) = greeter_redis();
     let url = redis.url();
-    let dir = temp_dir();
-    greeters(&url, dir.path());
     let supervisor = Supervisor::start_type(&url, "greeter", &[]);
     both_run(&url);
     let stop = Arc::new(AtomicBool::new(false));
@@ -360,10 +361,8 @@ fn top_under_tmux_shows_a_row_per_worker_and_quits_on_q() {
 
 #[test]
 fn a_single_worker_serves_its_metrics_and_status_shows_the_board() {
-    let redis = OwnRedis::start();
+    let (redis, _dir) = greeter_redis();
     let url = redis.url();
-    let dir = temp_dir();
-    greeters(&url, dir.path());
     let port = free_port();
     let mut cmd = denorun(&["greeter:1:h", "--metrics", &format!("127.0.0.1:{port}")]);
     cmd.env("REDIS_URL", &url).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
