@@ -9,6 +9,7 @@ The worker hash (HGETALL <WORKER_KEY>) names the module and its options:
   workerVersion | version  `local`, `main` or a tag such as v1.2.3
   denoOptions              Deno flags, e.g. --allow-read=/data --inspect=127.0.0.1:9229
   maxHeapMb, maxBlockMs    this worker's heap limit and longest run without yielding
+  workerSha256             the SHA-256 (hex) the main module's bytes must have
 
 The worker may connect to its Redis and nothing else unless denoOptions grants more.
 Its standard input is this process's, e.g. `echo \"worker-v0 <hex key>\" | denorun demo-worker:1:h`.";
