@@ -403,3 +403,22 @@ fn a_single_worker_serves_its_metrics_and_status_shows_the_board() {
     supervisor.signal(libc::SIGTERM);
     assert_eq!(supervisor.finish().code, 0);
 }
+
+/// A 2021 worker runs its whole loop in its module's top-level await; its heap is sampled and
+/// published all the same.
+#[test]
+fn a_2021_workers_heap_is_on_the_board() {
+    let redis = OwnRedis::start();
+    let url = redis.url();
+    common::demo::setup(&url, &common::demo::demo_worker(), &["1"], 0);
+    let supervisor = Supervisor::start(&url, &[]);
+    assert_eq!(common::demo::request(&url, "h1")["code"], 200);
+    let mut c = conn(&url);
+    let heap = wait_for("the demo worker's heap is published", Duration::from_secs(30), || {
+        let used: Option<u64> = c.hget("demo-worker:1:stats:h", "heapUsed").unwrap();
+        used.filter(|&used| used > 0)
+    });
+    assert!(heap < 512 << 20, "{heap}");
+    supervisor.signal(libc::SIGTERM);
+    assert_eq!(supervisor.finish().code, 0);
+}
