@@ -474,9 +474,12 @@ fn replica_acks_wait_for_the_replica() {
     let master = OwnRedis::start();
     let url = master.url();
     let replica_port = free_port();
+    // A replica writes the master's RDB on its first sync: into a directory of the test's own.
+    let replica_dir = temp_dir();
     let replica = Killed(Some(
         Command::new("redis-server")
             .args(["--port", &replica_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--dir", replica_dir.path().to_str().unwrap()])
             .args(["--replicaof", "127.0.0.1", &master.port.to_string()])
             .stdout(Stdio::null())
             .spawn()
