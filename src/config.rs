@@ -232,12 +232,19 @@ pub fn is_outage(e: &redis::RedisError) -> bool {
         || e.code() == Some("LOADING")
 }
 
-/// Reads and checks a worker's hash.
-pub async fn load(redis: &RedisTarget, key: &str) -> anyhow::Result<WorkerConfig> {
+/// Reads and checks a worker's hash, and reads its type's (`${type}:h`, empty if there is
+/// none), in one round trip.
+pub async fn load(redis: &RedisTarget, key: &str) -> anyhow::Result<(WorkerConfig, HashMap<String, String>)> {
     check_key(key)?;
+    let worker_type = key.split(':').next().unwrap_or_default();
     let mut conn = redis.connect().await?;
-    let hash: HashMap<String, String> = conn.hgetall(key).await.with_context(|| format!("HGETALL {key} failed"))?;
-    WorkerConfig::from_hash(key, &hash)
+    let (hash, type_hash): (HashMap<String, String>, HashMap<String, String>) = redis::pipe()
+        .hgetall(key)
+        .hgetall(format!("{worker_type}:h"))
+        .query_async(&mut conn)
+        .await
+        .with_context(|| format!("HGETALL {key} failed"))?;
+    Ok((WorkerConfig::from_hash(key, &hash)?, type_hash))
 }
 
 #[cfg(test)]

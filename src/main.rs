@@ -112,7 +112,7 @@ fn limit_defaults(args: LimitArgs) -> LimitDefaults {
 
 /// `denorun <WORKER_KEY>`: the worker named by a Redis hash.
 fn run_worker(key: &str, redis_url: &str, host: &Host, observe: &ObserveArgs) -> anyhow::Result<i32> {
-    let (config, type_hash) = load_config_and_type(host.redis, key)?;
+    let (config, type_hash) = load_config(host.redis, key)?;
     // Its stdin is denorun's, unless its type has an ACL user (`denorun acl`): then denorun
     // reads the secret line first, to unseal that user's password, and hands the line on.
     let (stdio, url) = match type_hash.contains_key("aclUser") {
@@ -139,7 +139,7 @@ fn run_worker(key: &str, redis_url: &str, host: &Host, observe: &ObserveArgs) ->
 /// a recording lock, and writes that lock.
 fn write_lock(args: &LockArgs, redis_url: &str) -> anyhow::Result<i32> {
     let redis = RedisTarget::parse(redis_url)?;
-    let config = load_config(&redis, &args.worker_key)?;
+    let (config, _) = load_config(&redis, &args.worker_key)?;
     let trust = Trust { write_lock: true, ..Trust::from_args(&args.trust)? };
     let limits = LimitDefaults { max_heap_mb: 512, max_block_ms: 10_000 };
     let host = Host { redis: &redis, limits, allow_remote_inspect: false, trust: &trust };
@@ -172,21 +172,12 @@ fn serve_metrics(key: &str, addr: std::net::SocketAddr, allow_remote: bool) -> a
     Ok(stats)
 }
 
-fn load_config(redis: &RedisTarget, key: &str) -> anyhow::Result<config::WorkerConfig> {
-    Ok(load_config_and_type(redis, key)?.0)
-}
-
 /// A worker's hash, and its type's (`${type}:h`, empty if there is none).
-fn load_config_and_type(
+fn load_config(
     redis: &RedisTarget,
     key: &str,
 ) -> anyhow::Result<(config::WorkerConfig, std::collections::HashMap<String, String>)> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
-        let config = config::load(redis, key).await?;
-        let worker_type = key.split(':').next().unwrap_or_default();
-        let type_hash = redis::AsyncCommands::hgetall(&mut redis.connect().await?, format!("{worker_type}:h")).await?;
-        Ok((config, type_hash))
-    })
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(config::load(redis, key))
 }
 
 /// `denorun run [FLAGS] <SCRIPT> [ARGS]...`: like `deno run`, deny by default.
