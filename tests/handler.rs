@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -476,15 +476,12 @@ fn replica_acks_wait_for_the_replica() {
     let replica_port = free_port();
     // A replica writes the master's RDB on its first sync: into a directory of the test's own.
     let replica_dir = temp_dir();
-    let replica = Killed(Some(
-        Command::new("redis-server")
-            .args(["--port", &replica_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--dir", replica_dir.path().to_str().unwrap()])
-            .args(["--replicaof", "127.0.0.1", &master.port.to_string()])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
+    let replica_dir_arg = replica_dir.path().to_str().unwrap().to_string();
+    let master_port = master.port.to_string();
+    let mut replica = spawn_redis_server(
+        replica_port,
+        &["--appendonly", "no", "--dir", &replica_dir_arg, "--replicaof", "127.0.0.1", &master_port],
+    );
     let mut c = conn(&url);
     wait_until("the replica is connected", || {
         let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap();
@@ -520,7 +517,8 @@ fn replica_acks_wait_for_the_replica() {
     let replicated: Option<String> = redis::cmd("GET").arg("calls:w19").query(&mut rc).unwrap();
     assert_eq!(replicated.as_deref(), Some("1"), "the replica has what the worker wrote");
 
-    drop(replica); // killed
+    replica.kill().unwrap();
+    replica.wait().unwrap();
     send(&mut c, Some("alone"), "{\"name\":\"r\"}");
     assert_eq!(reply(&mut c, "alone", 10.0).expect("a reply without the replica")["code"], 200);
     let _: () = c.hdel("greeter:1:h", "pid").unwrap();

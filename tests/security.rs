@@ -332,6 +332,20 @@ await redis.hdel(key, "pid");
 Deno.exit(0);
 "#;
 
+/// A worker type running `module`, with id 1 queued, and its ACL user (`denorun acl`).
+fn acl_type(url: &str, worker_type: &str, module: &std::path::Path) {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{worker_type}:h"))
+        .arg(&["workerUrl", module.to_str().unwrap(), "workerVersion", "local"])
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("LPUSH").arg(format!("{worker_type}:start:q")).arg("1").query(&mut c).unwrap();
+    let mut acl = std::process::Command::new(DENORUN);
+    acl.args(["acl", worker_type]).env("REDIS_URL", url);
+    assert_eq!(run(acl, &format!("worker-v0 {SECRET}\n")).code, 0);
+}
+
 #[test]
 fn a_types_acl_user_keeps_its_workers_to_their_own_keys() {
     let db = 13;
@@ -357,15 +371,7 @@ fn a_types_acl_user_keeps_its_workers_to_their_own_keys() {
     let rogue_type = unique("rogue");
     let path = write(dir.path(), "rogue.ts", &ROGUE.replace("PORT", &redis().port.to_string()));
     let mut c = redis().db(db);
-    let _: () = redis::cmd("HSET")
-        .arg(format!("{rogue_type}:h"))
-        .arg(&["workerUrl", path.to_str().unwrap(), "workerVersion", "local"])
-        .query(&mut c)
-        .unwrap();
-    let _: () = redis::cmd("LPUSH").arg(format!("{rogue_type}:start:q")).arg("1").query(&mut c).unwrap();
-    let mut acl = std::process::Command::new(DENORUN);
-    acl.args(["acl", &rogue_type]).env("REDIS_URL", &url);
-    assert_eq!(run(acl, &format!("worker-v0 {SECRET}\n")).code, 0);
+    acl_type(&url, &rogue_type, &path);
     let supervisor = common::demo::Supervisor::start_type(&url, &rogue_type, &[]);
     let out = wait_for("the rogue reports", std::time::Duration::from_secs(30), || {
         let text = std::fs::read_to_string(supervisor.stdout_path()).unwrap();
@@ -413,15 +419,7 @@ fn a_types_acl_user_keeps_its_workers_to_their_own_keys() {
                   await ctx.redis.hset(ctx.key, \"last\", req.id);\n\
                   return { code: 200, who: ctx.key };\n} };\n";
     let path = write(dir.path(), "handler.ts", source);
-    let _: () = redis::cmd("HSET")
-        .arg(format!("{handler_type}:h"))
-        .arg(&["workerUrl", path.to_str().unwrap(), "workerVersion", "local"])
-        .query(&mut c)
-        .unwrap();
-    let _: () = redis::cmd("LPUSH").arg(format!("{handler_type}:start:q")).arg("1").query(&mut c).unwrap();
-    let mut acl = std::process::Command::new(DENORUN);
-    acl.args(["acl", &handler_type]).env("REDIS_URL", &url);
-    assert_eq!(run(acl, &format!("worker-v0 {SECRET}\n")).code, 0);
+    acl_type(&url, &handler_type, &path);
     let supervisor = common::demo::Supervisor::start_type(&url, &handler_type, &[]);
     let worker_key = format!("{handler_type}:1:h");
     wait_until("the handler claims its hash", || {

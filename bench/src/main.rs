@@ -596,8 +596,9 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Form (d): the demo worker's Redis traffic with the `redis` crate and no JavaScript.
-async fn rust_worker(key: &str) -> anyhow::Result<()> {
+/// The Rust forms' start: a connection to REDIS_URL (no response time-out, for BLOCK), and
+/// the worker hash's request stream, response stream and consumer id.
+async fn open_worker(key: &str) -> anyhow::Result<(redis::aio::MultiplexedConnection, String, String, String)> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let client = redis::Client::open(url)?;
     let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
@@ -605,6 +606,12 @@ async fn rust_worker(key: &str) -> anyhow::Result<()> {
     let hash: HashMap<String, String> = conn.hgetall(key).await?;
     let field = |name: &str| hash.get(name).cloned().with_context(|| format!("{key} has no {name}"));
     let (requests, responses, consumer) = (field("requestStream")?, field("responseStream")?, field("consumerId")?);
+    Ok((conn, requests, responses, consumer))
+}
+
+/// Form (d): the demo worker's Redis traffic with the `redis` crate and no JavaScript.
+async fn rust_worker(key: &str) -> anyhow::Result<()> {
+    let (mut conn, requests, responses, consumer) = open_worker(key).await?;
     let pid = std::process::id().to_string();
     if conn.hexists::<_, _, bool>(key, "pid").await? {
         bail!("Expecting an empty 'pid' field: {key}");
@@ -656,13 +663,7 @@ async fn rust_worker(key: &str) -> anyhow::Result<()> {
 /// XREADGROUP, then per request one MULTI with the reply (LPUSH + EXPIRE, XADD to the response
 /// stream) and its XACK.
 async fn rust_handler_worker(key: &str) -> anyhow::Result<()> {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let client = redis::Client::open(url)?;
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
-    let hash: HashMap<String, String> = conn.hgetall(key).await?;
-    let field = |name: &str| hash.get(name).cloned().with_context(|| format!("{key} has no {name}"));
-    let (requests, responses, consumer) = (field("requestStream")?, field("responseStream")?, field("consumerId")?);
+    let (mut conn, requests, responses, consumer) = open_worker(key).await?;
     let pid = std::process::id().to_string();
     let () = conn.hset(key, "pid", &pid).await?;
     loop {

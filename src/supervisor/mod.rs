@@ -342,10 +342,7 @@ impl Supervisor {
         if draining {
             // A worker that was still starting when the drain began writes its `pid` after
             // the drain cleared it; clearing it again on each beat stops that one too.
-            for id in self.running.keys().cloned().collect::<Vec<_>>() {
-                let cleared = records::clear_pid(&mut self.conn, &self.keys.worker(&id)).await;
-                self.outage.note(cleared);
-            }
+            self.clear_pids().await;
             return;
         }
         let (running, waiting) = (&self.running, &self.waiting);
@@ -392,12 +389,17 @@ impl Supervisor {
         if let Some(taker) = self.taker.take() {
             taker.stop(&mut self.conn).await;
         }
+        self.clear_pids().await;
+        for id in std::mem::take(&mut self.waiting) {
+            self.requeue(&id).await;
+        }
+    }
+
+    /// Clears the `pid` of each running worker: each stops after its current request.
+    async fn clear_pids(&mut self) {
         for id in self.running.keys().cloned().collect::<Vec<_>>() {
             let cleared = records::clear_pid(&mut self.conn, &self.keys.worker(&id)).await;
             self.outage.note(cleared);
-        }
-        for id in std::mem::take(&mut self.waiting) {
-            self.requeue(&id).await;
         }
     }
 

@@ -159,13 +159,13 @@ impl Drop for OwnRedis {
     }
 }
 
-/// A redis-server on a loopback port with `persistence` options, which dies with the thread
-/// that spawned it (PR_SET_PDEATHSIG).
-fn spawn_redis_server(port: u16, persistence: &[&str]) -> Child {
+/// A redis-server on a loopback port with `options` (persistence, `--replicaof`, ...), which
+/// dies with the thread that spawned it (PR_SET_PDEATHSIG).
+pub fn spawn_redis_server(port: u16, options: &[&str]) -> Child {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new("redis-server");
     cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-        .args(persistence)
+        .args(options)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     unsafe {
