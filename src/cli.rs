@@ -85,7 +85,8 @@ pub struct LimitArgs {
 
 #[derive(Debug, Args)]
 pub struct RedisArgs {
-    /// Redis URL: redis://[:password@]host[:port][/db], or rediss:// for TLS
+    /// Redis URL: redis://[:password@]host[:port][/db], rediss:// for TLS, or
+    /// redis+sentinel://host:port[,host:port...]/<master name>[/db] behind Redis Sentinel
     #[arg(long = "redis", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true)]
     pub url: String,
 }

@@ -5,12 +5,16 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use deno_runtime::deno_core::ModuleSpecifier;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, ConnectionAddr};
+
+use crate::permissions;
+use crate::topology::{Sentinels, Topology};
 
 /// How long to wait for Redis before saying it is unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -163,30 +167,69 @@ pub fn merged(
 
 /// A Redis URL, parsed, with the address a worker is allowed to reach.
 pub struct RedisTarget {
-    pub client: redis::Client,
-    /// The URL as given.
-    pub url: String,
-    /// `host:port`, when Redis is reached over TCP.
+    pub topology: Topology,
+    /// `host:port`, when Redis is reached over TCP: behind Sentinel, the master's when denorun
+    /// started.
     pub addr: Option<(String, u16)>,
+    /// What workers get in `REDIS_URL`: the URL as given, or behind Sentinel the master's
+    /// `redis://` URL (their connections to it follow failovers).
+    pub worker_url: String,
 }
 
 impl RedisTarget {
     pub fn parse(url: &str) -> anyhow::Result<RedisTarget> {
+        if url.starts_with("redis+sentinel://") {
+            return RedisTarget::behind_sentinel(url);
+        }
         let client = redis::Client::open(url).with_context(|| {
-            format!("invalid Redis URL '{url}'; expected redis://[:password@]host[:port][/db] or rediss://...")
+            format!(
+                "invalid Redis URL '{url}'; expected redis://[:password@]host[:port][/db], rediss://... \
+                 or redis+sentinel://host:port[,host:port...]/<master name>[/db]"
+            )
         })?;
         let addr = match client.get_connection_info().addr() {
             ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => Some((host.clone(), *port)),
             _ => None,
         };
-        Ok(RedisTarget { client, addr, url: url.to_string() })
+        Ok(RedisTarget { topology: Topology::Server(client), addr, worker_url: url.to_string() })
     }
 
-    /// `host:port` for messages.
+    /// Asks the sentinels where the master is, and makes workers' connections to it follow
+    /// failovers.
+    fn behind_sentinel(url: &str) -> anyhow::Result<RedisTarget> {
+        let sentinels = Arc::new(Sentinels::parse(url).with_context(|| format!("invalid Redis URL '{url}'"))?);
+        let master = sentinels.master_blocking().map_err(|e| {
+            anyhow::anyhow!(
+                "cannot find {}: {e}; start the sentinels, or check the master's name in --redis or REDIS_URL",
+                sentinels.describe()
+            )
+        })?;
+        let ConnectionAddr::Tcp(host, port) = &master else {
+            anyhow::bail!("the sentinels name a master that is not on plain TCP ({master}); denorun needs TCP")
+        };
+        let settings = &sentinels.settings;
+        let mut worker_url =
+            deno_core::url::Url::parse(&format!("redis://{}/{}", permissions::net_addr(host, *port), settings.db()))?;
+        if let Some(user) = settings.username() {
+            let _ = worker_url.set_username(user);
+        }
+        if let Some(password) = settings.password() {
+            let _ = worker_url.set_password(Some(password));
+        }
+        crate::topology::set_host_sentinels(sentinels.clone(), master.clone());
+        Ok(RedisTarget {
+            topology: Topology::Sentinel(sentinels.clone(), settings.clone()),
+            addr: Some((host.clone(), *port)),
+            worker_url: worker_url.to_string(),
+        })
+    }
+
+    /// What Redis this is, for messages.
     pub fn describe(&self) -> String {
-        match &self.addr {
-            Some((host, port)) => crate::permissions::net_addr(host, *port),
-            None => "the configured socket".to_string(),
+        match (&self.topology, &self.addr) {
+            (Topology::Sentinel(sentinels, _), _) => sentinels.describe(),
+            (_, Some((host, port))) => crate::permissions::net_addr(host, *port),
+            (_, None) => "the configured socket".to_string(),
         }
     }
 
@@ -199,7 +242,8 @@ impl RedisTarget {
                 self.describe()
             )
         };
-        match tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_multiplexed_async_connection()).await {
+        let connected = async { self.topology.master().await?.get_multiplexed_async_connection().await };
+        match tokio::time::timeout(CONNECT_TIMEOUT, connected).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) if e.kind() == redis::ErrorKind::AuthenticationFailed => Err(anyhow::anyhow!(
                 "Redis at {} refused the credentials in the Redis URL ({e}); fix the user or password in --redis or REDIS_URL",
@@ -215,10 +259,9 @@ impl RedisTarget {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(None);
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .with_context(|| format!("cannot reach Redis at {}", self.describe()))
+        let connected =
+            async { self.topology.master().await?.get_multiplexed_async_connection_with_config(&config).await };
+        connected.await.with_context(|| format!("cannot reach Redis at {}", self.describe()))
     }
 }
 
@@ -229,7 +272,9 @@ pub fn is_outage(e: &redis::RedisError) -> bool {
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
-        || e.code() == Some("LOADING")
+        // Still loading; a master demoted in a failover; no master known to the sentinels yet;
+        // a Cluster whose slots are moving or uncovered.
+        || matches!(e.code(), Some("LOADING" | "READONLY" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN"))
 }
 
 /// Reads and checks a worker's hash, and reads its type's (`${type}:h`, empty if there is

@@ -25,6 +25,7 @@ mod remote;
 mod secret;
 mod spec;
 mod supervisor;
+mod topology;
 mod worker;
 
 use anyhow::Context;
@@ -84,7 +85,7 @@ fn main() {
                 let limits = limit_defaults(cli.limits);
                 let host =
                     Host { redis: &redis, limits, allow_remote_inspect: cli.allow_remote_inspect, trust: &trust };
-                run_worker(&key, &cli.redis.url, &host, &cli.observe)
+                run_worker(&key, &host, &cli.observe)
             };
             run()
         }
@@ -111,8 +112,9 @@ fn limit_defaults(args: LimitArgs) -> LimitDefaults {
 }
 
 /// `denorun <WORKER_KEY>`: the worker named by a Redis hash.
-fn run_worker(key: &str, redis_url: &str, host: &Host, observe: &ObserveArgs) -> anyhow::Result<i32> {
+fn run_worker(key: &str, host: &Host, observe: &ObserveArgs) -> anyhow::Result<i32> {
     let (config, type_hash) = load_config(host.redis, key)?;
+    let redis_url = host.redis.worker_url.as_str();
     // Its stdin is denorun's, unless its type has an ACL user (`denorun acl`): then denorun
     // reads the secret line first, to unseal that user's password, and hands the line on.
     let (stdio, url) = match type_hash.contains_key("aclUser") {

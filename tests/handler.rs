@@ -498,7 +498,7 @@ fn replica_acks_wait_for_the_replica() {
     let _: () = c.hset_multiple("greeter:1:h", &fields).unwrap();
     let mut cmd = denorun(&["greeter:1:h"]);
     cmd.env("REDIS_URL", &url).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut worker = Killed(Some(cmd.spawn().unwrap()));
+    let mut worker = Killed::new(cmd.spawn().unwrap());
     wait_until("the worker claims its hash", || c.hexists::<_, _, bool>("greeter:1:h", "pid").unwrap());
     let waits = |c: &mut redis::Connection| -> u64 {
         let stats: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap();
@@ -528,16 +528,4 @@ fn replica_acks_wait_for_the_replica() {
         run.stderr.contains("0 of the 1 replica(s) replicaAcks asks for acknowledged a reply within 200 ms"),
         "{run:?}"
     );
-}
-
-/// A child process killed when the test ends, even by a panic.
-struct Killed(Option<Child>);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }

@@ -4,9 +4,9 @@
 //! (XAUTOCLAIM), the `pid` check and `requestLimit`. The JS side (`01_handler.js`) only calls
 //! the handler with each request this returns and reports how it went.
 //!
-//! Two connections to the worker's Redis (`REDIS_URL`), both the redis crate's reconnecting
-//! `ConnectionManager`: one for the blocking read, one for replies, so that a reply never
-//! waits behind a BLOCK.
+//! Two connections to the worker's Redis (`REDIS_URL`), both reconnecting and following
+//! Sentinel failovers (`topology::Conn`): one for the blocking read, one for replies, so that
+//! a reply never waits behind a BLOCK.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 
 use deno_core::{op2, OpState, Resource, ResourceId};
 use deno_error::JsErrorBox;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamRangeReply, StreamReadReply};
 use serde::Serialize;
 
 use crate::metrics::{Outcome, WorkerStats};
+use crate::topology::{self, Conn};
 
 /// The group every worker reads in, as in the 2021 design.
 const GROUP: &str = "worker";
@@ -116,8 +117,8 @@ struct Loop {
     pid: String,
     /// The worker's numbers (requests by outcome, in flight, handling time), if kept.
     stats: Option<Arc<WorkerStats>>,
-    reader: ConnectionManager,
-    writer: ConnectionManager,
+    reader: Conn,
+    writer: Conn,
     state: RefCell<State>,
 }
 
@@ -177,18 +178,14 @@ pub struct RedisOptions {
 #[serde]
 pub async fn op_denorun_handler_open(state: Rc<RefCell<OpState>>, #[string] key: String) -> Result<Opened, JsErrorBox> {
     let url = std::env::var("REDIS_URL").map_err(|_| JsErrorBox::generic("REDIS_URL is not set"))?;
-    let client = redis::Client::open(url.as_str()).map_err(|e| failed("bad REDIS_URL", e))?;
+    let target = topology::for_worker_url(&url).map_err(|e| failed("bad REDIS_URL", e))?;
     let reconnect = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_max_delay(Duration::from_secs(1));
     let writer_config = reconnect.clone().set_response_timeout(Some(Duration::from_secs(10)));
-    let writer =
-        persist("connecting to Redis", || ConnectionManager::new_with_config(client.clone(), writer_config.clone()))
-            .await?;
+    let writer = persist("connecting to Redis", || target.managed(writer_config.clone())).await?;
     let reader_config = reconnect.set_response_timeout(None);
-    let reader =
-        persist("connecting to Redis", || ConnectionManager::new_with_config(client.clone(), reader_config.clone()))
-            .await?;
+    let reader = persist("connecting to Redis", || target.managed(reader_config.clone())).await?;
     let fields: HashMap<String, String> = query(&writer, "HGETALL", redis::cmd("HGETALL").arg(&key)).await?;
     let settings = Settings::from_hash(&key, &fields).map_err(JsErrorBox::generic)?;
     let mut create = redis::cmd("XGROUP");
@@ -201,7 +198,7 @@ pub async fn op_denorun_handler_open(state: Rc<RefCell<OpState>>, #[string] key:
     }
     let pid = std::process::id().to_string();
     let _: () = query(&writer, "HSET pid", redis::cmd("HSET").arg(&key).arg("pid").arg(&pid)).await?;
-    let info = client.get_connection_info();
+    let info = redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(|e| failed("bad REDIS_URL", e))?;
     let (hostname, port, tls) = match info.addr() {
         redis::ConnectionAddr::Tcp(h, p) => (h.clone(), *p, false),
         redis::ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port, true),
@@ -299,11 +296,7 @@ where
 }
 
 /// One command through outages.
-async fn query<T: redis::FromRedisValue>(
-    conn: &ConnectionManager,
-    what: &str,
-    cmd: &redis::Cmd,
-) -> Result<T, JsErrorBox> {
+async fn query<T: redis::FromRedisValue>(conn: &Conn, what: &str, cmd: &redis::Cmd) -> Result<T, JsErrorBox> {
     persist(what, || {
         let (mut conn, cmd) = (conn.clone(), cmd.clone());
         async move { cmd.query_async(&mut conn).await }
@@ -579,14 +572,7 @@ impl Loop {
         let s = &self.settings;
         let mut wait = redis::cmd("WAIT");
         wait.arg(s.replica_acks).arg(s.replica_ack_timeout.as_millis() as u64);
-        let acked: u64 = self
-            .writer
-            .clone()
-            .send_packed_command(&wait)
-            .await
-            .ok()
-            .and_then(|v| redis::from_redis_value(v).ok())
-            .unwrap_or(0);
+        let acked: u64 = wait.query_async(&mut self.writer.clone()).await.unwrap_or(0);
         if acked < s.replica_acks {
             let mut state = self.state.borrow_mut();
             state.unreplicated += 1;

@@ -39,11 +39,10 @@ pub async fn op_denorun_redis_pubsub_open(
     state: Rc<RefCell<OpState>>,
     #[serde] options: ConnectOptions,
 ) -> Result<ResourceId, RedisOpError> {
-    let (client, address) = client(&state, &options)?;
-    let pubsub = client
-        .get_async_pubsub()
-        .await
-        .map_err(|e| RedisOpError::from_redis(e, &format!("connecting to Redis at {address}")))?;
+    let (target, address) = client(&state, &options)?;
+    let connected = async { target.master().await?.get_async_pubsub().await };
+    let pubsub =
+        connected.await.map_err(|e| RedisOpError::from_redis(e, &format!("connecting to Redis at {address}")))?;
     let (sink, stream) = pubsub.split();
     Ok(state.borrow_mut().resource_table.add(Subscription {
         sink,

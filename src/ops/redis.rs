@@ -24,6 +24,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError, Value};
 use serde::Deserialize;
 
+use crate::topology::Topology;
+
 /// The first connect may take this long; commands have no time-out (BLOCK can be long).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -110,10 +112,10 @@ impl Resource for Connection {
     }
 }
 
-/// A client for `hostname:port`, if the worker may reach it, and the address for messages.
-/// The client authenticates and selects a db only if the options say so (pub/sub; other
-/// connections send AUTH and SELECT from JS, as deno-redis did).
-pub fn client(state: &Rc<RefCell<OpState>>, options: &ConnectOptions) -> Result<(redis::Client, String), RedisOpError> {
+/// Where `hostname:port` leads, if the worker may reach it (behind Sentinel, the master
+/// now), and the address for messages. The client authenticates and selects a db only if the
+/// options say so (pub/sub; other connections send AUTH and SELECT from JS, as deno-redis did).
+pub fn client(state: &Rc<RefCell<OpState>>, options: &ConnectOptions) -> Result<(Topology, String), RedisOpError> {
     state
         .borrow_mut()
         .borrow_mut::<PermissionsContainer>()
@@ -139,8 +141,8 @@ pub fn client(state: &Rc<RefCell<OpState>>, options: &ConnectOptions) -> Result<
     let info = redis::IntoConnectionInfo::into_connection_info(format!("{scheme}://{address}"))
         .map_err(|e| RedisOpError::Other(format!("bad Redis address {address}: {e}")))?
         .set_redis_settings(settings);
-    let client = redis::Client::open(info).map_err(|e| RedisOpError::from_redis(e, &address))?;
-    Ok((client, address))
+    let target = crate::topology::for_worker(info).map_err(|e| RedisOpError::from_redis(e, &address))?;
+    Ok((target, address))
 }
 
 /// REDIS_URL's user and password, when it names `hostname:port` and has a password.
@@ -170,12 +172,10 @@ pub async fn op_denorun_redis_connect(
     state: Rc<RefCell<OpState>>,
     #[serde] options: ConnectOptions,
 ) -> Result<ResourceId, RedisOpError> {
-    let (client, address) = client(&state, &options)?;
+    let (target, address) = client(&state, &options)?;
     let config = AsyncConnectionConfig::new().set_connection_timeout(Some(CONNECT_TIMEOUT)).set_response_timeout(None);
-    let conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .map_err(|e| failed(&state, e, &format!("connecting to Redis at {address}")))?;
+    let connected = async { target.master().await?.get_multiplexed_async_connection_with_config(&config).await };
+    let conn = connected.await.map_err(|e| failed(&state, e, &format!("connecting to Redis at {address}")))?;
     // Connected again: an earlier lost connection is no longer why the worker might end.
     let mut state = state.borrow_mut();
     let _ = state.try_take::<RedisLost>();

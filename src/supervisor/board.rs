@@ -7,10 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
-
 use super::queue::Keys;
 use crate::metrics::{self, Metrics, StreamStats, WorkerLabels, WorkerStats};
+use crate::topology::Conn;
 
 /// How long a published row lives without being refreshed.
 const ROW_TTL: Duration = Duration::from_secs(5);
@@ -49,12 +48,7 @@ impl Board {
 
     /// Publishes every row (and, every other call, the stream's numbers) in one round trip,
     /// and updates the gauges Prometheus reads.
-    pub async fn publish(
-        &mut self,
-        conn: &mut ConnectionManager,
-        metrics: &Metrics,
-        rows: &[Row<'_>],
-    ) -> redis::RedisResult<()> {
+    pub async fn publish(&mut self, conn: &mut Conn, metrics: &Metrics, rows: &[Row<'_>]) -> redis::RedisResult<()> {
         self.ticks += 1;
         let mut pipe = redis::pipe();
         for row in rows {
@@ -118,7 +112,7 @@ impl Board {
         ]
     }
 
-    async fn stream_stats(&self, conn: &mut ConnectionManager) -> redis::RedisResult<StreamStats> {
+    async fn stream_stats(&self, conn: &mut Conn) -> redis::RedisResult<StreamStats> {
         let mut pipe = redis::pipe();
         pipe.cmd("XLEN").arg(&self.stream).cmd("XLEN").arg(&self.dead_stream);
         let (length, dead): (u64, u64) = pipe.query_async(conn).await?;

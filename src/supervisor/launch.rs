@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use deno_runtime::deno_io::Stdio;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
 
@@ -13,6 +12,7 @@ use super::Event;
 use crate::config;
 use crate::metrics::WorkerStats;
 use crate::spec::{self, Host};
+use crate::topology::Conn;
 use crate::worker::{self, StopHandle};
 
 /// The worker to launch: its id, its hash's key, and the numbers it records into.
@@ -24,7 +24,7 @@ pub struct Launch<'a> {
 
 /// Starts a worker; its end arrives as `Event::Exited`.
 pub async fn launch(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     host: &Host<'_>,
     defaults: &HashMap<String, String>,
     worker: Launch<'_>,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use tokio::sync::mpsc;
 
 use self::board::Board;
@@ -37,6 +37,7 @@ use crate::metrics::server::Health;
 use crate::metrics::{self, Metrics, WorkerLabels, WorkerStats};
 use crate::secret::{self, Secret};
 use crate::spec::{Host, LimitDefaults, Trust};
+use crate::topology::Conn;
 use crate::worker::{self, Exit, Reason, StopHandle};
 
 /// How the supervisor runs its workers.
@@ -93,7 +94,7 @@ struct Supervisor {
     keys: Keys,
     redis: RedisTarget,
     /// The bookkeeping connection; it reconnects by itself after Redis comes back.
-    conn: ConnectionManager,
+    conn: Conn,
     outage: Outage,
     defaults: HashMap<String, String>,
     secret: Secret,
@@ -127,7 +128,8 @@ impl Supervisor {
         worker::init_engine(&type_flags)?;
         // Workers find their Redis in REDIS_URL: as the type's ACL user when `denorun acl` made
         // one, else with the URL denorun was given.
-        let (url, user) = crate::acl::workers_url(&defaults, &secret, &redis.url).with_context(|| keys.hash.clone())?;
+        let (url, user) =
+            crate::acl::workers_url(&defaults, &secret, &redis.worker_url).with_context(|| keys.hash.clone())?;
         std::env::set_var("REDIS_URL", &*url);
         if let Some(user) = user {
             log::info!("{}: workers connect to Redis as the ACL user {user}", keys.hash);
@@ -138,7 +140,9 @@ impl Supervisor {
             .set_response_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
-        let mut conn = ConnectionManager::new_with_config(redis.client.clone(), reconnect)
+        let mut conn = redis
+            .topology
+            .managed(reconnect)
             .await
             .with_context(|| format!("cannot reach Redis at {}", redis.describe()))?;
         records::sign_in(&mut conn, &keys).await?;

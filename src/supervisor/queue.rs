@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
 
 use super::Event;
 use crate::config::RedisTarget;
+use crate::topology::Conn;
 
 /// The keys of one worker type.
 #[derive(Debug, Clone)]
@@ -76,7 +76,7 @@ impl Taker {
     pub fn start(redis: &RedisTarget, keys: &Keys, events: mpsc::UnboundedSender<Event>) -> Taker {
         let stopping = Arc::new(AtomicBool::new(false));
         let client_id = Arc::new(AtomicI64::new(0));
-        let (client, keys) = (redis.client.clone(), keys.clone());
+        let (topology, keys) = (redis.topology.clone(), keys.clone());
         let (flag, id_slot) = (stopping.clone(), client_id.clone());
         let task = tokio::spawn(async move {
             let mut retry = Duration::from_millis(100);
@@ -86,7 +86,9 @@ impl Taker {
                     .set_connection_timeout(Some(Duration::from_secs(5)))
                     .set_response_timeout(None);
                 let connected = async {
-                    let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+                    // Behind Sentinel, the master now: after a failover, the new one.
+                    let master = topology.master().await?;
+                    let mut conn = master.get_multiplexed_async_connection_with_config(&config).await?;
                     let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await?;
                     Ok::<_, redis::RedisError>((conn, id))
                 };
@@ -132,7 +134,7 @@ impl Taker {
 
     /// Stops taking ids: a BLMOVE under way is unblocked (it returns nil, so no id is taken
     /// and lost), and the task ends.
-    pub async fn stop(self, conn: &mut ConnectionManager) {
+    pub async fn stop(self, conn: &mut Conn) {
         self.stopping.store(true, Ordering::SeqCst);
         let id = self.client_id.load(Ordering::SeqCst);
         if id != 0 {
@@ -145,12 +147,7 @@ impl Taker {
 /// Moves an id out of started:q onto `queue` (start:q or failed:q), in one transaction
 /// that also clears the `pid` its last worker claimed (a 2021 worker refuses to start while
 /// its hash has one, and a Redis outage may have kept the exit's bookkeeping from it).
-pub async fn move_from_started(
-    conn: &mut ConnectionManager,
-    keys: &Keys,
-    id: &str,
-    queue: &str,
-) -> redis::RedisResult<()> {
+pub async fn move_from_started(conn: &mut Conn, keys: &Keys, id: &str, queue: &str) -> redis::RedisResult<()> {
     redis::pipe()
         .atomic()
         .lrem(&keys.started, 1, id)
@@ -170,7 +167,7 @@ pub fn supervisor_name() -> String {
 
 /// Marks ids as this supervisor's and alive: `supervisor` and `seenAt` (Unix ms) fields.
 pub async fn heartbeat<'a>(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     me: &str,
     ids: impl Iterator<Item = &'a String>,
@@ -217,7 +214,7 @@ impl Recovery {
     /// One scan; returns the ids moved back to start:q.
     pub async fn scan(
         &mut self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         keys: &Keys,
         ours: impl Fn(&str) -> bool,
     ) -> redis::RedisResult<Vec<String>> {

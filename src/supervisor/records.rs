@@ -2,9 +2,8 @@
 //! hash's `pid`, `host` and `startedCount`, and each worker hash's `lastExit`, `lastReason`,
 //! `lastError` and `restarts` after its worker ends.
 
-use redis::aio::ConnectionManager;
-
 use super::queue::Keys;
+use crate::topology::Conn;
 use crate::worker::Reason;
 
 /// This machine's name, for the records.
@@ -13,7 +12,7 @@ pub fn hostname() -> String {
 }
 
 /// Signs the supervisor in on the type hash.
-pub async fn sign_in(conn: &mut ConnectionManager, keys: &Keys) -> redis::RedisResult<()> {
+pub async fn sign_in(conn: &mut Conn, keys: &Keys) -> redis::RedisResult<()> {
     redis::pipe()
         .hset(&keys.hash, "pid", std::process::id())
         .ignore()
@@ -26,14 +25,14 @@ pub async fn sign_in(conn: &mut ConnectionManager, keys: &Keys) -> redis::RedisR
 }
 
 /// Signs the supervisor out of the type hash.
-pub async fn sign_out(conn: &mut ConnectionManager, keys: &Keys) -> redis::RedisResult<()> {
+pub async fn sign_out(conn: &mut Conn, keys: &Keys) -> redis::RedisResult<()> {
     redis::cmd("HDEL").arg(&keys.hash).arg("pid").query_async(conn).await
 }
 
 /// Records how a worker ended: its `pid` goes, `lastExit` (the exit code), `lastReason`
 /// (`exit`, `error`, `memory`, `cpu`, `stopped`, `drain`, `redis`, `start`), `lastError`
 /// (only when something went wrong) and one more `restarts`.
-pub async fn record_exit(conn: &mut ConnectionManager, key: &str, reason: &Reason) -> redis::RedisResult<()> {
+pub async fn record_exit(conn: &mut Conn, key: &str, reason: &Reason) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     pipe.atomic()
         .hdel(key, "pid")
@@ -50,6 +49,6 @@ pub async fn record_exit(conn: &mut ConnectionManager, key: &str, reason: &Reaso
 }
 
 /// Clears a worker's `pid`, which asks a 2021 worker to stop after its current request.
-pub async fn clear_pid(conn: &mut ConnectionManager, key: &str) -> redis::RedisResult<()> {
+pub async fn clear_pid(conn: &mut Conn, key: &str) -> redis::RedisResult<()> {
     redis::cmd("HDEL").arg(key).arg("pid").query_async(conn).await
 }

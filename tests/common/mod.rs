@@ -177,6 +177,53 @@ pub fn spawn_redis_server(port: u16, options: &[&str]) -> Child {
     cmd.spawn().expect("redis-server must be installed (apt-get install redis-server)")
 }
 
+/// A Redis Sentinel on a loopback port watching the master `name` at `master_port` (quorum 2,
+/// down after 1 s), its config file in `dir`; it dies with the thread that spawned it.
+pub fn spawn_sentinel(port: u16, dir: &Path, name: &str, master_port: u16) -> Child {
+    use std::os::unix::process::CommandExt;
+    let conf = write(
+        dir,
+        &format!("sentinel-{port}.conf"),
+        &format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {name} 127.0.0.1 {master_port} 2\n\
+             sentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 3000\n",
+            dir.display()
+        ),
+    );
+    let mut cmd = Command::new("redis-server");
+    cmd.arg(&conf).arg("--sentinel").stdout(Stdio::null()).stderr(Stdio::null());
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("redis-server must be installed (apt-get install redis-server)")
+}
+
+/// A child process killed when the test ends, even by a panic.
+pub struct Killed(pub Option<Child>);
+
+impl Killed {
+    pub fn new(child: Child) -> Killed {
+        Killed(Some(child))
+    }
+
+    /// SIGKILLs it now.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A unique name for keys and files within this test process.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);

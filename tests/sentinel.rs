@@ -1,0 +1,246 @@
+//! Redis Sentinel: a supervisor of handler workers given a `redis+sentinel://` URL keeps
+//! serving through a failover, and every request a client saw acknowledged (XADD, then a
+//! successful `WAIT 1`) gets its reply. One master, one replica and three sentinels, all
+//! real processes on loopback ports; the master is SIGKILLed under load, and restarted (AOF
+//! on) once the replica has taken over.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::demo::{conn, Supervisor};
+use common::*;
+use redis::Commands;
+
+const NAME: &str = "mymaster";
+const REQUESTS: usize = 5000;
+const CONCURRENCY: usize = 16;
+
+const HANDLER: &str = r#"
+export default {
+  request(req: any, ctx: any) { return { code: 200, n: req.data.n }; },
+};
+"#;
+
+/// A client that finds the master through the sentinels, as users' clients do, and finds it
+/// again whenever a command fails.
+struct Client {
+    sentinels: Vec<u16>,
+    conn: Option<redis::Connection>,
+}
+
+impl Client {
+    /// The master's port as the first sentinel that answers names it.
+    fn master_port(&self) -> Option<u16> {
+        self.sentinels.iter().find_map(|port| named_master(*port))
+    }
+
+    /// Runs `f` on a connection to the master; on failure, forgets the connection (the next
+    /// call asks the sentinels again) and says so.
+    fn call<T>(&mut self, f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> Option<T> {
+        if self.conn.is_none() {
+            let port = self.master_port()?;
+            let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?.get_connection().ok()?;
+            c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            // As Sentinel's client guidelines ask: check that the node named is a master.
+            let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c).ok()?;
+            if !matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
+                std::thread::sleep(Duration::from_millis(100));
+                return None;
+            }
+            self.conn = Some(c);
+        }
+        match f(self.conn.as_mut().unwrap()) {
+            Ok(value) => Some(value),
+            Err(_) => {
+                self.conn = None;
+                std::thread::sleep(Duration::from_millis(100));
+                None
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    /// XADDs sent again because the first had no successful WAIT 1 (or failed).
+    resent: AtomicUsize,
+    acknowledged: AtomicUsize,
+    answered: AtomicUsize,
+    /// Acknowledged requests with no reply within a minute.
+    lost: Mutex<Vec<String>>,
+}
+
+/// Sends requests `from..to` one after another: each until it is acknowledged, then waits
+/// for its reply.
+fn client(sentinels: Vec<u16>, range: std::ops::Range<usize>, counts: Arc<Counts>) {
+    let mut client = Client { sentinels, conn: None };
+    for n in range {
+        let reference = format!("s{n}");
+        let data = format!("{{\"n\":{n}}}");
+        loop {
+            let acked = client.call(|c| {
+                let _: String = c.xadd("greeter:req:x", "*", &[("ref", reference.as_str()), ("data", &data)])?;
+                redis::cmd("WAIT").arg(1).arg(1000).query::<u64>(c)
+            });
+            if acked.is_some_and(|replicas| replicas >= 1) {
+                break;
+            }
+            counts.resent.fetch_add(1, Ordering::Relaxed);
+        }
+        counts.acknowledged.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let answered = loop {
+            let reply = client.call(|c| c.brpop::<_, Option<(String, String)>>(format!("res:{reference}"), 1.0));
+            if let Some(Some((_, reply))) = reply {
+                let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+                assert_eq!((reply["code"].as_u64(), reply["n"].as_u64()), (Some(200), Some(n as u64)));
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+        };
+        if answered {
+            counts.answered.fetch_add(1, Ordering::Relaxed);
+        } else {
+            counts.lost.lock().unwrap().push(reference);
+        }
+    }
+}
+
+/// The master's port as the sentinel at `port` names it.
+fn named_master(port: u16) -> Option<u16> {
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?.get_connection().ok()?;
+    let addr: Vec<String> = redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(NAME).query(&mut c).ok()?;
+    addr.get(1)?.parse().ok()
+}
+
+fn sentinel_info(port: u16) -> Option<std::collections::HashMap<String, String>> {
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?.get_connection().ok()?;
+    redis::cmd("SENTINEL").arg("master").arg(NAME).query(&mut c).ok()
+}
+
+#[test]
+fn handler_workers_follow_a_failover_and_answer_every_acknowledged_request() {
+    let dirs = (temp_dir(), temp_dir(), temp_dir());
+    let (master_port, replica_port) = (free_port(), free_port());
+    let dir_of = |d: &tempfile::TempDir| d.path().to_str().unwrap().to_string();
+    let (master_dir, replica_dir) = (dir_of(&dirs.0), dir_of(&dirs.1));
+    let mut master = Killed::new(spawn_redis_server(master_port, &["--appendonly", "yes", "--dir", &master_dir]));
+    let master_url = format!("redis://127.0.0.1:{master_port}");
+    wait_for("the master answers", Duration::from_secs(10), || {
+        redis::Client::open(master_url.as_str()).ok()?.get_connection().ok()
+    });
+    let _replica = Killed::new(spawn_redis_server(
+        replica_port,
+        &["--appendonly", "yes", "--dir", &replica_dir, "--replicaof", "127.0.0.1", &master_port.to_string()],
+    ));
+    let mut c = conn(&master_url);
+    wait_until("the replica is in sync", || {
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap();
+        info.contains("connected_slaves:1") && info.contains("state=online")
+    });
+    let sentinel_ports = [free_port(), free_port(), free_port()];
+    let _sentinels: Vec<_> = sentinel_ports
+        .iter()
+        .map(|port| Killed::new(spawn_sentinel(*port, dirs.2.path(), NAME, master_port)))
+        .collect();
+    wait_until("the sentinels know each other and the replica", || {
+        sentinel_ports.iter().all(|port| {
+            sentinel_info(*port).is_some_and(|info| {
+                info.get("num-other-sentinels").map(String::as_str) == Some("2")
+                    && info.get("num-slaves").map(String::as_str) == Some("1")
+            })
+        })
+    });
+
+    let dir = temp_dir();
+    let path = write(dir.path(), "handler.ts", HANDLER);
+    let defaults = [
+        ("workerUrl", path.to_str().unwrap()),
+        ("workerVersion", "local"),
+        ("concurrency", "8"),
+        ("replicaAcks", "1"),
+        // Entries whose reply died with the master are taken again by then.
+        ("claimIdleMs", "2000"),
+        ("maxAttempts", "100"),
+    ];
+    let _: () = c.hset_multiple("greeter:h", &defaults).unwrap();
+    let _: () = c.rpush("greeter:start:q", &["1", "2"]).unwrap();
+    let nodes: Vec<String> = sentinel_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let url = format!("redis+sentinel://{}/{NAME}", nodes.join(","));
+    let supervisor = Supervisor::start_type(&url, "greeter", &[]);
+    wait_until("both workers run", || {
+        (1..=2).all(|id| c.hexists::<_, _, bool>(format!("greeter:{id}:h"), "pid").unwrap_or(false))
+    });
+
+    let counts = Arc::new(Counts::default());
+    let per_client = REQUESTS / CONCURRENCY;
+    let clients: Vec<_> = (0..CONCURRENCY)
+        .map(|i| {
+            let (ports, counts) = (sentinel_ports.to_vec(), counts.clone());
+            let end = if i == CONCURRENCY - 1 { REQUESTS } else { (i + 1) * per_client };
+            std::thread::spawn(move || client(ports, i * per_client..end, counts))
+        })
+        .collect();
+    wait_until("a third of the requests are answered", || counts.answered.load(Ordering::Relaxed) >= REQUESTS / 3);
+    let killed_at = Instant::now();
+    master.kill();
+    let answered_before = counts.answered.load(Ordering::Relaxed);
+    // Once the sentinels have promoted the replica, the old master comes back (as a restarted
+    // server would) and they make it the new master's replica: WAIT 1 can succeed again.
+    wait_until("every sentinel names the replica as the master", || {
+        sentinel_ports.iter().all(|port| named_master(*port) == Some(replica_port))
+    });
+    let _restarted = Killed::new(spawn_redis_server(master_port, &["--appendonly", "yes", "--dir", &master_dir]));
+    for client in clients {
+        client.join().unwrap();
+    }
+    let took = killed_at.elapsed();
+
+    let lost = counts.lost.lock().unwrap().clone();
+    let acknowledged = counts.acknowledged.load(Ordering::Relaxed);
+    let answered = counts.answered.load(Ordering::Relaxed);
+    eprintln!(
+        "{REQUESTS} requests at concurrency {CONCURRENCY}: {acknowledged} acknowledged (after {} resend(s)), \
+         {answered} answered ({answered_before} before the master was killed), {} lost; the rest took {took:?}",
+        counts.resent.load(Ordering::Relaxed),
+        lost.len()
+    );
+    if !lost.is_empty() {
+        // Where the lost requests are on the master now, to tell why.
+        let mut m = conn(&format!("redis://127.0.0.1:{replica_port}"));
+        let entries: redis::streams::StreamRangeReply = m.xrange_all("greeter:req:x").unwrap();
+        let found: Vec<_> = entries
+            .ids
+            .iter()
+            .filter(|e| lost.iter().any(|r| e.get::<String>("ref").as_deref() == Some(r.as_str())))
+            .map(|e| e.id.clone())
+            .collect();
+        let pending: redis::Value =
+            redis::cmd("XPENDING").arg("greeter:req:x").arg("worker").arg("-").arg("+").arg(100).query(&mut m).unwrap();
+        let groups: redis::Value = redis::cmd("XINFO").arg("GROUPS").arg("greeter:req:x").query(&mut m).unwrap();
+        let dead: usize = m.xlen("greeter:dead:x").unwrap();
+        panic!(
+            "acknowledged but never answered: {lost:?}; in the stream as {found:?}; pending {pending:?}; \
+             groups {groups:?}; {dead} dead letters\n{}",
+            supervisor.stderr()
+        );
+    }
+    assert_eq!((acknowledged, answered), (REQUESTS, REQUESTS));
+    let client = Client { sentinels: sentinel_ports.to_vec(), conn: None };
+    assert_eq!(client.master_port(), Some(replica_port), "the replica is still the master");
+    // The supervisor moved with the master: its workers still run, and it logged the move.
+    let stderr = supervisor.stderr();
+    assert!(stderr.contains(&format!("the master is now at 127.0.0.1:{replica_port}")), "{stderr}");
+    let mut promoted = conn(&format!("redis://127.0.0.1:{replica_port}"));
+    let pids: Vec<Option<String>> =
+        (1..=2).map(|id| promoted.hget(format!("greeter:{id}:h"), "pid").unwrap()).collect();
+    assert!(pids.iter().all(Option::is_some), "both workers still hold their hashes: {pids:?}");
+    supervisor.signal(libc::SIGTERM);
+    let run = supervisor.finish();
+    assert_eq!(run.code, 0, "{run:?}");
+}
