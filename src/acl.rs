@@ -9,11 +9,11 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use base64::Engine;
-use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use zeroize::Zeroizing;
 
 use crate::ops::crypto::{crypt, Mode, Padding};
+use crate::topology::Conn;
 
 /// The commands a worker may run: connection set-up, hashes, lists, streams, transactions,
 /// the strings and counters a handler may keep. Never CONFIG, ACL, MODULE, DEBUG, FLUSH*,
@@ -112,7 +112,7 @@ pub fn rules(worker_type: &str, password: &str) -> Vec<String> {
 
 /// Creates (or replaces) the type's user with a new random password, and seals the password
 /// into the type hash (`aclUser`, `aclIv`, `aclPassword`) with `key`.
-pub async fn create(conn: &mut MultiplexedConnection, worker_type: &str, key: &[u8]) -> anyhow::Result<String> {
+pub async fn create(conn: &mut Conn, worker_type: &str, key: &[u8]) -> anyhow::Result<String> {
     let password = Zeroizing::new(hex::encode(rand::random::<[u8; 24]>()));
     let user = user(worker_type);
     let () = redis::cmd("ACL")

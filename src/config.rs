@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use deno_runtime::deno_core::ModuleSpecifier;
-use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, ConnectionAddr};
 
 use crate::permissions;
-use crate::topology::{Sentinels, Topology};
+use crate::topology::{Conn, Patience, Sentinels, Topology};
 
 /// How long to wait for Redis before saying it is unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -137,7 +136,7 @@ pub fn check_type(worker_type: &str) -> anyhow::Result<()> {
 /// Reads and checks a worker type's defaults, `${type}:h`, as the original bootstrap did:
 /// the hash exists, has a URL, its version is `local`, `main` or `vN.N.N`, and a local
 /// module exists.
-pub async fn load_type(conn: &mut MultiplexedConnection, worker_type: &str) -> anyhow::Result<HashMap<String, String>> {
+pub async fn load_type(conn: &mut Conn, worker_type: &str) -> anyhow::Result<HashMap<String, String>> {
     check_type(worker_type)?;
     let key = format!("{worker_type}:h");
     let hash: HashMap<String, String> = conn.hgetall(&key).await.with_context(|| format!("HGETALL {key} failed"))?;
@@ -180,6 +179,10 @@ impl RedisTarget {
     pub fn parse(url: &str) -> anyhow::Result<RedisTarget> {
         if url.starts_with("redis+sentinel://") {
             return RedisTarget::behind_sentinel(url);
+        }
+        if url.starts_with("redis+cluster://") {
+            let topology = Topology::cluster(url).with_context(|| format!("invalid Redis URL '{url}'"))?;
+            return Ok(RedisTarget { topology, addr: None, worker_url: url.to_string() });
         }
         let client = redis::Client::open(url).with_context(|| {
             format!(
@@ -228,13 +231,18 @@ impl RedisTarget {
     pub fn describe(&self) -> String {
         match (&self.topology, &self.addr) {
             (Topology::Sentinel(sentinels, _), _) => sentinels.describe(),
+            (Topology::Cluster(nodes), _) => {
+                let nodes: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
+                format!("the Redis Cluster at {}", nodes.join(","))
+            }
             (_, Some((host, port))) => crate::permissions::net_addr(host, *port),
             (_, None) => "the configured socket".to_string(),
         }
     }
 
-    /// Connects, or says how to make Redis reachable.
-    pub async fn connect(&self) -> anyhow::Result<MultiplexedConnection> {
+    /// Connects, or says how to make Redis reachable. No response time-out: the connection
+    /// may block (BRPOP).
+    pub async fn connect(&self) -> anyhow::Result<Conn> {
         let fail = |reason: String| {
             anyhow::anyhow!(
                 "cannot reach Redis at {}: {reason}; start redis-server there, \
@@ -242,8 +250,8 @@ impl RedisTarget {
                 self.describe()
             )
         };
-        let connected = async { self.topology.master().await?.get_multiplexed_async_connection().await };
-        match tokio::time::timeout(CONNECT_TIMEOUT, connected).await {
+        let patience = Patience { connect: CONNECT_TIMEOUT, response: None, retries: 0 };
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.topology.managed(patience)).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) if e.kind() == redis::ErrorKind::AuthenticationFailed => Err(anyhow::anyhow!(
                 "Redis at {} refused the credentials in the Redis URL ({e}); fix the user or password in --redis or REDIS_URL",
@@ -253,43 +261,45 @@ impl RedisTarget {
             Err(_) => Err(fail(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))),
         }
     }
-
-    /// A connection for blocking commands (BLMOVE, BRPOP): no response time-out.
-    pub async fn connect_blocking(&self) -> anyhow::Result<MultiplexedConnection> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(None);
-        let connected =
-            async { self.topology.master().await?.get_multiplexed_async_connection_with_config(&config).await };
-        connected.await.with_context(|| format!("cannot reach Redis at {}", self.describe()))
-    }
 }
 
 /// Whether an error means Redis is away for now (down, unreachable, or still loading its data
-/// after a restart), rather than that a command was wrong.
+/// after a restart), or moving (a failover, Cluster slots changing hands), rather than that a
+/// command was wrong. A transaction aborted only for such reasons is too.
 pub fn is_outage(e: &redis::RedisError) -> bool {
+    // Still loading; a master demoted in a failover; no master known to the sentinels yet; a
+    // Cluster whose slots are moving, changing master or uncovered.
+    let passing = |code: &str| {
+        matches!(code, "LOADING" | "READONLY" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "MOVED" | "ASK")
+    };
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
-        // Still loading; a master demoted in a failover; no master known to the sentinels yet;
-        // a Cluster whose slots are moving or uncovered.
-        || matches!(e.code(), Some("LOADING" | "READONLY" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN"))
+        || e.code().is_some_and(passing)
+        || (e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort)
+            && e.clone()
+                .into_server_errors()
+                .is_some_and(|errors| !errors.is_empty() && errors.iter().all(|(_, error)| passing(error.code()))))
 }
 
-/// Reads and checks a worker's hash, and reads its type's (`${type}:h`, empty if there is
-/// none), in one round trip.
+/// Reads and checks a worker's hash, with its type's (`${type}:h`, empty if there is none)
+/// as defaults, in one round trip; also returns the type's.
 pub async fn load(redis: &RedisTarget, key: &str) -> anyhow::Result<(WorkerConfig, HashMap<String, String>)> {
     check_key(key)?;
     let worker_type = key.split(':').next().unwrap_or_default();
-    let mut conn = redis.connect().await?;
-    let (hash, type_hash): (HashMap<String, String>, HashMap<String, String>) = redis::pipe()
-        .hgetall(key)
-        .hgetall(format!("{worker_type}:h"))
-        .query_async(&mut conn)
-        .await
-        .with_context(|| format!("HGETALL {key} failed"))?;
-    Ok((WorkerConfig::from_hash(key, &hash)?, type_hash))
+    let conn = redis.connect().await?;
+    // Two commands rather than a pipeline, which a Cluster refuses across slots; sent
+    // together, they still take one round trip.
+    let (mut own, mut of_type) = (conn.clone(), conn);
+    let (hash, type_hash): (HashMap<String, String>, HashMap<String, String>) =
+        tokio::try_join!(own.hgetall(key), of_type.hgetall(format!("{worker_type}:h")))
+            .with_context(|| format!("HGETALL {key} failed"))?;
+    if hash.is_empty() {
+        WorkerConfig::from_hash(key, &hash)?; // says the hash does not exist
+    }
+    // Its type's hash gives the defaults, as under `denorun supervise`.
+    Ok((merged(key, &type_hash, hash)?, type_hash))
 }
 
 #[cfg(test)]

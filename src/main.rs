@@ -23,6 +23,7 @@ mod ops;
 mod permissions;
 mod remote;
 mod secret;
+mod shards;
 mod spec;
 mod supervisor;
 mod topology;

@@ -80,6 +80,7 @@ fn client(sentinels: Vec<u16>, range: std::ops::Range<usize>, counts: Arc<Counts
     for n in range {
         let reference = format!("s{n}");
         let data = format!("{{\"n\":{n}}}");
+        let give_up = Instant::now() + Duration::from_secs(60);
         loop {
             let acked = client.call(|c| {
                 let _: String = c.xadd("greeter:req:x", "*", &[("ref", reference.as_str()), ("data", &data)])?;
@@ -88,6 +89,7 @@ fn client(sentinels: Vec<u16>, range: std::ops::Range<usize>, counts: Arc<Counts
             if acked.is_some_and(|replicas| replicas >= 1) {
                 break;
             }
+            assert!(Instant::now() < give_up, "{reference}: no WAIT 1 succeeded for a minute");
             counts.resent.fetch_add(1, Ordering::Relaxed);
         }
         counts.acknowledged.fetch_add(1, Ordering::Relaxed);

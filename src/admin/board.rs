@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use redis::aio::MultiplexedConnection;
+use crate::topology::Conn;
 use redis::AsyncCommands;
 
 /// One worker's row.
@@ -35,7 +35,7 @@ pub struct Board {
     pub rows: Vec<WorkerRow>,
 }
 
-pub async fn read(conn: &mut MultiplexedConnection, worker_type: &str) -> anyhow::Result<Board> {
+pub async fn read(conn: &mut Conn, worker_type: &str) -> anyhow::Result<Board> {
     let type_hash: HashMap<String, String> = conn.hgetall(format!("{worker_type}:h")).await?;
     let supervisor = type_hash.get("pid").map(|pid| {
         format!(
@@ -55,13 +55,19 @@ pub async fn read(conn: &mut MultiplexedConnection, worker_type: &str) -> anyhow
         }
     }
     ids.sort_by(|(a, _), (b, _)| natural(a).cmp(&natural(b)));
-    let mut pipe = redis::pipe();
-    for (id, _) in &ids {
-        pipe.hgetall(format!("{worker_type}:{id}:h")).hgetall(format!("{worker_type}:{id}:stats:h"));
-    }
-    let hashes: Vec<HashMap<String, String>> = pipe.query_async(conn).await?;
-    let rows =
-        ids.into_iter().zip(hashes.chunks(2)).map(|((id, queue), pair)| row(id, queue, &pair[0], &pair[1])).collect();
+    // Sent together (one round trip on one server); not a pipeline, which a Cluster refuses
+    // across slots.
+    let reads = ids.iter().map(|(id, _)| {
+        let mut conn = conn.clone();
+        let (hash, stats) = (format!("{worker_type}:{id}:h"), format!("{worker_type}:{id}:stats:h"));
+        async move {
+            let hash: HashMap<String, String> = conn.hgetall(hash).await?;
+            let stats: HashMap<String, String> = conn.hgetall(stats).await?;
+            Ok::<_, redis::RedisError>((hash, stats))
+        }
+    });
+    let hashes = futures::future::try_join_all(reads).await?;
+    let rows = ids.into_iter().zip(hashes).map(|((id, queue), (hash, stats))| row(id, queue, &hash, &stats)).collect();
     Ok(Board { supervisor, stream, rows })
 }
 

@@ -1,11 +1,11 @@
 //! `denorun dead <type>`: the dead-letter stream of handler workers (`<type>:dead:x`), listed,
 //! and its entries sent back to the request stream (`--requeue`) once their cause is fixed.
 
-use redis::aio::MultiplexedConnection;
 use redis::streams::StreamRangeReply;
 use redis::AsyncCommands;
 
 use crate::config::check_type;
+use crate::topology::Conn;
 
 /// Fields the handler loop adds to a dead entry; the rest are the request's own.
 const DEAD_FIELDS: [&str; 4] = ["deadId", "deadError", "deadAttempts", "deadWorker"];
@@ -13,7 +13,7 @@ const DEAD_FIELDS: [&str; 4] = ["deadId", "deadError", "deadAttempts", "deadWork
 /// Lists up to `count` dead entries, or requeues them: each goes back to `stream` (default
 /// `<type>:req:x`) with its own fields and is removed from the dead stream, in one MULTI.
 pub async fn dead(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Conn,
     worker_type: &str,
     requeue: bool,
     stream: Option<String>,

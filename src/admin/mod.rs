@@ -13,13 +13,13 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use base64::Engine;
-use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamRangeReply, StreamTrimOptions, StreamTrimmingMode};
 use redis::AsyncCommands;
 
 use crate::cli::Admin;
 use crate::config::{check_type, RedisTarget};
 use crate::ops::crypto::{cbc_encrypt, Padding};
+use crate::topology::Conn;
 
 /// Runs an admin command and returns the exit code.
 pub fn run(redis: &RedisTarget, command: Admin) -> anyhow::Result<i32> {
@@ -44,7 +44,7 @@ pub fn run(redis: &RedisTarget, command: Admin) -> anyhow::Result<i32> {
             }
             Admin::CreateReqStream { worker_type } => create_req_stream(&mut conn, &worker_type).await,
             Admin::XaddReq { worker_type, reference, data, timeout } => {
-                xadd_req(redis, &mut conn, &worker_type, reference, &data, timeout).await
+                xadd_req(&mut conn, &worker_type, reference, &data, timeout).await
             }
             Admin::XrangeReq { worker_type, count } => xrange(&mut conn, &stream(&worker_type, "req")?, count).await,
             Admin::XrangeRes { worker_type, count } => xrange(&mut conn, &stream(&worker_type, "res")?, count).await,
@@ -76,7 +76,7 @@ fn stream(worker_type: &str, which: &str) -> anyhow::Result<String> {
 
 /// Each worker of a type (from its queues): state, supervisor, restarts, last exit (reason
 /// and code) and error, and what its supervisor publishes: requests/s, p99 and heap.
-async fn status(conn: &mut MultiplexedConnection, worker_type: &str) -> anyhow::Result<i32> {
+async fn status(conn: &mut Conn, worker_type: &str) -> anyhow::Result<i32> {
     check_type(worker_type)?;
     let board = board::read(conn, worker_type).await?;
     match &board.supervisor {
@@ -110,7 +110,7 @@ async fn status(conn: &mut MultiplexedConnection, worker_type: &str) -> anyhow::
 }
 
 async fn setup_worker(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Conn,
     worker_type: &str,
     id: &str,
     request_limit: Option<u32>,
@@ -136,7 +136,7 @@ async fn setup_worker(
     show_hash(conn, &key).await
 }
 
-async fn show_hash(conn: &mut MultiplexedConnection, key: &str) -> anyhow::Result<i32> {
+async fn show_hash(conn: &mut Conn, key: &str) -> anyhow::Result<i32> {
     let hash: BTreeMap<String, String> = conn.hgetall(key).await?;
     if hash.is_empty() {
         bail!("{key} does not exist; create it with denorun setup-worker");
@@ -148,48 +148,52 @@ async fn show_hash(conn: &mut MultiplexedConnection, key: &str) -> anyhow::Resul
     Ok(0)
 }
 
-async fn create_req_stream(conn: &mut MultiplexedConnection, worker_type: &str) -> anyhow::Result<i32> {
-    let key = stream(worker_type, "req")?;
-    let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(&key, "worker", "0").await;
-    match created {
-        Ok(()) => println!("created {key} with consumer group worker"),
-        Err(e) if e.code() == Some("BUSYGROUP") => println!("{key} exists with consumer group worker"),
-        Err(e) => return Err(e.into()),
+/// Creates the type's request stream (each shard, with `streamShards`) and its group.
+async fn create_req_stream(conn: &mut Conn, worker_type: &str) -> anyhow::Result<i32> {
+    check_type(worker_type)?;
+    let type_hash: HashMap<String, String> = conn.hgetall(format!("{worker_type}:h")).await?;
+    for key in crate::shards::request_streams(worker_type, &type_hash).map_err(anyhow::Error::msg)? {
+        let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(&key, "worker", "0").await;
+        match created {
+            Ok(()) => println!("created {key} with consumer group worker"),
+            Err(e) if e.code() == Some("BUSYGROUP") => println!("{key} exists with consumer group worker"),
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(0)
 }
 
 /// Adds a request as the original CLI did, then waits for the worker's reply, like xadd.sh.
 async fn xadd_req(
-    redis: &RedisTarget,
-    conn: &mut MultiplexedConnection,
+    conn: &mut Conn,
     worker_type: &str,
     reference: Option<String>,
     data: &str,
     timeout: u64,
 ) -> anyhow::Result<i32> {
-    let key = stream(worker_type, "req")?;
+    check_type(worker_type)?;
     serde_json::from_str::<serde_json::Value>(data).with_context(|| format!("--data is not JSON: {data}"))?;
     let reference = reference.unwrap_or_else(|| hex::encode(rand::random::<[u8; 6]>()));
+    // The type's request stream, or with `streamShards` the shard of the ref.
+    let type_hash: HashMap<String, String> = conn.hgetall(format!("{worker_type}:h")).await?;
+    let streams = crate::shards::request_streams(worker_type, &type_hash).map_err(anyhow::Error::msg)?;
+    let key = &streams[crate::shards::for_ref(&reference, streams.len())];
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let request_hash = format!("req:{reference}:h");
+    let fields = [("ref", reference.as_str()), ("type", worker_type), ("requestData", data), ("created", &now)];
     let () = redis::pipe()
         .atomic()
-        .hset_multiple(
-            &request_hash,
-            &[("ref", reference.as_str()), ("type", worker_type), ("requestData", data), ("created", &now)],
-        )
+        .hset_multiple(&request_hash, &fields)
         .ignore()
         .expire(&request_hash, 120)
         .ignore()
         .query_async(conn)
         .await?;
     let id: String = conn
-        .xadd(&key, "*", &[("ref", reference.as_str()), ("time", &now), ("type", worker_type), ("data", data)])
+        .xadd(key, "*", &[("ref", reference.as_str()), ("time", &now), ("type", worker_type), ("data", data)])
         .await?;
     println!("ref={reference} id={id}");
-    let mut blocking = redis.connect_blocking().await?;
-    let reply: Option<[String; 2]> = blocking.brpop(format!("res:{reference}"), timeout as f64).await?;
+    let reply: Option<[String; 2]> = conn.brpop(format!("res:{reference}"), timeout as f64).await?;
     match reply {
         Some([_, reply]) => {
             println!("{reply}");
@@ -212,7 +216,7 @@ fn entry_fields(entry: &redis::streams::StreamId) -> Vec<(String, String)> {
     fields
 }
 
-async fn xrange(conn: &mut MultiplexedConnection, key: &str, count: usize) -> anyhow::Result<i32> {
+async fn xrange(conn: &mut Conn, key: &str, count: usize) -> anyhow::Result<i32> {
     let reply: StreamRangeReply = conn.xrange_count(key, "-", "+", count).await?;
     for entry in reply.ids {
         let fields = entry_fields(&entry);
@@ -222,33 +226,40 @@ async fn xrange(conn: &mut MultiplexedConnection, key: &str, count: usize) -> an
     Ok(0)
 }
 
-async fn xtrim(conn: &mut MultiplexedConnection, key: &str, maxlen: usize) -> anyhow::Result<i32> {
+async fn xtrim(conn: &mut Conn, key: &str, maxlen: usize) -> anyhow::Result<i32> {
     let removed: usize = conn.xtrim_options(key, &StreamTrimOptions::maxlen(StreamTrimmingMode::Exact, maxlen)).await?;
     println!("trimmed {removed} from {key}");
     Ok(0)
 }
 
-async fn info(conn: &mut MultiplexedConnection, worker_type: &str) -> anyhow::Result<i32> {
-    let key = stream(worker_type, "req")?;
-    let groups: redis::RedisResult<Vec<HashMap<String, redis::Value>>> =
-        redis::cmd("XINFO").arg("GROUPS").arg(&key).query_async(conn).await;
-    let groups = match groups {
-        Ok(groups) => groups,
-        Err(e) if e.detail().is_some_and(|d| d.contains("no such key")) => {
-            bail!("{key} does not exist; create it with denorun create-req-stream {worker_type}")
+async fn info(conn: &mut Conn, worker_type: &str) -> anyhow::Result<i32> {
+    check_type(worker_type)?;
+    let type_hash: HashMap<String, String> = conn.hgetall(format!("{worker_type}:h")).await?;
+    let streams = crate::shards::request_streams(worker_type, &type_hash).map_err(anyhow::Error::msg)?;
+    for key in &streams {
+        let groups: redis::RedisResult<Vec<HashMap<String, redis::Value>>> =
+            redis::cmd("XINFO").arg("GROUPS").arg(key).query_async(conn).await;
+        let groups = match groups {
+            Ok(groups) => groups,
+            Err(e) if e.detail().is_some_and(|d| d.contains("no such key")) => {
+                bail!("{key} does not exist; create it with denorun create-req-stream {worker_type}")
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if groups.is_empty() {
+            bail!("{key} has no consumer groups yet; create one with denorun create-req-stream {worker_type}");
         }
-        Err(e) => return Err(e.into()),
-    };
-    if groups.is_empty() {
-        bail!("{key} has no consumer groups yet; create one with denorun create-req-stream {worker_type}");
-    }
-    for group in groups {
-        let mut fields: Vec<_> = group.into_iter().collect();
-        fields.sort_by(|a, b| a.0.cmp(&b.0));
-        println!("group:");
-        for (field, value) in fields {
-            let text = redis::from_redis_value_ref::<String>(&value).unwrap_or_else(|_| format!("{value:?}"));
-            println!("  {field} {text}");
+        if streams.len() > 1 {
+            println!("stream {key}:");
+        }
+        for group in groups {
+            let mut fields: Vec<_> = group.into_iter().collect();
+            fields.sort_by(|a, b| a.0.cmp(&b.0));
+            println!("group:");
+            for (field, value) in fields {
+                let text = redis::from_redis_value_ref::<String>(&value).unwrap_or_else(|_| format!("{value:?}"));
+                println!("  {field} {text}");
+            }
         }
     }
     Ok(0)

@@ -9,14 +9,14 @@ use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Modifier, Style};
 use ratatui::widgets::{Block, Paragraph, Row, Table};
 use ratatui::Frame;
-use redis::aio::MultiplexedConnection;
 
 use super::board::{self, Board};
 use crate::config::check_type;
+use crate::topology::Conn;
 
 const REFRESH: Duration = Duration::from_secs(1);
 
-pub async fn run(conn: &mut MultiplexedConnection, worker_type: &str) -> anyhow::Result<i32> {
+pub async fn run(conn: &mut Conn, worker_type: &str) -> anyhow::Result<i32> {
     check_type(worker_type)?;
     let mut board = board::read(conn, worker_type).await?;
     let mut terminal = ratatui::init();

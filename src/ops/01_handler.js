@@ -78,8 +78,11 @@ async function serve(mainUrl) {
   const { rid, fields, concurrency, requestTimeoutMs } = opened;
   const secret = await secretOf(fields, key);
   const { connect } = await import("https://deno.land/x/redis/mod.ts");
-  // It reconnects after a lost connection, for a while, as the loop itself does.
-  const redis = await connect({ ...opened.redis, db: opened.redis.db || undefined, maxRetryCount: 40, retryInterval: 250 });
+  // It reconnects after a lost connection, for a while, as the loop itself does. None under
+  // Redis Cluster, which deno-redis's API never spoke.
+  const redis = opened.redis
+    ? await connect({ ...opened.redis, db: opened.redis.db || undefined, maxRetryCount: 40, retryInterval: 250 })
+    : undefined;
   const stopping = new AbortController();
   const context = { key, config: fields, secret, redis, log: logger(key) };
 
@@ -90,7 +93,7 @@ async function serve(mainUrl) {
     const timer = setTimeout(() => controller.abort(new Error(`request timed out after ${requestTimeoutMs} ms`)), requestTimeoutMs);
     // Still running at twice its time-out: only ending the worker frees the slot.
     const overdue = setTimeout(() => op_denorun_handler_overdue(BigInt(requestTimeoutMs)), 2 * requestTimeoutMs);
-    const done = { id: req.id, ref: req.ref, attempt: req.attempt, fields: req.fields, reply: null, error: null };
+    const done = { stream: req.stream, id: req.id, ref: req.ref, attempt: req.attempt, fields: req.fields, reply: null, error: null };
     const started = performance.now();
     try {
       const value = await handler.request(req, { ...context, signal: controller.signal });
@@ -119,7 +122,7 @@ async function serve(mainUrl) {
   stopping.abort(new Error("the worker is stopping"));
   await Promise.all(inflight);
   op_denorun_handler_close(rid);
-  redis.close();
+  redis?.close();
 }
 
 Object.defineProperty(globalThis, Symbol.for("denorun.serve"), { value: serve });

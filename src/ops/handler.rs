@@ -1,12 +1,14 @@
 //! The request loop of handler workers (`export default { request }`), in Rust: reading with
-//! XREADGROUP, replying and acking in one MULTI/EXEC, retries with backoff counted by Redis's
-//! delivery count, dead letters, recovery of entries left pending by dead consumers
-//! (XAUTOCLAIM), the `pid` check and `requestLimit`. The JS side (`01_handler.js`) only calls
-//! the handler with each request this returns and reports how it went.
+//! XREADGROUP (from each of the type's `streamShards` streams in turn), replying and acking in
+//! one MULTI/EXEC (under Redis Cluster, where the reply's keys and the stream lie in different
+//! slots: the reply first, then the ack), retries with backoff counted by Redis's delivery
+//! count, dead letters, recovery of entries left pending by dead consumers (XAUTOCLAIM), the
+//! `pid` check and `requestLimit`. The JS side (`01_handler.js`) only calls the handler with
+//! each request this returns and reports how it went.
 //!
 //! Two connections to the worker's Redis (`REDIS_URL`), both reconnecting and following
-//! Sentinel failovers (`topology::Conn`): one for the blocking read, one for replies, so that
-//! a reply never waits behind a BLOCK.
+//! Sentinel failovers or Cluster slots (`topology::Conn`): one for the blocking read, one for
+//! replies, so that a reply never waits behind a BLOCK.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -17,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use deno_core::{op2, OpState, Resource, ResourceId};
 use deno_error::JsErrorBox;
-use redis::aio::ConnectionManagerConfig;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamRangeReply, StreamReadReply};
 use serde::Serialize;
 
 use crate::metrics::{Outcome, WorkerStats};
-use crate::topology::{self, Conn};
+use crate::shards;
+use crate::topology::{self, Conn, Patience};
 
 /// The group every worker reads in, as in the 2021 design.
 const GROUP: &str = "worker";
@@ -34,7 +36,8 @@ const PID_CHECK: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub key: String,
-    pub stream: String,
+    /// The request streams: `requestStream`, or the `streamShards` shards.
+    pub streams: Vec<String>,
     pub consumer: String,
     pub response_stream: String,
     pub response_maxlen: u64,
@@ -72,7 +75,7 @@ impl Settings {
         };
         Ok(Settings {
             key: key.to_string(),
-            stream: text("requestStream", format!("{worker_type}:req:x")),
+            streams: shards::request_streams(worker_type, hash)?,
             consumer: text("consumerId", id.to_string()),
             response_stream: text("responseStream", format!("{worker_type}:res:x")),
             response_maxlen: number("responseStreamMaxlen", 1000)?,
@@ -102,6 +105,7 @@ pub fn retry_delay(settings: &Settings, attempt: u32) -> Duration {
 /// What the handler is given.
 #[derive(Serialize)]
 pub struct Request {
+    stream: String,
     id: String,
     #[serde(rename = "ref")]
     reference: Option<String>,
@@ -119,13 +123,17 @@ struct Loop {
     stats: Option<Arc<WorkerStats>>,
     reader: Conn,
     writer: Conn,
+    /// Under Redis Cluster: replies first, acks second (they are in different slots).
+    cluster: bool,
     state: RefCell<State>,
 }
 
 #[derive(Default)]
 struct State {
-    /// Entries that threw, with their next attempt's number and when it is due.
-    retries: Vec<(Instant, String, u32)>,
+    /// Entries that threw (stream, id), with their next attempt's number and when it is due.
+    retries: Vec<(Instant, String, String, u32)>,
+    /// The shard read first on the next read.
+    next_shard: usize,
     /// Requests finished (answered, dead-lettered or refused), for `requestLimit`.
     finished: u64,
     /// When entries of dead consumers were last looked for.
@@ -158,8 +166,8 @@ pub struct Opened {
     fields: HashMap<String, String>,
     concurrency: u32,
     request_timeout_ms: u64,
-    /// The worker's Redis, for `ctx.redis`.
-    redis: RedisOptions,
+    /// The worker's Redis, for `ctx.redis` (none under Cluster).
+    redis: Option<RedisOptions>,
 }
 
 #[derive(Serialize)]
@@ -179,44 +187,55 @@ pub struct RedisOptions {
 pub async fn op_denorun_handler_open(state: Rc<RefCell<OpState>>, #[string] key: String) -> Result<Opened, JsErrorBox> {
     let url = std::env::var("REDIS_URL").map_err(|_| JsErrorBox::generic("REDIS_URL is not set"))?;
     let target = topology::for_worker_url(&url).map_err(|e| failed("bad REDIS_URL", e))?;
-    let reconnect = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_max_delay(Duration::from_secs(1));
-    let writer_config = reconnect.clone().set_response_timeout(Some(Duration::from_secs(10)));
-    let writer = persist("connecting to Redis", || target.managed(writer_config.clone())).await?;
-    let reader_config = reconnect.set_response_timeout(None);
-    let reader = persist("connecting to Redis", || target.managed(reader_config.clone())).await?;
-    let fields: HashMap<String, String> = query(&writer, "HGETALL", redis::cmd("HGETALL").arg(&key)).await?;
+    let writer = Patience { connect: Duration::from_secs(5), response: Some(Duration::from_secs(10)), retries: 6 };
+    let writer = persist("connecting to Redis", || target.managed(writer)).await?;
+    let reader = Patience { connect: Duration::from_secs(5), response: None, retries: 6 };
+    let reader = persist("connecting to Redis", || target.managed(reader)).await?;
+    // Its type's hash (`<type>:h`) gives the defaults, as for the rest of a worker's config.
+    let worker_type = key.split(':').next().unwrap_or_default();
+    let mut fields: HashMap<String, String> =
+        query(&writer, "HGETALL", redis::cmd("HGETALL").arg(format!("{worker_type}:h"))).await?;
+    let own: HashMap<String, String> = query(&writer, "HGETALL", redis::cmd("HGETALL").arg(&key)).await?;
+    fields.extend(own);
     let settings = Settings::from_hash(&key, &fields).map_err(JsErrorBox::generic)?;
-    let mut create = redis::cmd("XGROUP");
-    // From the stream's start: requests sent before any worker was there are served too.
-    create.arg("CREATE").arg(&settings.stream).arg(GROUP).arg("0").arg("MKSTREAM");
-    if let Err(e) = query::<()>(&writer, "XGROUP CREATE", &create).await {
-        if !e.to_string().contains("BUSYGROUP") {
-            return Err(e);
+    for stream in &settings.streams {
+        let mut create = redis::cmd("XGROUP");
+        // From the stream's start: requests sent before any worker was there are served too.
+        create.arg("CREATE").arg(stream).arg(GROUP).arg("0").arg("MKSTREAM");
+        if let Err(e) = query::<()>(&writer, "XGROUP CREATE", &create).await {
+            if !e.to_string().contains("BUSYGROUP") {
+                return Err(e);
+            }
         }
     }
     let pid = std::process::id().to_string();
     let _: () = query(&writer, "HSET pid", redis::cmd("HSET").arg(&key).arg("pid").arg(&pid)).await?;
-    let info = redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(|e| failed("bad REDIS_URL", e))?;
+    let cluster = target.is_cluster();
+    let redis = if cluster { None } else { Some(redis_options(&url)?) };
+    let settings_out = (settings.concurrency, settings.request_timeout.as_millis() as u64);
+    let stats = state.borrow().try_borrow::<Arc<WorkerStats>>().cloned();
+    let lp = Loop { settings, pid, stats, reader, writer, cluster, state: Default::default() };
+    let rid = state.borrow_mut().resource_table.add(lp);
+    Ok(Opened { rid, fields, concurrency: settings_out.0, request_timeout_ms: settings_out.1, redis })
+}
+
+/// `ctx.redis`'s options: the worker's own Redis.
+fn redis_options(url: &str) -> Result<RedisOptions, JsErrorBox> {
+    let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| failed("bad REDIS_URL", e))?;
     let (hostname, port, tls) = match info.addr() {
         redis::ConnectionAddr::Tcp(h, p) => (h.clone(), *p, false),
         redis::ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port, true),
         _ => return Err(JsErrorBox::generic("handler workers need a TCP Redis")),
     };
-    let settings_out = (settings.concurrency, settings.request_timeout.as_millis() as u64);
-    let redis = RedisOptions {
+    let settings = info.redis_settings();
+    Ok(RedisOptions {
         hostname,
         port,
         tls,
-        db: info.redis_settings().db(),
-        username: info.redis_settings().username().map(str::to_string),
-        password: info.redis_settings().password().map(str::to_string),
-    };
-    let stats = state.borrow().try_borrow::<Arc<WorkerStats>>().cloned();
-    let rid =
-        state.borrow_mut().resource_table.add(Loop { settings, pid, stats, reader, writer, state: Default::default() });
-    Ok(Opened { rid, fields, concurrency: settings_out.0, request_timeout_ms: settings_out.1, redis })
+        db: settings.db(),
+        username: settings.username().map(str::to_string),
+        password: settings.password().map(str::to_string),
+    })
 }
 
 /// The next requests, at most `free`; `null` once the worker should stop (its `pid` changed,
@@ -262,6 +281,7 @@ pub fn op_denorun_handler_close(state: &mut OpState, #[smi] rid: ResourceId) {
 
 #[derive(serde::Deserialize)]
 pub struct Done {
+    stream: String,
     id: String,
     #[serde(rename = "ref")]
     reference: Option<String>,
@@ -344,49 +364,75 @@ impl Loop {
     }
 
     /// Entries to run again: due retries, this consumer's own pending entries once after
-    /// start, and now and then entries of consumers gone quiet. Each is XCLAIMed to this
-    /// consumer, which counts the delivery.
+    /// start, and now and then entries of consumers gone quiet; from each stream in turn.
     async fn again(&self, free: u32) -> Result<Vec<Request>, JsErrorBox> {
         let s = &self.settings;
         let now = Instant::now();
-        let mut ids: Vec<String> = Vec::new();
+        let mut due: Vec<(String, String)> = Vec::new();
         {
             let mut state = self.state.borrow_mut();
-            state.retries.sort_by_key(|(due, _, _)| *due);
-            while ids.len() < free as usize && state.retries.first().is_some_and(|(due, _, _)| *due <= now) {
-                ids.push(state.retries.remove(0).1);
+            state.retries.sort_by_key(|(due, ..)| *due);
+            while due.len() < free as usize && state.retries.first().is_some_and(|(at, ..)| *at <= now) {
+                let (_, stream, id, _) = state.retries.remove(0);
+                due.push((stream, id));
             }
         }
         let history = !std::mem::replace(&mut self.state.borrow_mut().history_read, true);
-        if history && ids.len() < free as usize {
+        let claim = self.state.borrow().last_claim.is_none_or(|t| t.elapsed() >= s.claim_idle / 2);
+        if claim {
+            self.state.borrow_mut().last_claim = Some(now);
+        }
+        let mut requests = Vec::new();
+        for stream in &s.streams {
+            let left = (free as usize).saturating_sub(requests.len());
+            if left == 0 {
+                break;
+            }
+            let ids: Vec<String> = due.iter().filter(|(st, _)| st == stream).map(|(_, id)| id.clone()).collect();
+            requests.extend(self.again_from(stream, ids, left, history, claim).await?);
+        }
+        Ok(requests)
+    }
+
+    /// [`Loop::again`] for one stream: `ids` due for a retry, then (`history`) this consumer's
+    /// own pending entries and (`claim`) entries idle for `claimIdleMs`, up to `free` in all.
+    /// Each is XCLAIMed to this consumer, which counts the delivery.
+    async fn again_from(
+        &self,
+        stream: &str,
+        mut ids: Vec<String>,
+        free: usize,
+        history: bool,
+        claim: bool,
+    ) -> Result<Vec<Request>, JsErrorBox> {
+        let s = &self.settings;
+        if history && ids.len() < free {
             let mut cmd = redis::cmd("XPENDING");
-            cmd.arg(&s.stream).arg(GROUP).arg("-").arg("+").arg(free as usize - ids.len()).arg(&s.consumer);
+            cmd.arg(stream).arg(GROUP).arg("-").arg("+").arg(free - ids.len()).arg(&s.consumer);
             let own: StreamPendingCountReply = self.write("XPENDING", &cmd).await?;
             ids.extend(own.ids.into_iter().map(|p| p.id));
         }
-        let due_claim = self.state.borrow().last_claim.is_none_or(|t| t.elapsed() >= s.claim_idle / 2);
         let mut claimed: Vec<StreamId> = Vec::new();
-        if due_claim && ids.len() < free as usize {
-            self.state.borrow_mut().last_claim = Some(now);
+        if claim && ids.len() < free {
             let mut cmd = redis::cmd("XAUTOCLAIM");
-            cmd.arg(&s.stream)
+            cmd.arg(stream)
                 .arg(GROUP)
                 .arg(&s.consumer)
                 .arg(s.claim_idle.as_millis() as u64)
                 .arg("0-0")
                 .arg("COUNT")
-                .arg(free as usize - ids.len());
+                .arg(free - ids.len());
             let reply: StreamAutoClaimReply = self.write("XAUTOCLAIM", &cmd).await?;
             if !reply.deleted_ids.is_empty() {
                 let mut ack = redis::cmd("XACK");
-                ack.arg(&s.stream).arg(GROUP).arg(&reply.deleted_ids);
+                ack.arg(stream).arg(GROUP).arg(&reply.deleted_ids);
                 let _: () = self.write("XACK", &ack).await?;
             }
             claimed = reply.claimed;
         }
         if !ids.is_empty() {
             let mut cmd = redis::cmd("XCLAIM");
-            cmd.arg(&s.stream).arg(GROUP).arg(&s.consumer).arg(0).arg(&ids);
+            cmd.arg(stream).arg(GROUP).arg(&s.consumer).arg(0).arg(&ids);
             let reply: StreamRangeReply = self.write("XCLAIM", &cmd).await?;
             claimed.extend(reply.ids);
         }
@@ -396,36 +442,59 @@ impl Loop {
         // The delivery counts, which XCLAIM and XAUTOCLAIM have just raised.
         let mut pipe = redis::pipe();
         for entry in &claimed {
-            pipe.cmd("XPENDING").arg(&s.stream).arg(GROUP).arg(&entry.id).arg(&entry.id).arg(1);
+            pipe.cmd("XPENDING").arg(stream).arg(GROUP).arg(&entry.id).arg(&entry.id).arg(1);
         }
         let counts: Vec<StreamPendingCountReply> = self.write_pipe("XPENDING", &pipe).await?;
         let attempts = counts.iter().map(|c| c.ids.first().map_or(1, |p| p.times_delivered as u32));
-        self.admit(claimed.into_iter().zip(attempts).collect()).await
+        self.admit(stream, claimed.into_iter().zip(attempts).collect()).await
     }
 
-    /// New entries, blocking until one comes or a retry is due (a second at most, so that the
-    /// `pid` is checked once a second while idle).
+    /// New entries. One stream: blocking until one comes or a retry is due (a second at most,
+    /// so that the `pid` is checked once a second while idle). Shards: without blocking from
+    /// each in turn, starting one further each time, then blocking on the next one for a
+    /// shorter while, so that no shard waits long behind another.
     async fn read(&self, free: u32) -> Result<Vec<Request>, JsErrorBox> {
-        let s = &self.settings;
-        let next_retry = self.state.borrow().retries.iter().map(|(due, _, _)| *due).min();
+        let streams = &self.settings.streams;
+        let first = {
+            let mut state = self.state.borrow_mut();
+            state.next_shard = (state.next_shard + 1) % streams.len();
+            state.next_shard
+        };
+        let order = (0..streams.len()).map(|i| &streams[(first + i) % streams.len()]);
+        if streams.len() > 1 {
+            let mut requests = Vec::new();
+            for stream in order.clone() {
+                let left = free as usize - requests.len();
+                if left == 0 {
+                    break;
+                }
+                requests.extend(self.read_from(stream, left, None).await?);
+            }
+            if !requests.is_empty() {
+                return Ok(requests);
+            }
+        }
+        let next_retry = self.state.borrow().retries.iter().map(|(due, ..)| *due).min();
+        let most = Duration::from_secs(1) / streams.len().min(10) as u32;
         let block = next_retry
             .map(|due| due.saturating_duration_since(Instant::now()))
-            .unwrap_or(Duration::from_secs(1))
-            .clamp(Duration::from_millis(1), Duration::from_secs(1));
+            .unwrap_or(most)
+            .clamp(Duration::from_millis(1), most);
+        let stream = &streams[(first + streams.len() - 1) % streams.len()];
+        self.read_from(stream, free as usize, Some(block)).await
+    }
+
+    /// XREADGROUP of new entries from one stream, blocking for `block` if given.
+    async fn read_from(&self, stream: &str, count: usize, block: Option<Duration>) -> Result<Vec<Request>, JsErrorBox> {
         let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(GROUP)
-            .arg(&s.consumer)
-            .arg("COUNT")
-            .arg(free)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&s.stream)
-            .arg(">");
+        cmd.arg("GROUP").arg(GROUP).arg(&self.settings.consumer).arg("COUNT").arg(count);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(stream).arg(">");
         let reply: Option<StreamReadReply> = query(&self.reader, "XREADGROUP", &cmd).await?;
         let entries: Vec<StreamId> = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
-        self.admit(entries.into_iter().map(|e| (e, 1)).collect()).await
+        self.admit(stream, entries.into_iter().map(|e| (e, 1)).collect()).await
     }
 
     /// A command on the writing connection, through outages.
@@ -443,7 +512,7 @@ impl Loop {
     }
 
     /// Turns entries into requests; one whose `data` is not JSON is refused at once (400).
-    async fn admit(&self, entries: Vec<(StreamId, u32)>) -> Result<Vec<Request>, JsErrorBox> {
+    async fn admit(&self, stream: &str, entries: Vec<(StreamId, u32)>) -> Result<Vec<Request>, JsErrorBox> {
         let mut requests = Vec::with_capacity(entries.len());
         for (entry, attempt) in entries {
             let fields: HashMap<String, String> = entry
@@ -459,7 +528,17 @@ impl Loop {
                     stats.count(Outcome::Dead);
                 }
                 let error = format!("its worker ended while handling it, {} time(s)", attempt - 1);
-                self.bury(&entry.id, fields.get("ref").cloned(), attempt - 1, &error, &fields).await?;
+                let dead = Done {
+                    stream: stream.to_string(),
+                    id: entry.id,
+                    reference: fields.get("ref").cloned(),
+                    attempt: attempt - 1,
+                    fields,
+                    reply: None,
+                    error: Some(error),
+                    took_ms: None,
+                };
+                self.bury(&dead).await?;
                 continue;
             }
             let data = match fields.get("data") {
@@ -471,12 +550,23 @@ impl Loop {
                         if let Some(stats) = &self.stats {
                             stats.count(Outcome::Refused);
                         }
-                        self.answer(&entry.id, fields.get("ref").cloned(), Some(reply.to_string()), &fields).await?;
+                        let refused = Done {
+                            stream: stream.to_string(),
+                            id: entry.id,
+                            reference: fields.get("ref").cloned(),
+                            attempt,
+                            fields,
+                            reply: Some(reply.to_string()),
+                            error: None,
+                            took_ms: None,
+                        };
+                        self.answer(&refused).await?;
                         continue;
                     }
                 },
             };
             requests.push(Request {
+                stream: stream.to_string(),
                 id: entry.id,
                 reference: fields.get("ref").cloned(),
                 kind: fields.get("type").cloned(),
@@ -494,54 +584,60 @@ impl Loop {
                 stats.finished(outcome, done.took_ms);
             }
         };
-        let Some(error) = done.error else {
+        if done.error.is_none() {
             finished(Outcome::Ok);
-            return self.answer(&done.id, done.reference, done.reply, &done.fields).await;
-        };
+            return self.answer(&done).await;
+        }
         if done.attempt < self.settings.max_attempts {
             finished(Outcome::Retried);
             let due = Instant::now() + retry_delay(&self.settings, done.attempt);
-            self.state.borrow_mut().retries.push((due, done.id, done.attempt + 1));
+            self.state.borrow_mut().retries.push((due, done.stream, done.id, done.attempt + 1));
             return Ok(());
         }
         finished(Outcome::Dead);
-        self.bury(&done.id, done.reference, done.attempt, &error, &done.fields).await
+        self.bury(&done).await
     }
 
-    /// Replies (LPUSH `res:{ref}` + EXPIRE, XADD to the response stream, the trace) and acks,
-    /// in one MULTI/EXEC: either all of it happens or none, and once (see `commit`).
-    async fn answer(
-        &self,
-        id: &str,
-        reference: Option<String>,
-        reply: Option<String>,
-        fields: &HashMap<String, String>,
-    ) -> Result<(), JsErrorBox> {
+    /// Replies (LPUSH `res:{ref}` + EXPIRE, XADD to the response stream, the trace) and acks
+    /// (see `commit`).
+    async fn answer(&self, done: &Done) -> Result<(), JsErrorBox> {
         let s = &self.settings;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        if let Some(reply) = &reply {
-            self.respond(&mut pipe, id, reference.as_deref(), reply);
-            if let (true, Some(reference)) = (s.trace, &reference) {
+        let mut reply = Vec::new();
+        if let Some(value) = &done.reply {
+            reply = self.respond(&done.id, done.reference.as_deref(), value);
+            if let (true, Some(reference)) = (s.trace, &done.reference) {
                 let trace = format!("req:{reference}:h");
-                let value =
-                    serde_json::json!({ "id": id, "worker": s.key, "completed": now_ms(), "type": fields.get("type") });
-                pipe.hset(&trace, "handlerTrace", value.to_string())
-                    .ignore()
-                    .expire(&trace, s.trace_ttl as i64)
-                    .ignore();
+                let value = serde_json::json!({
+                    "id": done.id, "worker": s.key, "completed": now_ms(), "type": done.fields.get("type")
+                });
+                reply.push(redis::cmd("HSET").arg(&trace).arg("handlerTrace").arg(value.to_string()).clone());
+                reply.push(redis::cmd("EXPIRE").arg(&trace).arg(s.trace_ttl).clone());
             }
         }
-        self.commit("replying", pipe, id).await
+        self.commit("replying", reply, &done.stream, &done.id).await
     }
 
-    /// Runs a reply transaction (marked done, with the entry's XACK) through outages. When the
-    /// connection goes before its answer came, the transaction may or may not have reached
-    /// Redis: its marker (`<stream>:done:<id>`, kept a while) tells, so it is not sent twice.
-    async fn commit(&self, what: &str, mut pipe: redis::Pipeline, id: &str) -> Result<(), JsErrorBox> {
+    /// Sends a reply's commands and acks the entry, through outages, once. On one server (or
+    /// behind Sentinel) all in one MULTI/EXEC: all of it happens or none. Under Cluster, where
+    /// the reply's keys and the stream lie in different slots, the reply first and then the
+    /// ack: a crash between the two sends the reply again later (clients drop it by `ref`).
+    /// When the connection goes before the ack's answer came, the ack may or may not have
+    /// reached Redis: its marker (in the stream's slot, kept a while) tells, so that it is not
+    /// sent twice.
+    async fn commit(&self, what: &str, reply: Vec<redis::Cmd>, stream: &str, id: &str) -> Result<(), JsErrorBox> {
         let s = &self.settings;
-        let marker = format!("{}:done:{id}", s.stream);
-        pipe.xack(&s.stream, GROUP, &[id]).ignore().set_ex(&marker, 1, s.reply_ttl.max(60)).ignore();
+        let marker = marker(stream, id);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if self.cluster {
+            let sent = futures::future::join_all(reply.iter().map(|cmd| self.write::<()>(what, cmd))).await;
+            sent.into_iter().collect::<Result<Vec<()>, _>>()?;
+        } else {
+            for cmd in reply {
+                pipe.add_command(cmd).ignore();
+            }
+        }
+        pipe.xack(stream, GROUP, &[id]).ignore().set_ex(&marker, 1, s.reply_ttl.max(60)).ignore();
         let mut wait = Duration::from_millis(100);
         loop {
             let mut writer = self.writer.clone();
@@ -589,61 +685,57 @@ impl Loop {
         }
     }
 
-    /// Adds a reply to `pipe`: LPUSH `res:{ref}` + EXPIRE (with a ref), and XADD to the
-    /// response stream.
-    fn respond(&self, pipe: &mut redis::Pipeline, id: &str, reference: Option<&str>, reply: &str) {
+    /// A reply's commands: LPUSH `res:{ref}` + EXPIRE (with a ref), and XADD to the response
+    /// stream.
+    fn respond(&self, id: &str, reference: Option<&str>, reply: &str) -> Vec<redis::Cmd> {
         let s = &self.settings;
+        let mut cmds = Vec::new();
         if let Some(reference) = reference {
             let list = format!("res:{reference}");
-            pipe.lpush(&list, reply).ignore().expire(&list, s.reply_ttl as i64).ignore();
+            cmds.push(redis::cmd("LPUSH").arg(&list).arg(reply).clone());
+            cmds.push(redis::cmd("EXPIRE").arg(&list).arg(s.reply_ttl).clone());
         }
-        pipe.cmd("XADD")
-            .arg(&s.response_stream)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(s.response_maxlen)
-            .arg("*")
-            .arg("ref")
-            .arg(reference.unwrap_or(""))
-            .arg("xid")
-            .arg(id)
-            .arg("res")
-            .arg(reply)
-            .ignore();
+        let mut add = redis::cmd("XADD");
+        add.arg(&s.response_stream).arg("MAXLEN").arg("~").arg(s.response_maxlen).arg("*");
+        add.arg("ref").arg(reference.unwrap_or("")).arg("xid").arg(id).arg("res").arg(reply);
+        cmds.push(add);
+        cmds
     }
 
     /// After `maxAttempts`: the entry goes to the dead-letter stream with its error, the client
-    /// gets a 500, and it is acked, in one MULTI/EXEC.
-    async fn bury(
-        &self,
-        id: &str,
-        reference: Option<String>,
-        attempts: u32,
-        error: &str,
-        fields: &HashMap<String, String>,
-    ) -> Result<(), JsErrorBox> {
+    /// gets a 500, and it is acked (see `commit`).
+    async fn bury(&self, done: &Done) -> Result<(), JsErrorBox> {
         let s = &self.settings;
+        let error = done.error.as_deref().unwrap_or_default();
         let reply = serde_json::json!({ "code": 500, "error": error }).to_string();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
         let mut dead = redis::cmd("XADD");
         dead.arg(&s.dead_stream).arg("*");
-        let mut names: Vec<&String> = fields.keys().collect();
+        let mut names: Vec<&String> = done.fields.keys().collect();
         names.sort();
         for name in names {
-            dead.arg(name).arg(&fields[name]);
+            dead.arg(name).arg(&done.fields[name]);
         }
         dead.arg("deadId")
-            .arg(id)
+            .arg(&done.id)
             .arg("deadError")
             .arg(error)
             .arg("deadAttempts")
-            .arg(attempts)
+            .arg(done.attempt)
             .arg("deadWorker")
             .arg(&s.key);
-        pipe.add_command(dead).ignore();
-        self.respond(&mut pipe, id, reference.as_deref(), &reply);
-        self.commit("dead-lettering", pipe, id).await
+        let mut cmds = vec![dead];
+        cmds.extend(self.respond(&done.id, done.reference.as_deref(), &reply));
+        self.commit("dead-lettering", cmds, &done.stream, &done.id).await
+    }
+}
+
+/// The key that marks entry `id` of `stream` done: named after the stream (so that an ACL
+/// user's key patterns cover it) and in the stream's hash slot, by the stream's hash tag or,
+/// for a stream without one, the whole name as the tag.
+fn marker(stream: &str, id: &str) -> String {
+    match shards::slot(stream) == shards::slot(&format!("{stream}:done")) {
+        true => format!("{stream}:done:{id}"),
+        false => format!("{stream}:done:{{{stream}}}:{id}"),
     }
 }
 
@@ -662,7 +754,7 @@ mod tests {
     #[test]
     fn defaults_come_from_the_key() {
         let s = Settings::from_hash("greeter:7:h", &hash(&[])).unwrap();
-        assert_eq!((s.stream.as_str(), s.consumer.as_str()), ("greeter:req:x", "7"));
+        assert_eq!((s.streams.as_slice(), s.consumer.as_str()), (&["greeter:req:x".to_string()][..], "7"));
         assert_eq!((s.response_stream.as_str(), s.dead_stream.as_str()), ("greeter:res:x", "greeter:dead:x"));
         assert_eq!((s.concurrency, s.max_attempts, s.reply_ttl, s.request_limit), (1, 5, 10, 0));
         assert_eq!((s.claim_idle, s.retry_delay), (Duration::from_secs(30), Duration::from_secs(1)));
@@ -684,12 +776,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (s.stream.as_str(), s.consumer.as_str(), s.concurrency, s.trace, s.max_attempts),
+            (s.streams[0].as_str(), s.consumer.as_str(), s.concurrency, s.trace, s.max_attempts),
             ("in", "c", 8, true, 2)
         );
         let e = Settings::from_hash("g:1:h", &hash(&[("concurrency", "many")])).unwrap_err();
         assert!(e.contains("concurrency 'many'"), "{e}");
         assert!(Settings::from_hash("nokey", &hash(&[])).is_err());
+    }
+
+    #[test]
+    fn shards_and_their_markers_share_slots() {
+        let s = Settings::from_hash("g:1:h", &hash(&[("streamShards", "6")])).unwrap();
+        assert_eq!(s.streams, shards::streams("g", 6, "g:req:x"));
+        for stream in s.streams.iter().chain([&"g:req:x".to_string()]) {
+            assert_eq!(shards::slot(&marker(stream, "1-0")), shards::slot(stream), "{stream}");
+        }
+        assert_eq!(marker("g:req:x", "1-0"), "g:req:x:done:{g:req:x}:1-0");
+        assert_eq!(marker("g:req:{3}:x", "1-0"), "g:req:{3}:x:done:1-0");
     }
 
     #[test]

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use redis::aio::ConnectionManagerConfig;
 use tokio::sync::mpsc;
 
 use self::board::Board;
@@ -37,7 +36,7 @@ use crate::metrics::server::Health;
 use crate::metrics::{self, Metrics, WorkerLabels, WorkerStats};
 use crate::secret::{self, Secret};
 use crate::spec::{Host, LimitDefaults, Trust};
-use crate::topology::Conn;
+use crate::topology::{Conn, Patience};
 use crate::worker::{self, Exit, Reason, StopHandle};
 
 /// How the supervisor runs its workers.
@@ -79,6 +78,13 @@ struct Running {
 /// Reads the secret line, then supervises until drained; returns the exit code.
 pub fn supervise(redis: RedisTarget, options: Options) -> anyhow::Result<i32> {
     config::check_type(&options.worker_type)?;
+    if redis.topology.is_cluster() {
+        anyhow::bail!(
+            "denorun supervise needs one Redis or a Sentinel-watched master: its id queues move ids \
+             between keys that a Redis Cluster puts in different slots; under Redis Cluster run each \
+             handler worker with `denorun <type>:<id>:h` (README: Scaling out)"
+        );
+    }
     if let Some(addr) = options.metrics {
         metrics::server::check_address(addr, options.allow_remote_metrics)?;
     }
@@ -135,14 +141,10 @@ impl Supervisor {
             log::info!("{}: workers connect to Redis as the ACL user {user}", keys.hash);
         }
 
-        let reconnect = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
+        let patience = Patience { connect: Duration::from_secs(2), response: Some(Duration::from_secs(5)), retries: 1 };
         let mut conn = redis
             .topology
-            .managed(reconnect)
+            .managed(patience)
             .await
             .with_context(|| format!("cannot reach Redis at {}", redis.describe()))?;
         records::sign_in(&mut conn, &keys).await?;
