@@ -125,40 +125,94 @@ fn sentinel_info(port: u16) -> Option<std::collections::HashMap<String, String>>
     redis::cmd("SENTINEL").arg("master").arg(NAME).query(&mut c).ok()
 }
 
+/// One master (AOF on), one replica and three sentinels watching them.
+struct Group {
+    master_port: u16,
+    replica_port: u16,
+    sentinel_ports: [u16; 3],
+    master: Killed,
+    _others: Vec<Killed>,
+    master_dir: tempfile::TempDir,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+impl Group {
+    fn start() -> Group {
+        let (master_dir, replica_dir, sentinel_dir) = (temp_dir(), temp_dir(), temp_dir());
+        let (master_port, replica_port) = (free_port(), free_port());
+        let master = Killed::new(spawn_redis_server(master_port, &Group::persistence(&master_dir)));
+        let master_url = format!("redis://127.0.0.1:{master_port}");
+        wait_for("the master answers", Duration::from_secs(10), || {
+            redis::Client::open(master_url.as_str()).ok()?.get_connection().ok()
+        });
+        let mut replica_args = Group::persistence(&replica_dir);
+        let master_port_text = master_port.to_string();
+        replica_args.extend(["--replicaof", "127.0.0.1", &master_port_text]);
+        let mut others = vec![Killed::new(spawn_redis_server(replica_port, &replica_args))];
+        let mut c = conn(&master_url);
+        wait_until("the replica is in sync", || {
+            let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap();
+            info.contains("connected_slaves:1") && info.contains("state=online")
+        });
+        let sentinel_ports = [free_port(), free_port(), free_port()];
+        others.extend(
+            sentinel_ports
+                .iter()
+                .map(|port| Killed::new(spawn_sentinel(*port, sentinel_dir.path(), NAME, master_port))),
+        );
+        wait_until("the sentinels know each other and the replica", || {
+            sentinel_ports.iter().all(|port| {
+                sentinel_info(*port).is_some_and(|info| {
+                    info.get("num-other-sentinels").map(String::as_str) == Some("2")
+                        && info.get("num-slaves").map(String::as_str) == Some("1")
+                })
+            })
+        });
+        Group {
+            master_port,
+            replica_port,
+            sentinel_ports,
+            master,
+            _others: others,
+            master_dir,
+            _dirs: [replica_dir, sentinel_dir],
+        }
+    }
+
+    fn persistence(dir: &tempfile::TempDir) -> Vec<&str> {
+        vec!["--appendonly", "yes", "--dir", dir.path().to_str().unwrap()]
+    }
+
+    fn master_url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.master_port)
+    }
+
+    /// The `redis+sentinel://` URL denorun is given.
+    fn url(&self) -> String {
+        let nodes: Vec<String> = self.sentinel_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        format!("redis+sentinel://{}/{NAME}", nodes.join(","))
+    }
+
+    /// SIGKILLs the master.
+    fn kill_master(&mut self) {
+        self.master.kill();
+    }
+
+    /// Once every sentinel names the replica as the master, the old master comes back (as a
+    /// restarted server would) and they make it the new master's replica.
+    fn restart_old_master_once_replaced(&mut self) {
+        wait_until("every sentinel names the replica as the master", || {
+            self.sentinel_ports.iter().all(|port| named_master(*port) == Some(self.replica_port))
+        });
+        self.master = Killed::new(spawn_redis_server(self.master_port, &Group::persistence(&self.master_dir)));
+    }
+}
+
 #[test]
 fn handler_workers_follow_a_failover_and_answer_every_acknowledged_request() {
-    let dirs = (temp_dir(), temp_dir(), temp_dir());
-    let (master_port, replica_port) = (free_port(), free_port());
-    let dir_of = |d: &tempfile::TempDir| d.path().to_str().unwrap().to_string();
-    let (master_dir, replica_dir) = (dir_of(&dirs.0), dir_of(&dirs.1));
-    let mut master = Killed::new(spawn_redis_server(master_port, &["--appendonly", "yes", "--dir", &master_dir]));
-    let master_url = format!("redis://127.0.0.1:{master_port}");
-    wait_for("the master answers", Duration::from_secs(10), || {
-        redis::Client::open(master_url.as_str()).ok()?.get_connection().ok()
-    });
-    let _replica = Killed::new(spawn_redis_server(
-        replica_port,
-        &["--appendonly", "yes", "--dir", &replica_dir, "--replicaof", "127.0.0.1", &master_port.to_string()],
-    ));
-    let mut c = conn(&master_url);
-    wait_until("the replica is in sync", || {
-        let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap();
-        info.contains("connected_slaves:1") && info.contains("state=online")
-    });
-    let sentinel_ports = [free_port(), free_port(), free_port()];
-    let _sentinels: Vec<_> = sentinel_ports
-        .iter()
-        .map(|port| Killed::new(spawn_sentinel(*port, dirs.2.path(), NAME, master_port)))
-        .collect();
-    wait_until("the sentinels know each other and the replica", || {
-        sentinel_ports.iter().all(|port| {
-            sentinel_info(*port).is_some_and(|info| {
-                info.get("num-other-sentinels").map(String::as_str) == Some("2")
-                    && info.get("num-slaves").map(String::as_str) == Some("1")
-            })
-        })
-    });
-
+    let mut group = Group::start();
+    let (replica_port, sentinel_ports) = (group.replica_port, group.sentinel_ports);
+    let mut c = conn(&group.master_url());
     let dir = temp_dir();
     let path = write(dir.path(), "handler.ts", HANDLER);
     let defaults = [
@@ -172,9 +226,7 @@ fn handler_workers_follow_a_failover_and_answer_every_acknowledged_request() {
     ];
     let _: () = c.hset_multiple("greeter:h", &defaults).unwrap();
     let _: () = c.rpush("greeter:start:q", &["1", "2"]).unwrap();
-    let nodes: Vec<String> = sentinel_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let url = format!("redis+sentinel://{}/{NAME}", nodes.join(","));
-    let supervisor = Supervisor::start_type(&url, "greeter", &[]);
+    let supervisor = Supervisor::start_type(&group.url(), "greeter", &[]);
     wait_until("both workers run", || {
         (1..=2).all(|id| c.hexists::<_, _, bool>(format!("greeter:{id}:h"), "pid").unwrap_or(false))
     });
@@ -190,14 +242,9 @@ fn handler_workers_follow_a_failover_and_answer_every_acknowledged_request() {
         .collect();
     wait_until("a third of the requests are answered", || counts.answered.load(Ordering::Relaxed) >= REQUESTS / 3);
     let killed_at = Instant::now();
-    master.kill();
+    group.kill_master();
     let answered_before = counts.answered.load(Ordering::Relaxed);
-    // Once the sentinels have promoted the replica, the old master comes back (as a restarted
-    // server would) and they make it the new master's replica: WAIT 1 can succeed again.
-    wait_until("every sentinel names the replica as the master", || {
-        sentinel_ports.iter().all(|port| named_master(*port) == Some(replica_port))
-    });
-    let _restarted = Killed::new(spawn_redis_server(master_port, &["--appendonly", "yes", "--dir", &master_dir]));
+    group.restart_old_master_once_replaced();
     for client in clients {
         client.join().unwrap();
     }
@@ -242,6 +289,31 @@ fn handler_workers_follow_a_failover_and_answer_every_acknowledged_request() {
     let pids: Vec<Option<String>> =
         (1..=2).map(|id| promoted.hget(format!("greeter:{id}:h"), "pid").unwrap()).collect();
     assert!(pids.iter().all(Option::is_some), "both workers still hold their hashes: {pids:?}");
+    supervisor.signal(libc::SIGTERM);
+    let run = supervisor.finish();
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+/// A 2021 worker (demo/worker.ts, which connects with `REDIS_URL`'s host and port) under a
+/// supervisor given the sentinels: its connection drops with the master, it ends, and the
+/// restarted worker's `connect()` to the same address reaches the new master.
+#[test]
+fn a_2021_worker_reconnects_to_the_new_master() {
+    let mut group = Group::start();
+    common::demo::setup(&group.master_url(), &common::demo::demo_worker(), &["1"], 0);
+    let supervisor = Supervisor::start(&group.url(), &[]);
+    let before = common::demo::request(&group.master_url(), "before");
+    assert_eq!(before["code"], 200);
+    group.kill_master();
+    group.restart_old_master_once_replaced();
+    let new_master = format!("redis://127.0.0.1:{}", group.replica_port);
+    let after = wait_for("a reply from the new master", Duration::from_secs(60), || {
+        common::demo::try_request(&new_master, "after", 2.0)
+    });
+    assert_eq!(after["code"], 200);
+    // The worker that answered is a later one: the first ended with its connection.
+    let stderr = supervisor.stderr();
+    assert!(stderr.matches("demo-worker:1:h: started").count() >= 2, "{stderr}");
     supervisor.signal(libc::SIGTERM);
     let run = supervisor.finish();
     assert_eq!(run.code, 0, "{run:?}");

@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use redis::AsyncCommands;
 
+mod scale;
+
 const KEY_HEX: &str = "00112233445566778899aabbccddeeff";
 const IV_HEX: &str = "0f0e0d0c0b0a09080706050403020100";
 const CONCURRENCY: usize = 8;
@@ -53,7 +55,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{requests} requests in {:.2}s", start.elapsed().as_secs_f64());
             Ok(())
         }),
-        _ => bail!("usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--out FILE]"),
+        _ => bail!("usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--only-metrics] [--only-scale] [--out FILE]"),
     }
 }
 
@@ -64,6 +66,8 @@ struct Options {
     quick: bool,
     /// Only the metrics on/off comparison, printed, not written.
     only_metrics: bool,
+    /// Only one Redis vs a three-master Cluster, printed, not written.
+    only_scale: bool,
     out: PathBuf,
     /// The command line, for the report.
     command: String,
@@ -72,12 +76,13 @@ struct Options {
 impl Options {
     fn parse(args: &[String]) -> anyhow::Result<Options> {
         let mut values: HashMap<&str, &str> = HashMap::new();
-        let (mut quick, mut only_metrics) = (false, false);
+        let (mut quick, mut only_metrics, mut only_scale) = (false, false, false);
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             match arg.as_str() {
                 "--quick" => quick = true,
                 "--only-metrics" => only_metrics = true,
+                "--only-scale" => only_scale = true,
                 "--denorun" | "--deno" | "--node" | "--out" => {
                     values.insert(arg, it.next().context("a flag needs a value")?);
                 }
@@ -91,6 +96,7 @@ impl Options {
             node: path("--node")?,
             quick,
             only_metrics,
+            only_scale,
             out: values.get("--out").map(PathBuf::from).unwrap_or_else(|| "BENCHMARKS.md".into()),
             command: std::env::var("BENCH_COMMAND").unwrap_or_else(|_| "bench/run.sh".into()),
         })
@@ -185,6 +191,11 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         println!("{}", metrics_overhead(&mut bench, 10 * requests).await?);
         return Ok(());
     }
+    let scale_runs = if bench.opts.quick { 1 } else { 3 };
+    if bench.opts.only_scale {
+        println!("{}", scale::scale(&bench.opts.denorun, 2 * requests, scale_runs).await?);
+        return Ok(());
+    }
 
     let mut cold: HashMap<&str, Cold> = HashMap::new();
     let mut rows: HashMap<(&str, usize), Row> = HashMap::new();
@@ -213,6 +224,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         let _ = writeln!(report, "| {what} | {mib:.1} |");
     }
     report.push_str(&metrics_overhead(&mut bench, 10 * requests).await?);
+    report.push_str(&scale::scale(&bench.opts.denorun, 2 * requests, scale_runs).await?);
     println!("{report}");
     std::fs::write(&bench.opts.out, &report).with_context(|| format!("writing {}", bench.opts.out.display()))?;
     eprintln!("wrote {}", bench.opts.out.display());
