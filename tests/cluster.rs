@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::acked::{self, Counts, Route};
 use common::*;
 use redis::Commands;
 
@@ -89,7 +90,9 @@ impl Client {
     fn new(ports: Vec<u16>) -> Client {
         Client { ports, map: Vec::new(), conns: HashMap::new() }
     }
+}
 
+impl Route for Client {
     /// Runs `f` on the master of `key`'s slot; None (after a pause) when it failed.
     fn on<T>(&mut self, key: &str, f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> Option<T> {
         let slot = slot(key);
@@ -121,50 +124,14 @@ impl Client {
     }
 }
 
-#[derive(Default)]
-struct Counts {
-    resent: AtomicUsize,
-    acknowledged: AtomicUsize,
-    answered: AtomicUsize,
-    lost: Mutex<Vec<String>>,
-}
-
+/// Sends requests `range` one after another, each to the shard of its `ref` until it is
+/// acknowledged, then waits for its reply.
 fn client(ports: Vec<u16>, streams: Vec<String>, range: std::ops::Range<usize>, counts: Arc<Counts>) {
     let mut client = Client::new(ports);
     for n in range {
         let reference = format!("c{n}");
         let stream = &streams[part(slot(&reference), SHARDS)];
-        let data = format!("{{\"n\":{n}}}");
-        let give_up = Instant::now() + Duration::from_secs(60);
-        loop {
-            let acked = client.on(stream, |c| {
-                let _: String = c.xadd(stream, "*", &[("ref", reference.as_str()), ("data", &data)])?;
-                redis::cmd("WAIT").arg(1).arg(1000).query::<u64>(c)
-            });
-            if acked.is_some_and(|replicas| replicas >= 1) {
-                break;
-            }
-            assert!(Instant::now() < give_up, "{reference}: no WAIT 1 succeeded for a minute");
-            counts.resent.fetch_add(1, Ordering::Relaxed);
-        }
-        counts.acknowledged.fetch_add(1, Ordering::Relaxed);
-        let list = format!("res:{reference}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let answered = loop {
-            if let Some(Some((_, reply))) = client.on(&list, |c| c.brpop::<_, Option<(String, String)>>(&list, 1.0)) {
-                let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
-                assert_eq!((reply["code"].as_u64(), reply["n"].as_u64()), (Some(200), Some(n as u64)));
-                break true;
-            }
-            if Instant::now() > deadline {
-                break false;
-            }
-        };
-        if answered {
-            counts.answered.fetch_add(1, Ordering::Relaxed);
-        } else {
-            counts.lost.lock().unwrap().push(reference);
-        }
+        acked::send(&mut client, stream, &reference, n, &counts);
     }
 }
 

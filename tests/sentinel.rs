@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::acked::{self, Counts, Route};
 use common::demo::{conn, Supervisor};
 use common::*;
 use redis::Commands;
@@ -36,10 +37,12 @@ impl Client {
     fn master_port(&self) -> Option<u16> {
         self.sentinels.iter().find_map(|port| named_master(*port))
     }
+}
 
+impl Route for Client {
     /// Runs `f` on a connection to the master; on failure, forgets the connection (the next
     /// call asks the sentinels again) and says so.
-    fn call<T>(&mut self, f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> Option<T> {
+    fn on<T>(&mut self, _key: &str, f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> Option<T> {
         if self.conn.is_none() {
             let port = self.master_port()?;
             let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?.get_connection().ok()?;
@@ -63,53 +66,12 @@ impl Client {
     }
 }
 
-#[derive(Default)]
-struct Counts {
-    /// XADDs sent again because the first had no successful WAIT 1 (or failed).
-    resent: AtomicUsize,
-    acknowledged: AtomicUsize,
-    answered: AtomicUsize,
-    /// Acknowledged requests with no reply within a minute.
-    lost: Mutex<Vec<String>>,
-}
-
-/// Sends requests `from..to` one after another: each until it is acknowledged, then waits
-/// for its reply.
+/// Sends requests `range` one after another, each until it is acknowledged, then waits for
+/// its reply.
 fn client(sentinels: Vec<u16>, range: std::ops::Range<usize>, counts: Arc<Counts>) {
     let mut client = Client { sentinels, conn: None };
     for n in range {
-        let reference = format!("s{n}");
-        let data = format!("{{\"n\":{n}}}");
-        let give_up = Instant::now() + Duration::from_secs(60);
-        loop {
-            let acked = client.call(|c| {
-                let _: String = c.xadd("greeter:req:x", "*", &[("ref", reference.as_str()), ("data", &data)])?;
-                redis::cmd("WAIT").arg(1).arg(1000).query::<u64>(c)
-            });
-            if acked.is_some_and(|replicas| replicas >= 1) {
-                break;
-            }
-            assert!(Instant::now() < give_up, "{reference}: no WAIT 1 succeeded for a minute");
-            counts.resent.fetch_add(1, Ordering::Relaxed);
-        }
-        counts.acknowledged.fetch_add(1, Ordering::Relaxed);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let answered = loop {
-            let reply = client.call(|c| c.brpop::<_, Option<(String, String)>>(format!("res:{reference}"), 1.0));
-            if let Some(Some((_, reply))) = reply {
-                let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
-                assert_eq!((reply["code"].as_u64(), reply["n"].as_u64()), (Some(200), Some(n as u64)));
-                break true;
-            }
-            if Instant::now() > deadline {
-                break false;
-            }
-        };
-        if answered {
-            counts.answered.fetch_add(1, Ordering::Relaxed);
-        } else {
-            counts.lost.lock().unwrap().push(reference);
-        }
+        acked::send(&mut client, "greeter:req:x", &format!("s{n}"), n, &counts);
     }
 }
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod acked;
 pub mod demo;
 
 use std::collections::HashMap;
