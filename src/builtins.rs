@@ -22,6 +22,7 @@ static MODULES: &[(&str, &str)] = &[
     builtin!("deno.land/std/log/levels.ts"),
     builtin!("deno.land/std/log/logger.ts"),
     builtin!("deno.land/std/log/mod.ts"),
+    builtin!("deno.land/std/testing/asserts.ts"),
     builtin!("deno.land/x/crypto/aes.ts"),
     builtin!("deno.land/x/crypto/block-modes.ts"),
     builtin!("deno.land/x/redis/command.ts"),
@@ -29,6 +30,7 @@ static MODULES: &[(&str, &str)] = &[
     builtin!("deno.land/x/redis/protocol/mod.ts"),
     builtin!("deno.land/x/redis/redis.ts"),
     builtin!("deno.land/x/redis/stream.ts"),
+    builtin!("jsr.io/@std/assert/mod.ts"),
 ];
 
 /// The source of a built-in module, by canonical URL.
@@ -40,22 +42,30 @@ pub fn source(specifier: &ModuleSpecifier) -> Option<&'static str> {
 ///
 /// `https://deno.land/x/<name>@<version>/<path>` and `https://deno.land/std@<version>/<path>`
 /// lose their version; the GitHub and denopkg addresses of deno-redis become
-/// `https://deno.land/x/redis/<path>`.
+/// `https://deno.land/x/redis/<path>`; `jsr:@std/assert` (any version, any subpath) is
+/// `https://jsr.io/@std/assert/mod.ts`.
 pub fn canonical(url: &ModuleSpecifier) -> Option<ModuleSpecifier> {
+    let unversioned = |s: &str| s.split('@').next().unwrap_or(s).to_string();
+    let known = |candidate: String| {
+        MODULES.iter().any(|(known, _)| *known == candidate).then(|| ModuleSpecifier::parse(&candidate).ok())?
+    };
+    let segments: Vec<&str> = url.path().trim_start_matches('/').split('/').collect();
+    if url.scheme() == "jsr" {
+        let [scope, name, ..] = segments.as_slice() else { return None };
+        return known(format!("https://jsr.io/{scope}/{}/mod.ts", unversioned(name)));
+    }
     if url.scheme() != "https" && url.scheme() != "http" {
         return None;
     }
-    let segments: Vec<&str> = url.path().trim_start_matches('/').split('/').collect();
-    let unversioned = |s: &str| s.split('@').next().unwrap_or(s).to_string();
     let (base, rest) = match (url.host_str()?, segments.as_slice()) {
+        ("jsr.io", [scope, name, ..]) => return known(format!("https://jsr.io/{scope}/{name}/mod.ts")),
         ("deno.land", ["x", module, rest @ ..]) => (format!("x/{}", unversioned(module)), rest),
         ("deno.land", [std, rest @ ..]) if unversioned(std) == "std" => ("std".to_string(), rest),
         ("raw.githubusercontent.com", ["denodrivers", "redis", _tag, rest @ ..]) => ("x/redis".to_string(), rest),
         ("denopkg.com", [_, repo, rest @ ..]) if unversioned(repo) == "deno-redis" => ("x/redis".to_string(), rest),
         _ => return None,
     };
-    let candidate = format!("https://deno.land/{base}/{}", rest.join("/"));
-    MODULES.iter().any(|(known, _)| *known == candidate).then(|| ModuleSpecifier::parse(&candidate).ok()).flatten()
+    known(format!("https://deno.land/{base}/{}", rest.join("/")))
 }
 
 #[cfg(test)]
@@ -82,6 +92,15 @@ mod tests {
             canon("https://deno.land/x/crypto@v0.10.0/block-modes.ts").as_deref(),
             Some("https://deno.land/x/crypto/block-modes.ts")
         );
+    }
+
+    #[test]
+    fn jsr_std_assert_is_built_in() {
+        let assert = Some("https://jsr.io/@std/assert/mod.ts".to_string());
+        for jsr in ["jsr:@std/assert", "jsr:@std/assert@^1.0.0", "jsr:@std/assert@1.0.13/equals"] {
+            assert_eq!(canon(jsr), assert, "{jsr}");
+        }
+        assert_eq!(canon("jsr:@std/path"), None);
     }
 
     #[test]

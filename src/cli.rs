@@ -102,6 +102,24 @@ the --deny-* forms, --inspect[=host:port], --inspect-brk, --inspect-wait, --v8-f
     )]
     Run(RunArgs),
 
+    /// Run test files (`*_test.ts`, `*.test.ts`, ...) like `deno test`: no permissions unless flags grant them
+    #[command(
+        override_usage = "denorun test [FLAGS] [PATHS]... [--filter <TEXT>]",
+        after_help = "PATHS are files or directories, searched recursively for *_test.ts, *.test.ts and the \
+same with .js, .mjs, .mts, .tsx, .jsx (default: the current directory). --filter <TEXT> runs only tests whose \
+name contains TEXT. FLAGS are Deno's, as for denorun run."
+    )]
+    Test(RunArgs),
+
+    /// Write a new handler worker, its test and a README with the lines that run it
+    New {
+        /// The worker type (lower-case letters, digits, - and _)
+        worker_type: String,
+        /// Where to write (default: ./<type>)
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+
     /// Run, restart and drain the workers of a type in this process, one isolate each
     #[command(after_help = "Reads the secret line (worker-v0 <hex key>) once from stdin and gives it to \
 each worker on its own stdin. Worker ids come from ${type}:start:q; see them with `denorun status <type>`.")]
@@ -263,7 +281,8 @@ pub enum Admin {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Deno flags, then the script (path or URL), then the script's arguments
-    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    /// Deno flags, then the script (path or URL), then the script's arguments (for `test`:
+    /// flags and paths)
+    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
     pub argv: Vec<String>,
 }

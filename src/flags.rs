@@ -156,7 +156,7 @@ impl Kind {
 
 impl DenoFlags {
     /// Applies one flag token such as `--allow-read=/tmp` or `-A`.
-    fn apply(&mut self, token: &str) -> Result<(), FlagError> {
+    pub fn apply(&mut self, token: &str) -> Result<(), FlagError> {
         let (flag, value) = match token.split_once('=') {
             Some((f, v)) => (f, Some(v)),
             None => (token, None),

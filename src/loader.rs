@@ -155,6 +155,17 @@ impl ModuleLoader for Loader {
             )))),
         }
     }
+
+    /// The line of a local or built-in module's own source (before transpiling) that an
+    /// error report shows under its message, as `deno run` and `deno test` do.
+    fn get_source_mapped_source_line(&self, file_name: &str, line_number: usize) -> Option<String> {
+        let specifier = ModuleSpecifier::parse(file_name).ok()?;
+        let source = match builtins::source(&specifier) {
+            Some(source) => source.to_string(),
+            None => std::fs::read_to_string(specifier.to_file_path().ok()?).ok()?,
+        };
+        source.split('\n').nth(line_number).map(|line| line.trim_end_matches('\r').to_string())
+    }
 }
 
 fn load_file(

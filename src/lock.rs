@@ -28,6 +28,11 @@ pub fn digest(source: &str) -> String {
 }
 
 impl Lock {
+    /// The lockfile `--lock=FILE` names on a command line, checked, never written.
+    pub fn from_flags(flags: &crate::flags::DenoFlags) -> anyhow::Result<Vec<std::sync::Arc<Lock>>> {
+        flags.lock.iter().map(|path| Lock::frozen(path).map(std::sync::Arc::new)).collect()
+    }
+
     /// The lockfile at `path`, to check remote modules against. It must exist.
     pub fn frozen(path: &Path) -> anyhow::Result<Lock> {
         let text = std::fs::read_to_string(path).with_context(|| {

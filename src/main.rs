@@ -22,10 +22,12 @@ mod metrics;
 mod ops;
 mod permissions;
 mod remote;
+mod scaffold;
 mod secret;
 mod shards;
 mod spec;
 mod supervisor;
+mod test_runner;
 mod topology;
 mod worker;
 
@@ -54,6 +56,8 @@ fn main() {
     }
     let code = match cli.command {
         Some(Command::Run(args)) => run_script(args),
+        Some(Command::Test(args)) => test_runner::run(&args.argv),
+        Some(Command::New { worker_type, dir }) => scaffold::new(&worker_type, dir.as_deref()),
         Some(Command::Supervise(args)) => RedisTarget::parse(&cli.redis.url).and_then(|redis| {
             supervisor::supervise(
                 redis,
@@ -192,7 +196,7 @@ fn run_script(args: RunArgs) -> anyhow::Result<i32> {
         anyhow::bail!("script '{script}' not found");
     }
     let permissions = permissions::build(&flags, None)?;
-    let locks = flags.lock.iter().map(|path| Lock::frozen(path).map(std::sync::Arc::new)).collect::<Result<_, _>>()?;
+    let locks = Lock::from_flags(&flags)?;
     // The flags come from this command line itself, so any inspector address goes.
     worker::init_engine(&flags)?;
     Ok(worker::run_to_end(WorkerSpec {
@@ -203,7 +207,7 @@ fn run_script(args: RunArgs) -> anyhow::Result<i32> {
         permissions,
         stdio: Default::default(),
         limits: Limits::NONE,
-        handler: false,
+        mode: worker::Mode::Script,
         provenance: Provenance { locks, ..Default::default() },
         stats: None,
     }))

@@ -93,7 +93,7 @@ pub fn assemble(config: &WorkerConfig, host: &Host, stdio: Stdio) -> anyhow::Res
         permissions,
         stdio,
         limits,
-        handler: true,
+        mode: crate::worker::Mode::Worker,
         provenance,
         stats: None,
     })

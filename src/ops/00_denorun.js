@@ -3,6 +3,7 @@
 // globalThis[Symbol.for("denorun.ops")]. User code cannot import ext: modules.
 import { core } from "ext:core/mod.js";
 import "ext:denorun/01_handler.js";
+import "ext:denorun/02_test.js";
 
 const {
   op_denorun_hex_encode,

@@ -10,6 +10,7 @@ pub mod encoding;
 pub mod handler;
 pub mod pubsub;
 pub mod redis;
+pub mod testing;
 
 use std::sync::Arc;
 
@@ -63,10 +64,12 @@ deno_core::extension!(
         handler::op_denorun_handler_done,
         handler::op_denorun_handler_close,
         handler::op_denorun_handler_overdue,
+        testing::op_denorun_test_error,
+        testing::op_denorun_test_report,
         op_denorun_inspecting,
         op_denorun_heap_sample,
     ],
-    options = { inspecting: bool, stats: Option<Arc<WorkerStats>> },
+    options = { inspecting: bool, stats: Option<Arc<WorkerStats>>, test: Option<Arc<testing::TestRun>> },
     middleware = |op| match op.name {
         "op_create_worker" => op.with_implementation_from(&op_denorun_no_web_workers()),
         _ => op,
@@ -75,6 +78,9 @@ deno_core::extension!(
         state.put(Inspecting(options.inspecting));
         if let Some(stats) = options.stats {
             state.put(stats);
+        }
+        if let Some(test) = options.test {
+            state.put(test);
         }
     },
     customizer = |ext: &mut deno_core::Extension| {
@@ -85,6 +91,10 @@ deno_core::extension!(
         ext.esm_files.to_mut().push(deno_core::ExtensionFileSource::new(
             "ext:denorun/01_handler.js",
             deno_core::ascii_str_include!("01_handler.js"),
+        ));
+        ext.esm_files.to_mut().push(deno_core::ExtensionFileSource::new(
+            "ext:denorun/02_test.js",
+            deno_core::ascii_str_include!("02_test.js"),
         ));
         ext.esm_entry_point = Some("ext:denorun/00_denorun.js");
     },

@@ -47,12 +47,23 @@ pub struct WorkerSpec {
     pub permissions: PermissionsContainer,
     pub stdio: Stdio,
     pub limits: Limits,
-    /// Whether a default-exported handler is served: workers named by a key, not `denorun run`.
-    pub handler: bool,
+    /// What is done with the module once it is loaded.
+    pub mode: Mode,
     /// Where its code may come from and which bytes it must have.
     pub provenance: Provenance,
     /// Its live numbers (requests, heap), when they are kept: supervised, or `--metrics`.
     pub stats: Option<Arc<crate::metrics::WorkerStats>>,
+}
+
+/// What a worker does with its main module.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// `denorun run`: the module runs as it is.
+    Script,
+    /// A worker named by a key: a default-exported handler is served (`ops/01_handler.js`).
+    Worker,
+    /// `denorun test`: its `Deno.test`s run (`ops/02_test.js`) and report to the command.
+    Test(Arc<crate::ops::testing::TestRun>),
 }
 
 /// Sets the process-wide V8 options (flags, seed) and starts V8. Call once, before the first
@@ -240,7 +251,7 @@ fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Inspector
             deno_version: VERSION.to_string(),
             ..Default::default()
         },
-        extensions: vec![crate::ops::denorun::init(inspect.is_some(), spec.stats.clone())],
+        extensions: vec![crate::ops::denorun::init(inspect.is_some(), spec.stats.clone(), spec.mode.test_run())],
         startup_snapshot: Some(SNAPSHOT),
         residual_lazy_js_sources: residual::RESIDUAL_LAZY_JS,
         residual_lazy_esm_sources: residual::RESIDUAL_LAZY_ESM,
@@ -263,18 +274,42 @@ fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Inspector
     Ok((worker, server))
 }
 
+impl Mode {
+    fn test_run(&self) -> Option<Arc<crate::ops::testing::TestRun>> {
+        match self {
+            Mode::Test(run) => Some(run.clone()),
+            _ => None,
+        }
+    }
+}
+
 /// Runs the main module and the event loop, with the load/unload events `deno run` sends.
 /// A worker whose module's default export has a `request` function is then served as a
-/// handler worker (`ops/01_handler.js`); any other module runs as it is.
+/// handler worker; a test module's tests then run; any other module runs as it is.
 async fn execute(worker: &mut MainWorker, spec: &WorkerSpec, inspecting: bool) -> Result<i32, CoreError> {
     let main = &spec.main_module;
+    let json = |value: &str| serde_json::to_string(value).expect("a string");
+    if let Mode::Test(_) = &spec.mode {
+        worker
+            .js_runtime
+            .execute_script("ext:denorun/test.js", "globalThis[Symbol.for(\"denorun.test\")].install();")?;
+    }
     worker.execute_main_module(main).await?;
-    if spec.handler {
-        let serve = format!(
-            "globalThis[Symbol.for(\"denorun.serve\")]({});",
-            serde_json::to_string(main.as_str()).expect("a URL")
-        );
-        worker.js_runtime.execute_script("ext:denorun/serve.js", serve)?;
+    match &spec.mode {
+        Mode::Script => {}
+        Mode::Worker => {
+            let serve = format!("globalThis[Symbol.for(\"denorun.serve\")]({});", json(main.as_str()));
+            worker.js_runtime.execute_script("ext:denorun/serve.js", serve)?;
+        }
+        Mode::Test(run) => {
+            let filter = run.filter.as_deref().map_or("null".to_string(), json);
+            let start = format!(
+                "globalThis[Symbol.for(\"denorun.test\")].run({}, {}, {filter});",
+                json(&run.display),
+                json(&run.cwd)
+            );
+            worker.js_runtime.execute_script("ext:denorun/test.js", start)?;
+        }
     }
     worker.dispatch_load_event()?;
     loop {

@@ -1,0 +1,89 @@
+//! `denorun new <type> [--dir D]`: a new handler worker to start from: its module, a test
+//! that `denorun test` passes at once, and a README with the lines that run it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::config::check_type;
+
+const WORKER: &str = r#"// The __TYPE__ handler worker: denorun reads __TYPE__:req:x for it, and sends what `request`
+// returns to the client (BRPOP res:{ref}). Run it with the lines in README.md.
+
+/** What a request carries (`req.data` is the JSON the client sent). */
+export interface Request {
+  id: string;
+  ref?: string;
+  type?: string;
+  fields: Record<string, string>;
+  data: { name?: string } | null;
+  attempt: number;
+}
+
+export default {
+  async request(req: Request, _ctx: unknown) {
+    const name = req.data?.name ?? "world";
+    return { code: 200, greeting: `hello ${name}` };
+  },
+};
+"#;
+
+const TEST: &str = r#"// `denorun test` runs this file: the handler is called as the loop would call it.
+import { assertEquals } from "jsr:@std/assert";
+import worker, { type Request } from "./__TYPE__.ts";
+
+function request(data: Request["data"]): Request {
+  return { id: "1-0", ref: "r1", type: "__TYPE__", fields: {}, data, attempt: 1 };
+}
+
+Deno.test("greets by name", async () => {
+  assertEquals(await worker.request(request({ name: "Ada" }), {}), { code: 200, greeting: "hello Ada" });
+});
+
+Deno.test("greets the world when no name is given", async () => {
+  assertEquals(await worker.request(request(null), {}), { code: 200, greeting: "hello world" });
+});
+"#;
+
+const README: &str = r#"# __TYPE__
+
+A denorun handler worker, made by `denorun new __TYPE__`.
+
+```sh
+denorun test                                   # its tests
+redis-cli hset __TYPE__:h workerUrl ./__TYPE__.ts workerVersion local
+denorun setup-worker __TYPE__ 1 --start        # worker hash __TYPE__:1:h, queued
+echo "worker-v0 $(openssl rand -hex 16)" | denorun supervise __TYPE__ &
+denorun xadd-req __TYPE__ --data '{"name":"Ada"}'   # prints {"code":200,"greeting":"hello Ada"}
+```
+
+Settings go in `__TYPE__:h` (every worker) or `__TYPE__:<id>:h`: `concurrency`,
+`maxAttempts`, `denoOptions` (e.g. `--allow-net=api.example.com`), `encryptedJson` for
+secrets (`denorun encrypt`). See denorun's README, "Handler workers".
+"#;
+
+/// Writes the three files into `dir` (default `./<type>`), which must not hold them yet.
+pub fn new(worker_type: &str, dir: Option<&Path>) -> anyhow::Result<i32> {
+    check_type(worker_type)?;
+    let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(worker_type));
+    let files = [
+        (format!("{worker_type}.ts"), WORKER),
+        (format!("{worker_type}_test.ts"), TEST),
+        ("README.md".to_string(), README),
+    ];
+    for (name, _) in &files {
+        let path = dir.join(name);
+        if path.exists() {
+            anyhow::bail!("{} exists already; pick another --dir, or remove it", path.display());
+        }
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (name, template) in &files {
+        let path = dir.join(name);
+        std::fs::write(&path, template.replace("__TYPE__", worker_type))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    println!("next: cd {} && denorun test", dir.display());
+    Ok(0)
+}

@@ -1,0 +1,217 @@
+//! `denorun test [FLAGS] [PATHS]... [--filter TEXT]`: finds test files, runs each in a worker
+//! of its own (its `Deno.test`s, `ops/02_test.js`), and prints what `deno test` prints after
+//! them: the errors, the failures and the summary line. Exit code 1 when a test failed or
+//! `only` was used.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deno_runtime::deno_core::ModuleSpecifier;
+
+use crate::flags::DenoFlags;
+use crate::loader::Provenance;
+use crate::lock::Lock;
+use crate::ops::testing::{FileReport, TestRun};
+use crate::permissions;
+use crate::worker::{self, Limits, Mode, WorkerSpec};
+
+const SUFFIXES: [&str; 6] = [".ts", ".js", ".mjs", ".mts", ".tsx", ".jsx"];
+
+/// Whether a file name is a test file's: `x_test.ts`, `x.test.ts`, `test.ts` (and the other
+/// extensions), as `deno test` finds them.
+pub fn is_test_file(name: &str) -> bool {
+    SUFFIXES.iter().any(|ext| {
+        name.strip_suffix(ext).is_some_and(|stem| stem == "test" || stem.ends_with("_test") || stem.ends_with(".test"))
+    })
+}
+
+/// The flags, paths and filter of the command line.
+fn parse(argv: &[String]) -> anyhow::Result<(DenoFlags, Vec<PathBuf>, Option<String>)> {
+    let (mut flags, mut paths, mut filter) = (DenoFlags::default(), Vec::new(), None);
+    let mut args = argv.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--filter" {
+            filter = Some(args.next().ok_or_else(|| anyhow::anyhow!("--filter needs a text"))?.clone());
+        } else if let Some(text) = arg.strip_prefix("--filter=") {
+            filter = Some(text.to_string());
+        } else if arg.starts_with('-') {
+            flags.apply(arg)?;
+        } else {
+            paths.push(PathBuf::from(arg));
+        }
+    }
+    Ok((flags, paths, filter))
+}
+
+/// The test files under `paths` (files as given, directories searched), sorted, skipping
+/// hidden directories and `node_modules`.
+fn find(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "node_modules" {
+                    walk(&path, found)?;
+                }
+            } else if is_test_file(&name) {
+                found.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut found = Vec::new();
+    for path in paths {
+        match path.is_dir() {
+            true => walk(path, &mut found)?,
+            false if path.is_file() => found.push(path.clone()),
+            false => anyhow::bail!("{} does not exist", path.display()),
+        }
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// `./x_test.ts` for a file under the current directory, else its path.
+fn display(path: &Path, cwd: &Path) -> String {
+    match path.strip_prefix(cwd) {
+        Ok(relative) => format!("./{}", relative.display()),
+        Err(_) => path.display().to_string(),
+    }
+}
+
+pub fn run(argv: &[String]) -> anyhow::Result<i32> {
+    let (flags, paths, filter) = parse(argv)?;
+    let cwd = std::env::current_dir()?.canonicalize()?;
+    let paths = if paths.is_empty() { vec![cwd.clone()] } else { paths };
+    let files = find(&paths)?;
+    if files.is_empty() {
+        anyhow::bail!("no test modules found (*_test.ts, *.test.ts and the like) under the given paths");
+    }
+    let cwd_url = ModuleSpecifier::from_directory_path(&cwd).map_err(|_| anyhow::anyhow!("bad directory"))?;
+    worker::init_engine(&flags)?;
+    let started = Instant::now();
+    let mut total = FileReport::default();
+    let mut unloaded = Vec::new();
+    for file in &files {
+        let file = file.canonicalize()?;
+        let main_module = ModuleSpecifier::from_file_path(&file).map_err(|_| anyhow::anyhow!("bad path"))?;
+        let test = Arc::new(TestRun {
+            display: display(&file, &cwd),
+            cwd: cwd_url.to_string(),
+            filter: filter.clone(),
+            report: Default::default(),
+        });
+        let spec = WorkerSpec {
+            name: test.display.clone(),
+            main_module,
+            args: Vec::new(),
+            flags: flags.clone(),
+            permissions: permissions::build(&flags, None)?,
+            stdio: Default::default(),
+            limits: Limits::NONE,
+            mode: Mode::Test(test.clone()),
+            provenance: Provenance { locks: Lock::from_flags(&flags)?, ..Default::default() },
+            stats: None,
+        };
+        worker::run_to_end(spec);
+        let report = test.report.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match report {
+            Some(report) => add(&mut total, report),
+            None => unloaded.push(test.display.clone()),
+        }
+    }
+    print!("{}", summary(&total, &unloaded, started.elapsed()));
+    let failed = total.failed > 0 || !unloaded.is_empty();
+    if failed {
+        eprintln!("error: Test failed");
+    } else if total.used_only {
+        eprintln!("error: Test failed because the \"only\" option was used");
+    }
+    Ok(i32::from(failed || total.used_only))
+}
+
+fn add(total: &mut FileReport, file: FileReport) {
+    total.passed += file.passed;
+    total.failed += file.failed;
+    total.ignored += file.ignored;
+    total.filtered_out += file.filtered_out;
+    total.passed_steps += file.passed_steps;
+    total.failed_steps += file.failed_steps;
+    total.ignored_steps += file.ignored_steps;
+    total.used_only |= file.used_only;
+    total.failures.extend(file.failures);
+}
+
+/// ERRORS, FAILURES and the summary line, as `deno test` prints them (without colours).
+pub fn summary(total: &FileReport, unloaded: &[String], took: Duration) -> String {
+    let mut out = String::new();
+    if !total.failures.is_empty() {
+        out.push_str("\n ERRORS \n\n");
+        for failure in &total.failures {
+            let error = failure.error.strip_prefix("Uncaught ").unwrap_or(&failure.error);
+            out.push_str(&format!("{} => {}\nerror: {error}\n\n", failure.name, failure.origin));
+        }
+        out.push_str(" FAILURES \n\n");
+        for failure in &total.failures {
+            out.push_str(&format!("{} => {}\n", failure.name, failure.origin));
+        }
+    }
+    for file in unloaded {
+        out.push_str(&format!("\n{file} could not be loaded (see the error above)\n"));
+    }
+    let steps = |n: usize| if n > 0 { format!(" ({n} step{})", if n == 1 { "" } else { "s" }) } else { String::new() };
+    let failed = total.failed + unloaded.len();
+    let mut line = format!(
+        "{} | {} passed{} | {} failed{}",
+        if failed > 0 { "FAILED" } else { "ok" },
+        total.passed,
+        steps(total.passed_steps),
+        failed,
+        steps(total.failed_steps)
+    );
+    if total.ignored > 0 {
+        line.push_str(&format!(" | {} ignored{}", total.ignored, steps(total.ignored_steps)));
+    }
+    if total.filtered_out > 0 {
+        line.push_str(&format!(" | {} filtered out", total.filtered_out));
+    }
+    out.push_str(&format!("\n{line} ({}ms)\n\n", took.as_millis()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_files_are_named_as_deno_finds_them() {
+        for yes in ["a_test.ts", "a.test.ts", "test.ts", "b_test.mjs", "c.test.tsx"] {
+            assert!(is_test_file(yes), "{yes}");
+        }
+        for no in ["a.ts", "atest.ts", "a_test.json", "a_tests.ts", "test_a.ts"] {
+            assert!(!is_test_file(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn the_summary_counts_like_deno_test() {
+        let ok = FileReport { passed: 2, ..Default::default() };
+        assert_eq!(summary(&ok, &[], Duration::from_millis(5)), "\nok | 2 passed | 0 failed (5ms)\n\n");
+        let mixed = FileReport {
+            passed: 4,
+            failed: 2,
+            ignored: 1,
+            filtered_out: 1,
+            passed_steps: 2,
+            failed_steps: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            summary(&mixed, &[], Duration::from_millis(148)),
+            "\nFAILED | 4 passed (2 steps) | 2 failed (1 step) | 1 ignored | 1 filtered out (148ms)\n\n"
+        );
+    }
+}

@@ -1,0 +1,120 @@
+//! `denorun test`: what it prints and its exit code match `deno test` (Deno 2.9.6, installed
+//! from npm by .ci/setup.sh) on the same files, passing, failing, ignored, stepped and `only`
+//! tests; and the built-in assertions report a diff.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/deno_test");
+
+/// Deno 2.9.6's CLI, where .ci/setup.sh put it (or `DENORUN_DENO`).
+fn deno() -> PathBuf {
+    let path = std::env::var_os("DENORUN_DENO").map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").expect("HOME");
+        Path::new(&home).join(".cache/denorun/deno/node_modules/@deno/linux-x64-glibc/deno")
+    });
+    assert!(path.exists(), "{} is missing: run .ci/setup.sh, which installs Deno 2.9.6 from npm", path.display());
+    path
+}
+
+fn run_in(dir: &str, mut cmd: Command) -> Output {
+    cmd.current_dir(dir).env("NO_COLOR", "1").env_remove("RUST_BACKTRACE").output().unwrap()
+}
+
+/// Output with timings as `(T)`, and without stack frames inside either runner (`ext:`), or
+/// Deno's own backtrace of its exit.
+fn normalize(text: &[u8]) -> String {
+    let text = String::from_utf8_lossy(text);
+    let text = text.split("\nStack backtrace:").next().unwrap_or_default();
+    let mut out = String::new();
+    for line in text.lines().filter(|l| !(l.trim_start().starts_with("at ") && l.contains("ext:"))) {
+        let mut line = line.to_string();
+        while let Some(open) = line.rfind(" (") {
+            let inner = &line[open + 2..];
+            let Some(close) = inner.find(')') else { break };
+            let timing = &inner[..close];
+            let digits = timing.trim_end_matches("ms").trim_end_matches("µs").trim_end_matches('s');
+            if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) || !timing.ends_with('s') {
+                break;
+            }
+            line = format!("{} (T){}", &line[..open], &inner[close + 1..]);
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn output_and_exit_code_match_deno_test() {
+    let ours = run_in(FIXTURES, denorun(&["test"]));
+    let mut theirs = Command::new(deno());
+    theirs.args(["test", "--no-check"]);
+    let theirs = run_in(FIXTURES, theirs);
+    assert_eq!(normalize(&ours.stdout), normalize(&theirs.stdout), "stdout");
+    assert_eq!(normalize(&ours.stderr), normalize(&theirs.stderr), "stderr");
+    assert_eq!((ours.status.code(), theirs.status.code()), (Some(1), Some(1)));
+
+    // --filter, and a passing run.
+    let ours = run_in(FIXTURES, denorun(&["test", "--filter", "one", "a_test.ts", "math_test.ts"]));
+    let mut theirs = Command::new(deno());
+    theirs.args(["test", "--no-check", "--filter", "one", "a_test.ts", "math_test.ts"]);
+    let theirs = run_in(FIXTURES, theirs);
+    assert_eq!(normalize(&ours.stdout), normalize(&theirs.stdout), "stdout with --filter");
+    assert_eq!((ours.status.code(), theirs.status.code()), (Some(0), Some(0)));
+
+    // `only`: the others are filtered out, and the run fails for it.
+    let ours = run_in(FIXTURES, denorun(&["test", "only_test.ts"]));
+    let mut theirs = Command::new(deno());
+    theirs.args(["test", "--no-check", "only_test.ts"]);
+    let theirs = run_in(FIXTURES, theirs);
+    assert_eq!(normalize(&ours.stdout), normalize(&theirs.stdout), "stdout with only");
+    assert_eq!(normalize(&ours.stderr), normalize(&theirs.stderr), "stderr with only");
+    assert_eq!((ours.status.code(), theirs.status.code()), (Some(1), Some(1)));
+}
+
+#[test]
+fn built_in_assertions_show_a_diff_and_deny_by_default() {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "x_test.ts",
+        r#"import { assertEquals, assertRejects } from "jsr:@std/assert";
+import { assertThrowsAsync } from "https://deno.land/std@0.106.0/testing/asserts.ts";
+Deno.test("diff", () => assertEquals({ a: 1, b: [1, 2] }, { a: 1, b: [1, 3] }));
+Deno.test("rejects", async () => {
+  await assertRejects(() => Promise.reject(new RangeError("r")), RangeError);
+  await assertThrowsAsync(async () => { throw new Error("e"); });
+});
+Deno.test("no read permission", () => { Deno.readTextFileSync("x_test.ts"); });
+"#,
+    );
+    let out = run_in(dir.path().to_str().unwrap(), denorun(&["test"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("rejects ... ok"), "{stdout}");
+    assert!(stdout.contains("-       2,\n+       3,"), "{stdout}");
+    assert!(stdout.contains("error: NotCapable: Requires read access"), "{stdout}");
+    assert!(stdout.contains("FAILED | 1 passed | 2 failed"), "{stdout}");
+}
+
+#[test]
+fn a_new_worker_passes_its_own_tests_at_once() {
+    let dir = temp_dir();
+    let root = dir.path().to_str().unwrap();
+    let made = run_in(root, denorun(&["new", "greeter"]));
+    assert_eq!(made.status.code(), Some(0), "{made:?}");
+    let tested = run_in(&format!("{root}/greeter"), denorun(&["test"]));
+    let stdout = String::from_utf8_lossy(&tested.stdout);
+    assert_eq!(tested.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&tested.stderr));
+    assert!(stdout.contains("running 2 tests from ./greeter_test.ts"), "{stdout}");
+    assert!(stdout.contains("ok | 2 passed | 0 failed"), "{stdout}");
+    // Never over what is there.
+    let again = run_in(root, denorun(&["new", "greeter"]));
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"), "{again:?}");
+}
