@@ -31,6 +31,7 @@ static MODULES: &[(&str, &str)] = &[
     builtin!("deno.land/x/redis/redis.ts"),
     builtin!("deno.land/x/redis/stream.ts"),
     builtin!("jsr.io/@std/assert/mod.ts"),
+    ("denorun:testing", include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/js/denorun/testing.ts"))),
 ];
 
 /// The source of a built-in module, by canonical URL.
@@ -50,6 +51,9 @@ pub fn canonical(url: &ModuleSpecifier) -> Option<ModuleSpecifier> {
         MODULES.iter().any(|(known, _)| *known == candidate).then(|| ModuleSpecifier::parse(&candidate).ok())?
     };
     let segments: Vec<&str> = url.path().trim_start_matches('/').split('/').collect();
+    if url.scheme() == "denorun" {
+        return known(url.to_string());
+    }
     if url.scheme() == "jsr" {
         let [scope, name, ..] = segments.as_slice() else { return None };
         return known(format!("https://jsr.io/{scope}/{}/mod.ts", unversioned(name)));

@@ -210,5 +210,6 @@ fn run_script(args: RunArgs) -> anyhow::Result<i32> {
         mode: worker::Mode::Script,
         provenance: Provenance { locks, ..Default::default() },
         stats: None,
+        redis_url: None,
     }))
 }

@@ -28,21 +28,22 @@ export default {
 };
 "#;
 
-const TEST: &str = r#"// `denorun test` runs this file: the handler is called as the loop would call it.
+const TEST: &str = r#"// `denorun test` runs this file.
 import { assertEquals } from "jsr:@std/assert";
+import { withWorker } from "denorun:testing";
 import worker, { type Request } from "./__TYPE__.ts";
 
-function request(data: Request["data"]): Request {
-  return { id: "1-0", ref: "r1", type: "__TYPE__", fields: {}, data, attempt: 1 };
-}
-
+// The handler alone, called as the loop would call it.
 Deno.test("greets by name", async () => {
-  assertEquals(await worker.request(request({ name: "Ada" }), {}), { code: 200, greeting: "hello Ada" });
+  const req: Request = { id: "1-0", ref: "r1", type: "__TYPE__", fields: {}, data: { name: "Ada" }, attempt: 1 };
+  assertEquals(await worker.request(req, {}), { code: 200, greeting: "hello Ada" });
 });
 
-Deno.test("greets the world when no name is given", async () => {
-  assertEquals(await worker.request(request(null), {}), { code: 200, greeting: "hello world" });
-});
+// The worker run by denorun against a throwaway redis-server, sent a request as a client would.
+Deno.test("answers a request through Redis", () =>
+  withWorker({ module: "./__TYPE__.ts", type: "__TYPE__" }, async (w) => {
+    assertEquals(await w.request({}), { code: 200, greeting: "hello world" });
+  }));
 "#;
 
 const README: &str = r#"# __TYPE__

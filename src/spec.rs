@@ -55,6 +55,12 @@ impl Trust {
         };
         Ok(Trust { ceiling, origins: origins(&args.allow_module_from)?, lock: args.lock.clone(), write_lock: false })
     }
+
+    /// The defaults of denorun's command line: the default ceiling, modules from the current
+    /// directory and https, no lockfile.
+    pub fn host_defaults() -> anyhow::Result<Trust> {
+        Ok(Trust { ceiling: Ceiling::default_ceiling(), origins: origins(&[])?, lock: None, write_lock: false })
+    }
 }
 
 /// `--allow-module-from`, or the default: local files under the current directory, and https.
@@ -96,6 +102,7 @@ pub fn assemble(config: &WorkerConfig, host: &Host, stdio: Stdio) -> anyhow::Res
         mode: crate::worker::Mode::Worker,
         provenance,
         stats: None,
+        redis_url: None,
     })
 }
 

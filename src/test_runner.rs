@@ -115,6 +115,7 @@ pub fn run(argv: &[String]) -> anyhow::Result<i32> {
             mode: Mode::Test(test.clone()),
             provenance: Provenance { locks: Lock::from_flags(&flags)?, ..Default::default() },
             stats: None,
+            redis_url: None,
         };
         worker::run_to_end(spec);
         let report = test.report.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -118,3 +118,13 @@ fn a_new_worker_passes_its_own_tests_at_once() {
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"), "{again:?}");
 }
+
+#[test]
+fn the_demo_handler_passes_its_tests_against_a_throwaway_redis() {
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/demo");
+    let tested = run_in(demo, denorun(&["test"]));
+    let stdout = String::from_utf8_lossy(&tested.stdout);
+    assert_eq!(tested.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&tested.stderr));
+    assert!(stdout.contains("running 2 tests from ./handler_test.ts"), "{stdout}");
+    assert!(stdout.contains("ok | 2 passed | 0 failed"), "{stdout}");
+}

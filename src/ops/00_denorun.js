@@ -21,6 +21,11 @@ const {
   op_denorun_redis_pubsub_close,
   op_denorun_inspecting,
   op_denorun_heap_sample,
+  op_denorun_testing_redis,
+  op_denorun_testing_command,
+  op_denorun_testing_spawn,
+  op_denorun_testing_stop,
+  op_denorun_testing_logs,
 } = core.ops;
 
 // The heap gauge of a worker whose numbers are kept, sampled every second while it runs
@@ -62,6 +67,11 @@ Object.defineProperty(globalThis, Symbol.for("denorun.ops"), {
     base64Encode: op_denorun_base64_encode,
     base64Decode: op_denorun_base64_decode,
     aes: op_denorun_aes,
+    testingRedis: op_denorun_testing_redis,
+    testingCommand: op_denorun_testing_command,
+    testingSpawn: op_denorun_testing_spawn,
+    testingStop: op_denorun_testing_stop,
+    testingLogs: op_denorun_testing_logs,
     redisConnect: op_denorun_redis_connect,
     redisClose: op_denorun_redis_close,
     redisCall: op_denorun_redis_call,

@@ -158,6 +158,9 @@ fn failed(context: &str, e: impl std::fmt::Display) -> JsErrorBox {
     JsErrorBox::generic(format!("{context}: {e}"))
 }
 
+/// The Redis of a worker that has its own (`denorun:testing`), instead of `REDIS_URL`.
+pub struct RedisUrl(pub String);
+
 /// What `open` tells the JS side.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -185,7 +188,9 @@ pub struct RedisOptions {
 #[op2]
 #[serde]
 pub async fn op_denorun_handler_open(state: Rc<RefCell<OpState>>, #[string] key: String) -> Result<Opened, JsErrorBox> {
-    let url = std::env::var("REDIS_URL").map_err(|_| JsErrorBox::generic("REDIS_URL is not set"))?;
+    let own = state.borrow().try_borrow::<RedisUrl>().map(|url| url.0.clone());
+    let url =
+        own.or_else(|| std::env::var("REDIS_URL").ok()).ok_or_else(|| JsErrorBox::generic("REDIS_URL is not set"))?;
     let target = topology::for_worker_url(&url).map_err(|e| failed("bad REDIS_URL", e))?;
     let writer = Patience { connect: Duration::from_secs(5), response: Some(Duration::from_secs(10)), retries: 6 };
     let writer = persist("connecting to Redis", || target.managed(writer)).await?;

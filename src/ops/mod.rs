@@ -66,10 +66,20 @@ deno_core::extension!(
         handler::op_denorun_handler_overdue,
         testing::op_denorun_test_error,
         testing::op_denorun_test_report,
+        testing::op_denorun_testing_redis,
+        testing::op_denorun_testing_command,
+        testing::op_denorun_testing_spawn,
+        testing::op_denorun_testing_stop,
+        testing::op_denorun_testing_logs,
         op_denorun_inspecting,
         op_denorun_heap_sample,
     ],
-    options = { inspecting: bool, stats: Option<Arc<WorkerStats>>, test: Option<Arc<testing::TestRun>> },
+    options = {
+        inspecting: bool,
+        stats: Option<Arc<WorkerStats>>,
+        test: Option<Arc<testing::TestRun>>,
+        redis_url: Option<String>,
+    },
     middleware = |op| match op.name {
         "op_create_worker" => op.with_implementation_from(&op_denorun_no_web_workers()),
         _ => op,
@@ -81,6 +91,9 @@ deno_core::extension!(
         }
         if let Some(test) = options.test {
             state.put(test);
+        }
+        if let Some(url) = options.redis_url {
+            state.put(handler::RedisUrl(url));
         }
     },
     customizer = |ext: &mut deno_core::Extension| {

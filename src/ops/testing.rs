@@ -1,9 +1,14 @@
 //! Ops for `denorun test` (`02_test.js`): a failure's error formatted as `deno test` prints
-//! it, and a file's results handed back to the command.
+//! it, and a file's results handed back to the command; and the harness behind
+//! `denorun:testing` (`js/denorun/testing.ts`): a throwaway redis-server per test file,
+//! commands on it, and workers run in this process against it.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use deno_core::{op2, v8, OpState};
+use deno_error::JsErrorBox;
 use serde::Deserialize;
 
 /// One test file's results.
@@ -54,5 +59,175 @@ pub fn op_denorun_test_error<'s>(scope: &mut v8::PinScope<'s, '_>, error: v8::Lo
 pub fn op_denorun_test_report(state: &mut OpState, #[serde] report: FileReport) {
     if let Some(run) = state.try_borrow::<Arc<TestRun>>() {
         *run.report.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+    }
+}
+
+/// The throwaway redis-server of one test file's worker (`denorun:testing`), killed with it.
+struct Throwaway {
+    child: std::process::Child,
+    url: String,
+    conn: redis::aio::MultiplexedConnection,
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn harness_error(message: impl std::fmt::Display) -> JsErrorBox {
+    JsErrorBox::generic(format!("denorun:testing: {message}"))
+}
+
+fn under_test(state: &OpState) -> Result<(), JsErrorBox> {
+    match state.has::<Arc<TestRun>>() {
+        true => Ok(()),
+        false => Err(harness_error("works under `denorun test` only")),
+    }
+}
+
+/// Starts the test file's throwaway redis-server (once), and returns its URL.
+#[op2]
+#[string]
+pub async fn op_denorun_testing_redis(state: Rc<RefCell<OpState>>) -> Result<String, JsErrorBox> {
+    under_test(&state.borrow())?;
+    if let Some(redis) = state.borrow().try_borrow::<Throwaway>() {
+        return Ok(redis.url.clone());
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(harness_error)?.port();
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            harness_error(format!("cannot start redis-server ({e}); install it (apt-get install redis-server)"))
+        })?;
+    let url = format!("redis://127.0.0.1:{port}");
+    let client = redis::Client::open(url.as_str()).map_err(harness_error)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let conn = loop {
+        match client.get_multiplexed_async_connection().await {
+            Ok(conn) => break conn,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+            }
+            Err(e) => return Err(harness_error(format!("redis-server did not answer: {e}"))),
+        }
+    };
+    state.borrow_mut().put(Throwaway { child, url: url.clone(), conn });
+    Ok(url)
+}
+
+/// A command on the throwaway Redis (and no other): its reply as JSON (nil as null).
+#[op2]
+#[serde]
+pub async fn op_denorun_testing_command(
+    state: Rc<RefCell<OpState>>,
+    #[serde] args: Vec<String>,
+) -> Result<serde_json::Value, JsErrorBox> {
+    let mut conn = state
+        .borrow()
+        .try_borrow::<Throwaway>()
+        .map(|r| r.conn.clone())
+        .ok_or_else(|| harness_error("no Redis yet: call withWorker (or redis()) first"))?;
+    let mut cmd = redis::Cmd::new();
+    for arg in &args {
+        cmd.arg(arg);
+    }
+    let value: redis::Value = cmd.query_async(&mut conn).await.map_err(harness_error)?;
+    Ok(json(value))
+}
+
+fn json(value: redis::Value) -> serde_json::Value {
+    use redis::Value;
+    match value {
+        Value::Nil => serde_json::Value::Null,
+        Value::Int(i) => i.into(),
+        Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned().into(),
+        Value::SimpleString(s) => s.into(),
+        Value::Okay => "OK".into(),
+        Value::Array(items) | Value::Set(items) => items.into_iter().map(json).collect(),
+        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [json(k), json(v)]).collect(),
+        Value::Double(d) => d.into(),
+        Value::Boolean(b) => b.into(),
+        other => format!("{other:?}").into(),
+    }
+}
+
+/// A worker `denorun:testing` runs in this process, on the throwaway Redis, and the lines
+/// it has written (stdout and stderr).
+struct TestWorker {
+    stop: crate::worker::StopHandle,
+    ended: RefCell<Option<tokio::sync::oneshot::Receiver<String>>>,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+/// A pipe whose lines go to `lines`.
+fn collect(lines: &Arc<Mutex<Vec<String>>>) -> std::io::Result<deno_runtime::deno_io::StdioPipe> {
+    use std::io::BufRead;
+    let (reader, writer) = std::io::pipe()?;
+    let lines = lines.clone();
+    std::thread::Builder::new().name("denorun:testing output".into()).spawn(move || {
+        for line in std::io::BufReader::new(reader).lines().map_while(Result::ok) {
+            lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        }
+    })?;
+    Ok(deno_runtime::deno_io::StdioPipe::file(std::fs::File::from(std::os::fd::OwnedFd::from(writer))))
+}
+
+impl deno_core::Resource for TestWorker {}
+
+/// Runs the worker of hash `key` on the throwaway Redis, as `denorun <key>` would, with
+/// `secret` as its stdin line.
+#[op2]
+#[smi]
+pub async fn op_denorun_testing_spawn(
+    state: Rc<RefCell<OpState>>,
+    #[string] key: String,
+    #[string] secret: String,
+) -> Result<u32, JsErrorBox> {
+    let url =
+        state.borrow().try_borrow::<Throwaway>().map(|r| r.url.clone()).ok_or_else(|| harness_error("no Redis"))?;
+    let redis = crate::config::RedisTarget::parse(&url).map_err(harness_error)?;
+    let (config, _) = crate::config::load(&redis, &key).await.map_err(harness_error)?;
+    let trust = crate::spec::Trust::host_defaults().map_err(harness_error)?;
+    let limits = crate::spec::LimitDefaults { max_heap_mb: 512, max_block_ms: 10_000 };
+    let host = crate::spec::Host { redis: &redis, limits, allow_remote_inspect: false, trust: &trust };
+    let stdin = crate::secret::pipe(&secret).map_err(harness_error)?;
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let (stdout, stderr) = (collect(&lines).map_err(harness_error)?, collect(&lines).map_err(harness_error)?);
+    let stdio = deno_runtime::deno_io::Stdio { stdin, stdout, stderr };
+    let mut spec = crate::spec::assemble(&config, &host, stdio).map_err(|e| harness_error(format!("{e:#}")))?;
+    spec.redis_url = Some(url);
+    let stop = crate::worker::StopHandle::default();
+    let (ended, receiver) = tokio::sync::oneshot::channel();
+    crate::worker::spawn(spec, stop.clone(), move |exit| {
+        let _ = ended.send(exit.reason.to_string());
+    })
+    .map_err(harness_error)?;
+    let worker = TestWorker { stop, ended: RefCell::new(Some(receiver)), lines };
+    Ok(state.borrow_mut().resource_table.add(worker))
+}
+
+/// The lines a worker `denorun:testing` runs has written so far.
+#[op2]
+#[serde]
+pub fn op_denorun_testing_logs(state: &mut OpState, #[smi] rid: u32) -> Result<Vec<String>, JsErrorBox> {
+    let worker = state.resource_table.get::<TestWorker>(rid).map_err(JsErrorBox::from_err)?;
+    let lines = worker.lines.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(lines)
+}
+
+/// Stops a worker `denorun:testing` runs, and waits for its end; returns why it ended.
+#[op2]
+#[string]
+pub async fn op_denorun_testing_stop(state: Rc<RefCell<OpState>>, #[smi] rid: u32) -> Result<String, JsErrorBox> {
+    let worker = state.borrow_mut().resource_table.take::<TestWorker>(rid).map_err(JsErrorBox::from_err)?;
+    worker.stop.stop();
+    let ended = worker.ended.borrow_mut().take();
+    match ended {
+        Some(ended) => Ok(ended.await.unwrap_or_else(|_| "gone".to_string())),
+        None => Ok("stopped".to_string()),
     }
 }

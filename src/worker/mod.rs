@@ -53,6 +53,9 @@ pub struct WorkerSpec {
     pub provenance: Provenance,
     /// Its live numbers (requests, heap), when they are kept: supervised, or `--metrics`.
     pub stats: Option<Arc<crate::metrics::WorkerStats>>,
+    /// The Redis its handler loop uses, when not the process's `REDIS_URL` (a worker that
+    /// `denorun:testing` runs).
+    pub redis_url: Option<String>,
 }
 
 /// What a worker does with its main module.
@@ -251,7 +254,12 @@ fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Inspector
             deno_version: VERSION.to_string(),
             ..Default::default()
         },
-        extensions: vec![crate::ops::denorun::init(inspect.is_some(), spec.stats.clone(), spec.mode.test_run())],
+        extensions: vec![crate::ops::denorun::init(
+            inspect.is_some(),
+            spec.stats.clone(),
+            spec.mode.test_run(),
+            spec.redis_url.clone(),
+        )],
         startup_snapshot: Some(SNAPSHOT),
         residual_lazy_js_sources: residual::RESIDUAL_LAZY_JS,
         residual_lazy_esm_sources: residual::RESIDUAL_LAZY_ESM,
