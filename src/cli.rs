@@ -85,8 +85,9 @@ pub struct LimitArgs {
 
 #[derive(Debug, Args)]
 pub struct RedisArgs {
-    /// Redis URL: redis://[:password@]host[:port][/db], rediss:// for TLS, or
-    /// redis+sentinel://host:port[,host:port...]/<master name>[/db] behind Redis Sentinel
+    /// Redis URL: redis://[:password@]host[:port][/db], rediss:// for TLS,
+    /// redis+sentinel://host:port[,host:port...]/<master name>[/db] behind Redis Sentinel, or
+    /// redis+cluster://host:port[,host:port...] for a Redis Cluster (handler workers)
     #[arg(long = "redis", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true)]
     pub url: String,
 }
@@ -109,7 +110,7 @@ the --deny-* forms, --inspect[=host:port], --inspect-brk, --inspect-wait, --v8-f
 same with .js, .mjs, .mts, .tsx, .jsx (default: the current directory). --filter <TEXT> runs only tests whose \
 name contains TEXT. FLAGS are Deno's, as for denorun run."
     )]
-    Test(RunArgs),
+    Test(TestArgs),
 
     /// Write a new handler worker, its test and a README with the lines that run it
     New {
@@ -281,8 +282,14 @@ pub enum Admin {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Deno flags, then the script (path or URL), then the script's arguments (for `test`:
-    /// flags and paths)
+    /// Deno flags, then the script (path or URL), then the script's arguments
+    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Deno flags, test files and directories, and --filter <TEXT>, in any order
     #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
     pub argv: Vec<String>,
 }
