@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian machine to build and test denorun: redis-server (tests and demo),
 # libclang-dev (bindgen in deno_runtime's native crates), prometheus and tmux (the
-# observability tests), Deno 2.9.6 from npm (`denorun test` is compared with `deno test`),
-# and V8's prebuilt archive from
+# observability tests), and V8's prebuilt archive from
 # ../shared/v8 when this machine cannot download it. Idempotent and quick when done before.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,11 +22,4 @@ fi
 shared=${DENORUN_SHARED:-$root/../shared}
 if [ -x "$shared/v8/install-archive.sh" ] || [ -f "$shared/v8/install-archive.sh" ]; then
   bash "$shared/v8/install-archive.sh"
-fi
-
-# Deno's CLI, from npm, for the tests that compare `denorun test` with `deno test`.
-deno_dir=$HOME/.cache/denorun/deno
-if [ ! -x "$deno_dir/node_modules/@deno/linux-x64-glibc/deno" ]; then
-  echo "setup: installing Deno 2.9.6 from npm into $deno_dir"
-  npm install --prefix "$deno_dir" --no-audit --no-fund --silent @deno/linux-x64-glibc@2.9.6
 fi

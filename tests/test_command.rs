@@ -1,5 +1,5 @@
 //! `denorun test`: what it prints and its exit code match `deno test` (Deno 2.9.6, installed
-//! from npm by .ci/setup.sh) on the same files, passing, failing, ignored, stepped and `only`
+//! from npm by .ci/test.sh) on the same files, passing, failing, ignored, stepped and `only`
 //! tests; and the built-in assertions report a diff.
 
 mod common;
@@ -11,13 +11,13 @@ use common::*;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/deno_test");
 
-/// Deno 2.9.6's CLI, where .ci/setup.sh put it (or `DENORUN_DENO`).
+/// Deno 2.9.6's CLI, where .ci/test.sh put it (or `DENORUN_DENO`).
 fn deno() -> PathBuf {
     let path = std::env::var_os("DENORUN_DENO").map(PathBuf::from).unwrap_or_else(|| {
         let home = std::env::var_os("HOME").expect("HOME");
         Path::new(&home).join(".cache/denorun/deno/node_modules/@deno/linux-x64-glibc/deno")
     });
-    assert!(path.exists(), "{} is missing: run .ci/setup.sh, which installs Deno 2.9.6 from npm", path.display());
+    assert!(path.exists(), "{} is missing: run .ci/test.sh, which installs Deno 2.9.6 from npm", path.display());
     path
 }
 
