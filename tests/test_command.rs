@@ -128,3 +128,12 @@ fn the_demo_handler_passes_its_tests_against_a_throwaway_redis() {
     assert!(stdout.contains("running 2 tests from ./handler_test.ts"), "{stdout}");
     assert!(stdout.contains("ok | 2 passed | 0 failed"), "{stdout}");
 }
+
+#[test]
+fn the_telegram_example_passes_its_tests_against_a_fake_bot_api() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/telegram-bot");
+    let tested = run_in(example, denorun(&["test", "--allow-net=127.0.0.1"]));
+    let stdout = String::from_utf8_lossy(&tested.stdout);
+    assert_eq!(tested.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&tested.stderr));
+    assert!(stdout.contains("ok | 2 passed | 0 failed"), "{stdout}");
+}
