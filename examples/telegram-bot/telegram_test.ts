@@ -54,8 +54,12 @@ Deno.test("an update comes in by getUpdates and its answer goes out by sendMessa
   };
   try {
     await withWorker(bot, (b) =>
-      withWorker(sender, () =>
+      withWorker(sender, (s) =>
         withWorker(poller, async (p) => {
+          // The bot cannot reach the Bot API (a fetch there is NotCapable); the others can.
+          const apiHost = `127.0.0.1:${api.server.addr.port}`;
+          assertEquals([b.netPermission(apiHost), b.netPermission("api.telegram.org")], ["prompt", "prompt"]);
+          assertEquals([s.netPermission(apiHost), p.netPermission(apiHost)], ["granted", "granted"]);
           await p.redis("XADD", "telegram:poll:x", "*", "data", JSON.stringify({ tick: 0 }));
           const started = Date.now();
           while (api.sent.length === 0) {

@@ -33,6 +33,9 @@ export interface TestWorker {
   redis(...args: Array<string | number>): Promise<any>;
   /** The lines the worker has written so far (its console, stdout and stderr). */
   logs(): string[];
+  /** Whether the worker may reach `host[:port]`: "granted", or "prompt" / "denied" (a
+   * `fetch` there then fails with NotCapable, as nothing can prompt). */
+  netPermission(host: string): string;
   /** The first line the worker writes that contains `text` (or matches it), waiting for it
    * up to `timeoutMs` (a line reaches the test a moment after the worker writes it). */
   waitForLog(text: string | RegExp, timeoutMs?: number): Promise<string>;
@@ -98,6 +101,7 @@ export async function withWorker<T>(options: WorkerOptions, fn: (worker: TestWor
       url,
       redis,
       logs: () => ops.testingLogs(rid),
+      netPermission: (host: string) => ops.testingNet(rid, host),
       async waitForLog(text: string | RegExp, timeoutMs = 5000) {
         const started = Date.now();
         while (true) {

@@ -26,6 +26,7 @@ const {
   op_denorun_testing_spawn,
   op_denorun_testing_stop,
   op_denorun_testing_logs,
+  op_denorun_testing_net,
 } = core.ops;
 
 // The heap gauge of a worker whose numbers are kept, sampled every second while it runs
@@ -72,6 +73,7 @@ Object.defineProperty(globalThis, Symbol.for("denorun.ops"), {
     testingSpawn: op_denorun_testing_spawn,
     testingStop: op_denorun_testing_stop,
     testingLogs: op_denorun_testing_logs,
+    testingNet: op_denorun_testing_net,
     redisConnect: op_denorun_redis_connect,
     redisClose: op_denorun_redis_close,
     redisCall: op_denorun_redis_call,

@@ -71,6 +71,7 @@ deno_core::extension!(
         testing::op_denorun_testing_spawn,
         testing::op_denorun_testing_stop,
         testing::op_denorun_testing_logs,
+        testing::op_denorun_testing_net,
         op_denorun_inspecting,
         op_denorun_heap_sample,
     ],

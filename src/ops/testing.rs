@@ -161,6 +161,8 @@ struct TestWorker {
     stop: crate::worker::StopHandle,
     ended: RefCell<Option<tokio::sync::oneshot::Receiver<String>>>,
     lines: Arc<Mutex<Vec<String>>>,
+    /// Its permissions (shared with the running worker).
+    permissions: deno_runtime::deno_permissions::PermissionsContainer,
 }
 
 /// A pipe whose lines go to `lines`.
@@ -200,14 +202,38 @@ pub async fn op_denorun_testing_spawn(
     let stdio = deno_runtime::deno_io::Stdio { stdin, stdout, stderr };
     let mut spec = crate::spec::assemble(&config, &host, stdio).map_err(|e| harness_error(format!("{e:#}")))?;
     spec.redis_url = Some(url);
+    let permissions = spec.permissions.clone();
     let stop = crate::worker::StopHandle::default();
     let (ended, receiver) = tokio::sync::oneshot::channel();
     crate::worker::spawn(spec, stop.clone(), move |exit| {
         let _ = ended.send(exit.reason.to_string());
     })
     .map_err(harness_error)?;
-    let worker = TestWorker { stop, ended: RefCell::new(Some(receiver)), lines };
+    let worker = TestWorker { stop, ended: RefCell::new(Some(receiver)), lines, permissions };
     Ok(state.borrow_mut().resource_table.add(worker))
+}
+
+/// Whether a worker `denorun:testing` runs may reach `host` (`host[:port]`): `granted`, or
+/// `prompt` / `denied` (either way, a `fetch` there fails with `NotCapable`).
+#[op2]
+#[string]
+pub fn op_denorun_testing_net(
+    state: &mut OpState,
+    #[smi] rid: u32,
+    #[string] host: &str,
+) -> Result<String, JsErrorBox> {
+    use deno_runtime::deno_permissions::PermissionState;
+    let worker = state.resource_table.get::<TestWorker>(rid).map_err(JsErrorBox::from_err)?;
+    let query = worker.permissions.query_net(Some(host)).map_err(harness_error)?;
+    Ok(match query {
+        PermissionState::Granted => "granted",
+        PermissionState::GrantedPartial => "granted-partial",
+        PermissionState::Prompt => "prompt",
+        PermissionState::Denied => "denied",
+        PermissionState::DeniedPartial => "denied-partial",
+        PermissionState::Ignored => "ignored",
+    }
+    .to_string())
 }
 
 /// The lines a worker `denorun:testing` runs has written so far.
