@@ -49,29 +49,28 @@ fn normalize(text: &[u8]) -> String {
     out
 }
 
+/// `denorun test ARGS` and `deno test --no-check ARGS`, both in the fixtures' directory.
+fn both(args: &[&str]) -> (Output, Output) {
+    let ours = run_in(FIXTURES, denorun(&[&["test"], args].concat()));
+    let mut theirs = Command::new(deno());
+    theirs.args(["test", "--no-check"]).args(args);
+    (ours, run_in(FIXTURES, theirs))
+}
+
 #[test]
 fn output_and_exit_code_match_deno_test() {
-    let ours = run_in(FIXTURES, denorun(&["test"]));
-    let mut theirs = Command::new(deno());
-    theirs.args(["test", "--no-check"]);
-    let theirs = run_in(FIXTURES, theirs);
+    let (ours, theirs) = both(&[]);
     assert_eq!(normalize(&ours.stdout), normalize(&theirs.stdout), "stdout");
     assert_eq!(normalize(&ours.stderr), normalize(&theirs.stderr), "stderr");
     assert_eq!((ours.status.code(), theirs.status.code()), (Some(1), Some(1)));
 
     // --filter, and a passing run.
-    let ours = run_in(FIXTURES, denorun(&["test", "--filter", "one", "a_test.ts", "math_test.ts"]));
-    let mut theirs = Command::new(deno());
-    theirs.args(["test", "--no-check", "--filter", "one", "a_test.ts", "math_test.ts"]);
-    let theirs = run_in(FIXTURES, theirs);
+    let (ours, theirs) = both(&["--filter", "one", "a_test.ts", "math_test.ts"]);
     assert_eq!(normalize(&ours.stdout), normalize(&theirs.stdout), "stdout with --filter");
     assert_eq!((ours.status.code(), theirs.status.code()), (Some(0), Some(0)));
 
     // `only`: the others are filtered out, and the run fails for it.
-    let ours = run_in(FIXTURES, denorun(&["test", "only_test.ts"]));
-    let mut theirs = Command::new(deno());
-    theirs.args(["test", "--no-check", "only_test.ts"]);
-    let theirs = run_in(FIXTURES, theirs);
+    let (ours, theirs) = both(&["only_test.ts"]);
     assert_eq!(normalize(&ours.stdout), normalize(&theirs.stdout), "stdout with only");
     assert_eq!(normalize(&ours.stderr), normalize(&theirs.stderr), "stderr with only");
     assert_eq!((ours.status.code(), theirs.status.code()), (Some(1), Some(1)));

@@ -148,11 +148,17 @@ async fn show_hash(conn: &mut Conn, key: &str) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The type's request streams, as its hash (`<type>:h`) names them: `requestStream`, or the
+/// `streamShards` shards.
+async fn request_streams(conn: &mut Conn, worker_type: &str) -> anyhow::Result<Vec<String>> {
+    let type_hash: HashMap<String, String> = conn.hgetall(format!("{worker_type}:h")).await?;
+    crate::shards::request_streams(worker_type, &type_hash).map_err(anyhow::Error::msg)
+}
+
 /// Creates the type's request stream (each shard, with `streamShards`) and its group.
 async fn create_req_stream(conn: &mut Conn, worker_type: &str) -> anyhow::Result<i32> {
     check_type(worker_type)?;
-    let type_hash: HashMap<String, String> = conn.hgetall(format!("{worker_type}:h")).await?;
-    for key in crate::shards::request_streams(worker_type, &type_hash).map_err(anyhow::Error::msg)? {
+    for key in request_streams(conn, worker_type).await? {
         let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(&key, "worker", "0").await;
         match created {
             Ok(()) => println!("created {key} with consumer group worker"),
@@ -175,8 +181,7 @@ async fn xadd_req(
     serde_json::from_str::<serde_json::Value>(data).with_context(|| format!("--data is not JSON: {data}"))?;
     let reference = reference.unwrap_or_else(|| hex::encode(rand::random::<[u8; 6]>()));
     // The type's request stream, or with `streamShards` the shard of the ref.
-    let type_hash: HashMap<String, String> = conn.hgetall(format!("{worker_type}:h")).await?;
-    let streams = crate::shards::request_streams(worker_type, &type_hash).map_err(anyhow::Error::msg)?;
+    let streams = request_streams(conn, worker_type).await?;
     let key = &streams[crate::shards::for_ref(&reference, streams.len())];
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let request_hash = format!("req:{reference}:h");
@@ -234,8 +239,7 @@ async fn xtrim(conn: &mut Conn, key: &str, maxlen: usize) -> anyhow::Result<i32>
 
 async fn info(conn: &mut Conn, worker_type: &str) -> anyhow::Result<i32> {
     check_type(worker_type)?;
-    let type_hash: HashMap<String, String> = conn.hgetall(format!("{worker_type}:h")).await?;
-    let streams = crate::shards::request_streams(worker_type, &type_hash).map_err(anyhow::Error::msg)?;
+    let streams = request_streams(conn, worker_type).await?;
     for key in &streams {
         let groups: redis::RedisResult<Vec<HashMap<String, redis::Value>>> =
             redis::cmd("XINFO").arg("GROUPS").arg(key).query_async(conn).await;
