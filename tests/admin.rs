@@ -87,3 +87,42 @@ fn requests_without_a_worker_time_out_clearly_and_streams_can_be_read_and_trimme
     assert_eq!(trimmed.stdout, format!("trimmed 1 from {t}:req:x\n"), "{trimmed:?}");
     assert_eq!(run(denorun(&["xrange-req", &t]), "").stdout, "");
 }
+
+#[test]
+fn stream_shards_are_created_listed_and_chosen_by_ref() {
+    let t = unique("shards");
+    let dir = temp_dir();
+    let path = write(
+        dir.path(),
+        "h.ts",
+        "export default { request(req: any) { return { code: 200, stream: req.stream }; } };",
+    );
+    let fields = [("workerUrl", path.to_str().unwrap()), ("workerVersion", "local"), ("streamShards", "3")];
+    redis().hset(&format!("{t}:h"), &fields);
+    redis().hset(&format!("{t}:1:h"), &[("consumerId", "1")]);
+
+    let created = run(denorun(&["create-req-stream", &t]), "");
+    assert_eq!(created.code, 0, "{created:?}");
+    let streams: Vec<String> = created.stdout.lines().map(|l| l.split(' ').nth(1).unwrap().to_string()).collect();
+    assert_eq!(streams.len(), 3, "{created:?}");
+    assert!(streams.iter().all(|s| s.starts_with(&format!("{t}:req:{{")) && s.ends_with("}:x")), "{streams:?}");
+    let info = run(denorun(&["info", &t]), "");
+    assert_eq!(info.code, 0, "{info:?}");
+    assert!(streams.iter().all(|s| info.stdout.contains(&format!("stream {s}:"))), "{info:?}");
+
+    // A worker reads every shard; xadd-req puts the request on the shard of its ref.
+    let mut cmd = denorun(&[&format!("{t}:1:h")]);
+    cmd.stdin(std::process::Stdio::null());
+    let mut worker = Killed::new(cmd.spawn().unwrap());
+    wait_until("the worker claims its hash", || redis().cmd::<bool>(&["HEXISTS", &format!("{t}:1:h"), "pid"]));
+    // A ref of its own: the other tests share this Redis and its res:{ref} lists.
+    let reference = unique("ref");
+    let sent = run(denorun(&["xadd-req", &t, "--ref", &reference, "--data", "{}"]), "");
+    assert_eq!(sent.code, 0, "{sent:?}");
+    let reply: serde_json::Value = serde_json::from_str(sent.stdout.lines().nth(1).unwrap()).unwrap();
+    let shard = reply["stream"].as_str().unwrap().to_string();
+    assert!(streams.contains(&shard), "{reply} {streams:?}");
+    let entries: redis::Value = redis().cmd(&["XRANGE", &shard, "-", "+"]);
+    assert!(format!("{entries:?}").contains(&reference), "{entries:?}");
+    worker.kill();
+}
