@@ -15,6 +15,7 @@ use deno_runtime::snapshot::{create_runtime_snapshot, LazyExtensionFileKind};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rustc-link-arg-bins=-no-pie");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     let output = create_runtime_snapshot(out.join("DENORUN_SNAPSHOT.bin"), SnapshotOptions::default(), vec![]);
     let consumed: HashSet<&str> = output.consumed_lazy_specifiers.iter().map(String::as_str).collect();
