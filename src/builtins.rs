@@ -3,40 +3,36 @@
 //! Workers written in 2021 import `https://deno.land/x/redis/mod.ts`,
 //! `https://deno.land/std@0.106.0/log/mod.ts` and the like. Each such URL, whatever version it
 //! names, maps to one canonical URL (`https://deno.land/std/log/mod.ts`), whose source is the
-//! file at the same path under `js/`. Built-in modules are never fetched.
+//! file at the same path under `js/`, transpiled at build time. Built-in modules are never
+//! fetched.
 
 use deno_runtime::deno_core::ModuleSpecifier;
 
-macro_rules! builtin {
-    ($path:literal) => {
-        (concat!("https://", $path), include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/js/", $path)))
-    };
+/// A built-in module: the URL it is served at, its TypeScript (what error reports quote) and the
+/// JavaScript `build.rs` made of it (what runs).
+pub struct Builtin {
+    pub url: &'static str,
+    pub typescript: &'static str,
+    pub javascript: &'static str,
 }
 
-/// Canonical URL and TypeScript source of every built-in module.
-static MODULES: &[(&str, &str)] = &[
-    builtin!("deno.land/std/encoding/base64.ts"),
-    builtin!("deno.land/std/encoding/hex.ts"),
-    builtin!("deno.land/std/fmt/colors.ts"),
-    builtin!("deno.land/std/log/handlers.ts"),
-    builtin!("deno.land/std/log/levels.ts"),
-    builtin!("deno.land/std/log/logger.ts"),
-    builtin!("deno.land/std/log/mod.ts"),
-    builtin!("deno.land/std/testing/asserts.ts"),
-    builtin!("deno.land/x/crypto/aes.ts"),
-    builtin!("deno.land/x/crypto/block-modes.ts"),
-    builtin!("deno.land/x/redis/command.ts"),
-    builtin!("deno.land/x/redis/mod.ts"),
-    builtin!("deno.land/x/redis/protocol/mod.ts"),
-    builtin!("deno.land/x/redis/redis.ts"),
-    builtin!("deno.land/x/redis/stream.ts"),
-    builtin!("jsr.io/@std/assert/mod.ts"),
-    ("denorun:testing", include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/js/denorun/testing.ts"))),
-];
+mod generated {
+    use super::Builtin;
+    include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
+}
 
-/// The source of a built-in module, by canonical URL.
+/// Every built-in module: each `js/<host>/<path>` is `https://<host>/<path>`, and each
+/// `js/denorun/<name>.ts` is `denorun:<name>` (`build.rs` lists them).
+static MODULES: &[Builtin] = generated::BUILTINS;
+
+/// The built-in module at a canonical URL.
+pub fn find(specifier: &ModuleSpecifier) -> Option<&'static Builtin> {
+    MODULES.iter().find(|builtin| builtin.url == specifier.as_str())
+}
+
+/// The TypeScript source of a built-in module, by canonical URL.
 pub fn source(specifier: &ModuleSpecifier) -> Option<&'static str> {
-    MODULES.iter().find(|(url, _)| *url == specifier.as_str()).map(|(_, src)| *src)
+    find(specifier).map(|builtin| builtin.typescript)
 }
 
 /// Maps a URL to the canonical URL of the built-in module that serves it, if there is one.
@@ -48,7 +44,7 @@ pub fn source(specifier: &ModuleSpecifier) -> Option<&'static str> {
 pub fn canonical(url: &ModuleSpecifier) -> Option<ModuleSpecifier> {
     let unversioned = |s: &str| s.split('@').next().unwrap_or(s).to_string();
     let known = |candidate: String| {
-        MODULES.iter().any(|(known, _)| *known == candidate).then(|| ModuleSpecifier::parse(&candidate).ok())?
+        MODULES.iter().any(|builtin| builtin.url == candidate).then(|| ModuleSpecifier::parse(&candidate).ok())?
     };
     let segments: Vec<&str> = url.path().trim_start_matches('/').split('/').collect();
     if url.scheme() == "denorun" {
@@ -109,8 +105,8 @@ mod tests {
 
     #[test]
     fn every_builtin_is_its_own_canonical_url() {
-        for (url, _) in MODULES {
-            assert_eq!(canon(url).as_deref(), Some(*url));
+        for builtin in MODULES {
+            assert_eq!(canon(builtin.url).as_deref(), Some(builtin.url));
         }
     }
 }

@@ -5,10 +5,10 @@
 //! What may be loaded at all is the worker's [`Provenance`]: the origins code may come from,
 //! the main module's pinned digest, and the lockfiles remote modules must match.
 
-use deno_ast::{EmitOptions, MediaType, ParseParams, SourceMapOption, TranspileModuleOptions, TranspileOptions};
+use deno_ast::MediaType;
 use deno_error::JsErrorBox;
 use deno_runtime::deno_core::{
-    resolve_import, ModuleLoadOptions, ModuleLoadReferrer, ModuleLoadResponse, ModuleLoader, ModuleSource,
+    resolve_import, FastString, ModuleLoadOptions, ModuleLoadReferrer, ModuleLoadResponse, ModuleLoader, ModuleSource,
     ModuleSourceCode, ModuleSpecifier, ModuleType, RequestedModuleType, ResolutionKind,
 };
 
@@ -21,6 +21,7 @@ use crate::audit;
 use crate::builtins;
 use crate::lock::{self, Lock};
 use crate::remote::RemoteModules;
+use crate::transpile;
 
 /// Where a worker's code may come from, and which bytes it must have.
 #[derive(Debug, Clone, Default)]
@@ -111,14 +112,9 @@ impl ModuleLoader for Loader {
         options: ModuleLoadOptions,
     ) -> ModuleLoadResponse {
         let json = matches!(options.requested_module_type, RequestedModuleType::Json);
-        if let Some(source) = builtins::source(specifier) {
-            return ModuleLoadResponse::Sync(emit(
-                specifier,
-                specifier,
-                source.to_string(),
-                MediaType::TypeScript,
-                json,
-            ));
+        if let Some(builtin) = builtins::find(specifier) {
+            let code = ModuleSourceCode::String(FastString::from_static(builtin.javascript));
+            return ModuleLoadResponse::Sync(Ok(ModuleSource::new(ModuleType::JavaScript, code, specifier, None)));
         }
         let provenance = &self.provenance;
         if let Err(e) = check_origin(provenance.origins.as_ref(), specifier) {
@@ -211,27 +207,8 @@ fn emit(
 }
 
 fn transpile(specifier: &ModuleSpecifier, source: String, media_type: MediaType) -> Result<String, JsErrorBox> {
-    let parsed = deno_ast::parse_module(ParseParams {
-        specifier: specifier.clone(),
-        text: source.into(),
-        media_type,
-        capture_tokens: false,
-        scope_analysis: false,
-        maybe_syntax: None,
+    transpile::to_javascript(specifier, source, media_type).map_err(|e| match e {
+        transpile::Error::Parse(e) => JsErrorBox::from_err(e),
+        transpile::Error::Transpile(e) => JsErrorBox::from_err(e),
     })
-    .map_err(JsErrorBox::from_err)?;
-    let emitted = parsed
-        .transpile(
-            &TranspileOptions {
-                // As Deno did in 2021: imports used only as types are dropped, so a 2021 worker's
-                // `import { ArrayReply, connect }` links even though ArrayReply is a type.
-                imports_not_used_as_values: deno_ast::ImportsNotUsedAsValues::Remove,
-                ..Default::default()
-            },
-            &TranspileModuleOptions::default(),
-            &EmitOptions { source_map: SourceMapOption::Inline, inline_sources: true, ..Default::default() },
-        )
-        .map_err(JsErrorBox::from_err)?
-        .into_source();
-    Ok(emitted.text)
 }

@@ -29,6 +29,7 @@ mod spec;
 mod supervisor;
 mod test_runner;
 mod topology;
+mod transpile;
 mod worker;
 
 use anyhow::Context;

@@ -30,6 +30,7 @@ use anyhow::{bail, Context};
 use redis::AsyncCommands;
 
 mod scale;
+mod startup;
 
 const KEY_HEX: &str = "00112233445566778899aabbccddeeff";
 const IV_HEX: &str = "0f0e0d0c0b0a09080706050403020100";
@@ -55,7 +56,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{requests} requests in {:.2}s", start.elapsed().as_secs_f64());
             Ok(())
         }),
-        _ => bail!("usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--only-metrics] [--only-scale] [--out FILE]"),
+        _ => bail!("usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--only-metrics] [--only-scale] [--only-startup] [--out FILE]"),
     }
 }
 
@@ -68,6 +69,8 @@ struct Options {
     only_metrics: bool,
     /// Only one Redis vs a three-master Cluster, printed, not written.
     only_scale: bool,
+    /// Only start-up: cold start of (a) and (b), `run empty.ts` and sizes, printed, not written.
+    only_startup: bool,
     out: PathBuf,
     /// The command line, for the report.
     command: String,
@@ -76,13 +79,14 @@ struct Options {
 impl Options {
     fn parse(args: &[String]) -> anyhow::Result<Options> {
         let mut values: HashMap<&str, &str> = HashMap::new();
-        let (mut quick, mut only_metrics, mut only_scale) = (false, false, false);
+        let (mut quick, mut only_metrics, mut only_scale, mut only_startup) = (false, false, false, false);
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             match arg.as_str() {
                 "--quick" => quick = true,
                 "--only-metrics" => only_metrics = true,
                 "--only-scale" => only_scale = true,
+                "--only-startup" => only_startup = true,
                 "--denorun" | "--deno" | "--node" | "--out" => {
                     values.insert(arg, it.next().context("a flag needs a value")?);
                 }
@@ -97,6 +101,7 @@ impl Options {
             quick,
             only_metrics,
             only_scale,
+            only_startup,
             out: values.get("--out").map(PathBuf::from).unwrap_or_else(|| "BENCHMARKS.md".into()),
             command: std::env::var("BENCH_COMMAND").unwrap_or_else(|_| "bench/run.sh".into()),
         })
@@ -197,6 +202,24 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    let startup_runs = if bench.opts.quick { 5 } else { 41 };
+    if bench.opts.only_startup {
+        let mut out = String::from(
+            "\n## Cold start (median)\n\n| form | to first XREADGROUP ms | to first reply ms |\n|---|---|---|\n",
+        );
+        let mut reply = Vec::new();
+        for form in [Form::Denorun, Form::Deno, Form::Handler] {
+            eprintln!("{}: cold start x{cold_runs}", form.name());
+            let c = bench.cold_start(form, cold_runs).await?;
+            let _ = writeln!(out, "| {} | {:.1} | {:.1} |", form.name(), c.to_xreadgroup_ms, c.to_reply_ms);
+            reply.push(c.to_reply_ms);
+        }
+        let _ = writeln!(out, "\n(a) vs (b) to first reply: {:.2}×", reply[0] / reply[1]);
+        out.push_str(&startup::Startup::measure(&bench.opts.denorun, &bench.opts.deno, startup_runs)?.report());
+        println!("{out}");
+        return Ok(());
+    }
+
     let mut cold: HashMap<&str, Cold> = HashMap::new();
     let mut rows: HashMap<(&str, usize), Row> = HashMap::new();
     let mut denorun_rss_per_added = 0.0;
@@ -218,7 +241,9 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     for n in [1, 4, 16] {
         idle.push((format!("`denorun supervise`, {n} worker(s)"), bench.idle_rss(n, false).await?));
     }
-    let mut report = report(&bench.opts, requests, &cold, &rows, denorun_rss_per_added);
+    eprintln!("start-up: run empty.ts x{startup_runs}, denorun and Deno in turn");
+    let startup = startup::Startup::measure(&bench.opts.denorun, &bench.opts.deno, startup_runs)?;
+    let mut report = report(&bench.opts, requests, &cold, &rows, denorun_rss_per_added, &startup);
     let _ = writeln!(report, "\n## denorun's idle RSS by worker count\n\n| process | RSS MiB |\n|---|---|");
     for (what, mib) in idle {
         let _ = writeln!(report, "| {what} | {mib:.1} |");
@@ -738,6 +763,7 @@ fn report(
     cold: &HashMap<&str, Cold>,
     rows: &HashMap<(&str, usize), Row>,
     rss_per_added: f64,
+    startup: &startup::Startup,
 ) -> String {
     let b = Form::Deno.name();
     let d = Form::Rust.name();
@@ -802,12 +828,18 @@ fn report(
     let cpu_d = rows[&(a, 4)].cpu_us_per_request / rows[&(d, 4)].cpu_us_per_request;
     let rps_b = rows[&(a, 4)].rps / rows[&(b, 4)].rps;
     let cold_b = cold[a].to_reply_ms / cold[b].to_reply_ms;
+    out.push_str(&startup.report());
     let _ = writeln!(out, "\n## Targets\n");
     let _ = writeln!(out, "| target | measured | |\n|---|---|---|");
     let _ = writeln!(out, "| CPU per request ≤ 0.5× (b) (4 workers) | {cpu_b:.2}× | {} |", verdict(cpu_b <= 0.5));
     let _ = writeln!(out, "| CPU per request ≤ 2× (d) (4 workers) | {cpu_d:.2}× | {} |", verdict(cpu_d <= 2.0));
     let _ = writeln!(out, "| req/s with 4 workers ≥ 1.5× (b) | {rps_b:.2}× | {} |", verdict(rps_b >= 1.5));
     let _ = writeln!(out, "| cold start to first reply ≤ 0.3× (b) | {cold_b:.2}× | {} |", verdict(cold_b <= 0.3));
+    let run_empty = startup.denorun_ms / startup.deno_ms;
+    let _ = writeln!(out, "| `run empty.ts` ≤ Deno's | {run_empty:.2}× | {} |", verdict(run_empty <= 1.0));
+    let size = startup.denorun_mb / startup.deno_mb;
+    let _ =
+        writeln!(out, "| binary ≤ Deno's CLI | {:.1} MB, {size:.2}× | {} |", startup.denorun_mb, verdict(size <= 1.0));
     let _ = writeln!(
         out,
         "| RSS per additional worker in one denorun process ≤ 15 MiB | {rss_per_added:.1} MiB | {} |",
