@@ -1,13 +1,14 @@
 //! Build script: makes what a worker would otherwise make at each start.
 //!
-//! - The V8 startup snapshot of deno_runtime's own JavaScript. Without it every worker would
+//! - The V8 startup snapshot of deno_runtime's JavaScript and denorun's own extension (its
+//!   ops and `src/ops/*.js`, from the library in `runtime/`). Without it every worker would
 //!   read ~390 extension sources from cargo's registry at start-up and transpile them: slow,
-//!   and the binary would not run anywhere else. The snapshot holds the evaluated runtime; the
-//!   lazily loaded sources the snapshot did not consume are transpiled here and embedded in
-//!   the binary as `residual.rs`.
-//! - The built-in modules under `js/`, transpiled (`src/transpile.rs`, as the loader does a
-//!   worker's own TypeScript) and listed with their URLs in `builtins.rs`.
+//!   and the binary would not run anywhere else. With every op in it, a worker does not bind
+//!   ~1,600 ops at each start either. The lazily loaded sources the snapshot did not consume
+//!   are transpiled here and embedded in the binary as `residual.rs`.
 //! - No start-up relocations: the binary is linked at a fixed address.
+//!
+//! (The built-in modules under `js/` are transpiled by the library's own build script.)
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -17,15 +18,11 @@ use deno_runtime::deno_core::{wrap_lazy_ext_script, ModuleCodeString, ModuleName
 use deno_runtime::ops::bootstrap::SnapshotOptions;
 use deno_runtime::snapshot::{create_runtime_snapshot, LazyExtensionFileKind};
 
-#[path = "src/transpile.rs"]
-mod transpile;
-
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     position_dependent();
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     snapshot(&out);
-    builtins(&out);
 }
 
 /// Links denorun at a fixed address (`-no-pie`), so that the loader has no relocations to
@@ -41,7 +38,8 @@ fn position_dependent() {
 }
 
 fn snapshot(out: &Path) {
-    let output = create_runtime_snapshot(out.join("DENORUN_SNAPSHOT.bin"), SnapshotOptions::default(), vec![]);
+    let extensions = denorun_runtime::snapshot_extensions();
+    let output = create_runtime_snapshot(out.join("DENORUN_SNAPSHOT.bin"), SnapshotOptions::default(), extensions);
     let consumed: HashSet<&str> = output.consumed_lazy_specifiers.iter().map(String::as_str).collect();
 
     let (mut js, mut esm) = (String::new(), String::new());
@@ -78,56 +76,4 @@ fn snapshot(out: &Path) {
         ),
     )
     .expect("writing residual.rs");
-}
-
-/// Transpiles every module under `js/` and writes `builtins.rs`, the table `src/builtins.rs`
-/// serves them from: `js/<host>/<path>` at `https://<host>/<path>`, and `js/denorun/<name>.ts`
-/// at `denorun:<name>`.
-fn builtins(out: &Path) {
-    println!("cargo:rerun-if-changed=src/transpile.rs");
-    println!("cargo:rerun-if-changed=js");
-    let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR")).join("js");
-    let mut files = Vec::new();
-    collect(&root, &mut files);
-    files.sort();
-    let mut table = String::new();
-    for path in files {
-        let relative = path.strip_prefix(&root).unwrap().to_str().expect("a UTF-8 path").replace('\\', "/");
-        let url = match relative.strip_prefix("denorun/") {
-            Some(name) => format!("denorun:{}", name.trim_end_matches(".ts")),
-            None => format!("https://{relative}"),
-        };
-        let source = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-        let specifier = deno_ast::ModuleSpecifier::parse(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
-        let media_type = deno_ast::MediaType::from_path(&path);
-        let javascript = transpile::to_javascript(&specifier, source, media_type)
-            .unwrap_or_else(|e| panic!("transpiling {}: {e}", path.display()));
-        let js_path = out.join(format!("builtin_{}.js", relative.replace(['/', '@', '.'], "_")));
-        std::fs::write(&js_path, javascript).expect("writing a built-in module");
-        writeln!(
-            table,
-            "    Builtin {{ url: {url:?}, typescript: include_str!({:?}), javascript: include_str!({:?}) }},",
-            path.display().to_string(),
-            js_path.display().to_string()
-        )
-        .unwrap();
-    }
-    std::fs::write(
-        out.join("builtins.rs"),
-        format!(
-            "/// The built-in modules, sorted by path under `js/`.\npub static BUILTINS: &[Builtin] = &[\n{table}];\n"
-        ),
-    )
-    .expect("writing builtins.rs");
-}
-
-fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display())) {
-        let path = entry.expect("a directory entry").path();
-        if path.is_dir() {
-            collect(&path, files);
-        } else if path.extension().is_some_and(|ext| ext == "ts") {
-            files.push(path);
-        }
-    }
 }

@@ -1,11 +1,12 @@
-// The denorun extension's entry point. It runs while Deno.core still has every op, and keeps
-// denorun's own ops where the built-in modules (js/deno.land/...) look for them:
-// globalThis[Symbol.for("denorun.ops")]. User code cannot import ext: modules.
+// The denorun extension's entry point, evaluated into the startup snapshot (build.rs). It runs
+// while Deno.core still has every op, and keeps denorun's own ops where the built-in modules
+// (js/deno.land/...) look for them: globalThis[Symbol.for("denorun.ops")]. User code cannot
+// import ext: modules.
 import { core } from "ext:core/mod.js";
 import "ext:denorun/01_handler.js";
 import "ext:denorun/02_test.js";
 
-const {
+import {
   op_denorun_hex_encode,
   op_denorun_hex_decode,
   op_denorun_base64_encode,
@@ -27,25 +28,46 @@ const {
   op_denorun_testing_stop,
   op_denorun_testing_logs,
   op_denorun_testing_net,
-} = core.ops;
-
-// The heap gauge of a worker whose numbers are kept, sampled every second while it runs
-// (an idle isolate's heap does not move). The timer never keeps a worker alive.
-if (op_denorun_heap_sample()) {
-  core.createSystemInterval(op_denorun_heap_sample, 1000, false);
-}
+} from "ext:core/ops";
 
 // Deno's bootstrap wraps each method of console (those V8's inspector console also has) so
 // that an inspector attached later still sees console calls; each call then also captures a
 // stack trace for that inspector: a tenth of a busy worker's CPU. A worker started without
-// --inspect cannot get an inspector later, so it empties V8's console object, and the wrap
-// that follows finds nothing to wrap.
-if (!op_denorun_inspecting()) {
-  const v8Console = core.v8Console;
-  for (const key of Object.keys(v8Console)) {
-    delete v8Console[key];
+// --inspect cannot get an inspector later, so V8's console object is emptied here, in the
+// snapshot, and the bootstrap's wrap finds nothing to wrap; `start` wraps the console of a
+// worker started with --inspect as the bootstrap would have (Deno.core is gone by then, so
+// `core.wrapConsole` cannot be called).
+const v8Console = core.v8Console;
+const v8ConsoleMethods = { ...v8Console };
+for (const key of Object.keys(v8Console)) {
+  delete v8Console[key];
+}
+const callConsole = core.callConsole;
+
+function wrapConsoleForInspector(console) {
+  for (const [key, fromV8] of Object.entries(v8ConsoleMethods)) {
+    if (!Object.hasOwn(console, key)) {
+      console[key] = fromV8;
+      continue;
+    }
+    const wrapped = callConsole.bind(console, fromV8, console[key]);
+    Object.defineProperty(wrapped, "name", { value: key });
+    console[key] = wrapped;
   }
 }
+
+// Run by the runtime in each worker once Deno's bootstrap is done, before the worker's code.
+// The heap gauge of a worker whose numbers are kept is sampled every second while it runs (an
+// idle isolate's heap does not move); the timer never keeps a worker alive.
+function start() {
+  if (op_denorun_inspecting()) {
+    wrapConsoleForInspector(globalThis.console);
+  }
+  if (op_denorun_heap_sample()) {
+    core.createSystemInterval(op_denorun_heap_sample, 1000, false);
+  }
+}
+Object.defineProperty(globalThis, Symbol.for("denorun.start"), { value: start });
 
 // deno-redis v0.24's error classes. They extend Error without renaming it, as the originals
 // did. The Rust ops reject with the first two by class name.

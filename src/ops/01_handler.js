@@ -2,9 +2,8 @@
 // loop in Rust (ops/handler.rs: reads, replies and acks, retries, dead letters, recovery);
 // this side calls `request(req, ctx)` for each request, `concurrency` at a time, and reports
 // the result. Started by the runtime after the main module has run (`denorun.serve`).
-import { core } from "ext:core/mod.js";
 
-const {
+import {
   op_denorun_handler_open,
   op_denorun_handler_next,
   op_denorun_handler_done,
@@ -12,7 +11,7 @@ const {
   op_denorun_handler_overdue,
   op_denorun_aes,
   op_denorun_base64_decode,
-} = core.ops;
+} from "ext:core/ops";
 
 /** The handler of a module namespace; undefined for a module that is not a handler worker. */
 function handlerOf(namespace, key) {

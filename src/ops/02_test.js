@@ -4,7 +4,7 @@
 // (src/ops/testing.rs), which prints ERRORS, FAILURES and the summary once every file ran.
 import { core } from "ext:core/mod.js";
 
-const { op_denorun_test_error, op_denorun_test_report } = core.ops;
+import { op_denorun_test_error, op_denorun_test_report } from "ext:core/ops";
 
 const tests = [];
 

@@ -1,9 +1,10 @@
 //! denorun's own ops: the Rust side of the built-in modules in `js/`.
 //!
-//! One `extension!` holds every op. Its entry point (`00_denorun.js`, embedded in the binary)
-//! runs before Deno's bootstrap removes ops from `Deno.core`, and keeps the ones the built-in
-//! modules need on `globalThis[Symbol.for("denorun.ops")]`. User code cannot import `ext:`
-//! modules, so that symbol is how `js/deno.land/...` reaches Rust.
+//! One `extension!` holds every op. It is in the startup snapshot (`build.rs`): its entry
+//! point (`00_denorun.js`) ran there, before Deno's bootstrap removes ops from `Deno.core`,
+//! and kept the ones the built-in modules need on `globalThis[Symbol.for("denorun.ops")]`.
+//! User code cannot import `ext:` modules, so that symbol is how `js/deno.land/...` reaches
+//! Rust.
 
 pub mod crypto;
 pub mod encoding;

@@ -28,10 +28,21 @@ use crate::flags::{DenoFlags, InspectMode};
 use crate::loader::{Loader, Provenance};
 use crate::remote::RemoteModules;
 
-static SNAPSHOT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/DENORUN_SNAPSHOT.bin"));
+/// The startup snapshot every worker starts from: deno_runtime's JavaScript and denorun's
+/// extension (`crate::snapshot_extensions`), evaluated by the binary's build script, and the
+/// lazily loaded runtime sources the snapshot does not hold, by specifier.
+#[derive(Clone, Copy)]
+pub struct Snapshot {
+    pub bytes: &'static [u8],
+    pub lazy_js: &'static [(&'static str, &'static str)],
+    pub lazy_esm: &'static [(&'static str, &'static str)],
+}
 
-mod residual {
-    include!(concat!(env!("OUT_DIR"), "/residual.rs"));
+static SNAPSHOT: std::sync::OnceLock<Snapshot> = std::sync::OnceLock::new();
+
+/// Sets the snapshot workers start from; the binary calls it first of all.
+pub fn use_snapshot(snapshot: Snapshot) {
+    let _ = SNAPSHOT.set(snapshot);
 }
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -225,6 +236,7 @@ pub async fn run(spec: WorkerSpec, stop: StopHandle) -> Exit {
 }
 
 fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<InspectorServer>>)> {
+    let snapshot = SNAPSHOT.get().expect("the binary sets the startup snapshot before any worker starts");
     let server = inspector::bind(spec.flags.inspect)?;
     let remote = RemoteModules::new(spec.flags.reload)?;
     let services = WorkerServiceOptions::<DenoInNpmPackageChecker, NpmResolver<RealSys>, RealSys> {
@@ -260,9 +272,11 @@ fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Inspector
             spec.mode.test_run(),
             spec.redis_url.clone(),
         )],
-        startup_snapshot: Some(SNAPSHOT),
-        residual_lazy_js_sources: residual::RESIDUAL_LAZY_JS,
-        residual_lazy_esm_sources: residual::RESIDUAL_LAZY_ESM,
+        startup_snapshot: Some(snapshot.bytes),
+        residual_lazy_js_sources: snapshot.lazy_js,
+        residual_lazy_esm_sources: snapshot.lazy_esm,
+        // Every op, denorun's too, is bound in the snapshot already.
+        skip_op_registration: true,
         seed: spec.flags.seed,
         should_break_on_first_statement: inspect == Some(InspectMode::Break),
         should_wait_for_inspector_session: inspect == Some(InspectMode::Wait),
@@ -273,6 +287,8 @@ fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Inspector
         ..Default::default()
     };
     let mut worker = MainWorker::bootstrap_from_options(&spec.main_module, services, options);
+    // What the extension's JavaScript could not do in the snapshot: this worker's heap samples.
+    worker.js_runtime.execute_script("ext:denorun/start.js", "globalThis[Symbol.for(\"denorun.start\")]();")?;
     if crate::audit::enabled() {
         worker.js_runtime.op_state().borrow_mut().op_stack_trace_callback = Some(crate::audit::stack_trace_callback());
     }

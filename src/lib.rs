@@ -1,0 +1,228 @@
+//! denorun's runtime: runs Redis-driven TypeScript workers in embedded Deno.
+//!
+//! `denorun <WORKER_KEY>` reads the worker's Redis hash, derives its permissions from the hash
+//! and runs its module; `denorun run` runs a script like `deno run`. This library is all of
+//! denorun but the startup snapshot: the binary (`main.rs`) hands [`main`] the snapshot that
+//! its build script made with [`snapshot_extensions`]. The layout follows the
+//! concepts: `cli` (command line), `config` (worker hash), `flags` and `permissions` (what a
+//! worker may do), `loader`, `builtins` and `remote` (where modules come from), `ops` (Rust
+//! behind the built-in modules), `spec` (hash to worker), `worker` (the runtime, its limits
+//! and why it ended) and `supervisor` (many workers in one process).
+
+mod acl;
+mod admin;
+mod audit;
+mod builtins;
+mod ceiling;
+mod cli;
+mod config;
+mod flags;
+mod loader;
+mod lock;
+mod logs;
+mod metrics;
+mod ops;
+mod permissions;
+mod remote;
+mod scaffold;
+mod secret;
+mod shards;
+mod spec;
+mod supervisor;
+mod test_runner;
+mod topology;
+mod transpile;
+mod worker;
+
+use anyhow::Context;
+use clap::Parser;
+use deno_runtime::deno_core::resolve_url_or_path;
+
+use std::sync::Arc;
+
+use crate::cli::{Cli, Command, LimitArgs, LockArgs, ObserveArgs, RunArgs};
+use crate::config::RedisTarget;
+use crate::loader::Provenance;
+use crate::lock::Lock;
+use crate::metrics::{Metrics, WorkerLabels, WorkerStats};
+use crate::spec::{Host, LimitDefaults, Trust};
+use crate::worker::{Limits, WorkerSpec};
+
+pub use crate::worker::Snapshot;
+
+/// denorun's own extensions, to be evaluated into the startup snapshot after deno_runtime's
+/// (each worker then finds their ops and JavaScript there, and does not bind them again).
+pub fn snapshot_extensions() -> Vec<deno_runtime::deno_core::Extension> {
+    vec![ops::denorun::lazy_init()]
+}
+
+/// The `denorun` command, with the startup snapshot `build.rs` made.
+pub fn main(snapshot: Snapshot) -> ! {
+    worker::use_snapshot(snapshot);
+    let cli = Cli::parse();
+    logs::init(match &cli.command {
+        Some(Command::Supervise(args)) => args.log_format,
+        _ => logs::Format::Prefix,
+    });
+    if let Err(e) = audit::init(cli.audit.as_deref()) {
+        fail(e);
+    }
+    let code = match cli.command {
+        Some(Command::Run(args)) => run_script(args),
+        Some(Command::Test(args)) => test_runner::run(&args.argv),
+        Some(Command::New { worker_type, dir }) => scaffold::new(&worker_type, dir.as_deref()),
+        Some(Command::Supervise(args)) => RedisTarget::parse(&cli.redis.url).and_then(|redis| {
+            supervisor::supervise(
+                redis,
+                supervisor::Options {
+                    worker_type: args.worker_type,
+                    drain_timeout: seconds(args.drain_timeout),
+                    policy: supervisor::Policy {
+                        quick_exit: seconds(args.quick_exit),
+                        backoff: seconds(args.backoff),
+                        backoff_max: seconds(args.backoff_max),
+                        max_failures: args.max_failures.max(1),
+                    },
+                    limits: limit_defaults(args.limits),
+                    trust: Trust::from_args(&args.trust).unwrap_or_else(|e| fail(e)),
+                    heartbeat: seconds(args.heartbeat).max(std::time::Duration::from_millis(100)),
+                    allow_remote_inspect: args.allow_remote_inspect,
+                    metrics: args.observe.metrics,
+                    allow_remote_metrics: args.observe.allow_remote_metrics,
+                },
+            )
+        }),
+        Some(Command::Lock(args)) => write_lock(&args, &cli.redis.url),
+        Some(Command::Admin(command)) => {
+            RedisTarget::parse(&cli.redis.url).and_then(|redis| admin::run(&redis, command))
+        }
+        None => {
+            let key = cli.worker_key.expect("clap requires WORKER_KEY");
+            let run = || {
+                let (trust, redis) = (Trust::from_args(&cli.trust)?, RedisTarget::parse(&cli.redis.url)?);
+                let limits = limit_defaults(cli.limits);
+                let host =
+                    Host { redis: &redis, limits, allow_remote_inspect: cli.allow_remote_inspect, trust: &trust };
+                run_worker(&key, &host, &cli.observe)
+            };
+            run()
+        }
+    };
+    let code = code.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        1
+    });
+    deno_runtime::exit(code);
+}
+
+/// Ends the process with an error, as `main` does for any.
+fn fail(e: anyhow::Error) -> ! {
+    eprintln!("error: {e:#}");
+    deno_runtime::exit(1)
+}
+
+fn seconds(s: f64) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(s.max(0.0))
+}
+
+fn limit_defaults(args: LimitArgs) -> LimitDefaults {
+    LimitDefaults { max_heap_mb: args.max_heap_mb, max_block_ms: args.max_block_ms }
+}
+
+/// `denorun <WORKER_KEY>`: the worker named by a Redis hash.
+fn run_worker(key: &str, host: &Host, observe: &ObserveArgs) -> anyhow::Result<i32> {
+    let (config, type_hash) = load_config(host.redis, key)?;
+    let redis_url = host.redis.worker_url.as_str();
+    // Its stdin is denorun's, unless its type has an ACL user (`denorun acl`): then denorun
+    // reads the secret line first, to unseal that user's password, and hands the line on.
+    let (stdio, url) = match type_hash.contains_key("aclUser") {
+        false => (Default::default(), zeroize::Zeroizing::new(redis_url.to_string())),
+        true => {
+            let secret = secret::read_line(&format!("denorun {key}"))?;
+            let (url, _) = acl::workers_url(&type_hash, &secret, redis_url)?;
+            (deno_runtime::deno_io::Stdio { stdin: secret::pipe(&secret)?, ..Default::default() }, url)
+        }
+    };
+    let mut spec = spec::assemble(&config, host, stdio)?;
+    if let Some(addr) = observe.metrics {
+        spec.stats = Some(serve_metrics(key, addr, observe.allow_remote_metrics)?);
+    }
+    // The worker finds its Redis in REDIS_URL (with --allow-env=REDIS_URL), whichever way
+    // denorun was told. Set before any thread starts.
+    std::env::set_var("REDIS_URL", &*url);
+    worker::init_engine(&spec.flags)?;
+    log::debug!("{key}: running {} ({} worker)", spec.main_module, config.worker_type.as_deref().unwrap_or("untyped"));
+    Ok(worker::run_to_end(spec))
+}
+
+/// `denorun lock <WORKER_KEY>`: loads the worker's module graph, without running it, through
+/// a recording lock, and writes that lock.
+fn write_lock(args: &LockArgs, redis_url: &str) -> anyhow::Result<i32> {
+    let redis = RedisTarget::parse(redis_url)?;
+    let (config, _) = load_config(&redis, &args.worker_key)?;
+    let trust = Trust { write_lock: true, ..Trust::from_args(&args.trust)? };
+    let limits = LimitDefaults { max_heap_mb: 512, max_block_ms: 10_000 };
+    let host = Host { redis: &redis, limits, allow_remote_inspect: false, trust: &trust };
+    let mut spec = spec::assemble(&config, &host, Default::default())?;
+    let lock = spec.provenance.locks[0].clone();
+    spec.flags.inspect = None;
+    worker::init_engine(&spec.flags)?;
+    worker::load_graph(spec).with_context(|| format!("cannot load the module graph of {}", args.worker_key))?;
+    let count = lock.write()?;
+    println!("{}: {count} remote modules locked in {}", args.worker_key, lock.path().display());
+    Ok(0)
+}
+
+/// `--metrics` for a single worker: its numbers, served from a thread of their own.
+fn serve_metrics(key: &str, addr: std::net::SocketAddr, allow_remote: bool) -> anyhow::Result<Arc<WorkerStats>> {
+    metrics::server::check_address(addr, allow_remote)?;
+    let metrics = Metrics::new();
+    let mut parts = key.split(':');
+    let labels =
+        WorkerLabels { r#type: parts.next().unwrap_or_default().into(), id: parts.next().unwrap_or_default().into() };
+    let stats = metrics.worker(&labels.r#type, &labels.id);
+    metrics.started(&labels);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let health = Arc::new(metrics::server::Health::default());
+    let bound = runtime.block_on(metrics::server::serve(addr, metrics, health))?;
+    log::info!("{key}: metrics on http://{bound}/metrics");
+    std::thread::Builder::new().name("denorun-metrics".into()).spawn(move || {
+        runtime.block_on(std::future::pending::<()>());
+    })?;
+    Ok(stats)
+}
+
+/// A worker's hash, and its type's (`${type}:h`, empty if there is none).
+fn load_config(
+    redis: &RedisTarget,
+    key: &str,
+) -> anyhow::Result<(config::WorkerConfig, std::collections::HashMap<String, String>)> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(config::load(redis, key))
+}
+
+/// `denorun run [FLAGS] <SCRIPT> [ARGS]...`: like `deno run`, deny by default.
+fn run_script(args: RunArgs) -> anyhow::Result<i32> {
+    let (flags, script, script_args) = flags::parse_run_args(&args.argv)?;
+    let main_module = resolve_url_or_path(&script, &std::env::current_dir()?)
+        .with_context(|| format!("'{script}' is neither a path nor a URL"))?;
+    if main_module.scheme() == "file" && !main_module.to_file_path().is_ok_and(|p| p.is_file()) {
+        anyhow::bail!("script '{script}' not found");
+    }
+    let permissions = permissions::build(&flags, None)?;
+    let locks = Lock::from_flags(&flags)?;
+    // The flags come from this command line itself, so any inspector address goes.
+    worker::init_engine(&flags)?;
+    Ok(worker::run_to_end(WorkerSpec {
+        name: script,
+        main_module,
+        args: script_args,
+        flags,
+        permissions,
+        stdio: Default::default(),
+        limits: Limits::NONE,
+        mode: worker::Mode::Script,
+        provenance: Provenance { locks, ..Default::default() },
+        stats: None,
+        redis_url: None,
+    }))
+}
