@@ -99,7 +99,7 @@ pub enum Command {
         override_usage = "denorun run [FLAGS] <SCRIPT> [ARGS]...",
         after_help = "FLAGS are Deno's: -A, --allow-read[=...], --allow-write[=...], --allow-net[=...], \
 --allow-env[=...], --allow-sys[=...], --allow-run[=...], --allow-ffi[=...], --allow-import[=...], \
-the --deny-* forms, --inspect[=host:port], --inspect-brk, --inspect-wait, --v8-flags=..., --seed=N, --reload."
+the --deny-* forms, --inspect[=host:port], --inspect-brk, --inspect-wait, --v8-flags=..., --seed=N, --reload, --no-code-cache."
     )]
     Run(RunArgs),
 

@@ -28,6 +28,8 @@ pub struct DenoFlags {
     pub seed: Option<u64>,
     /// `-r` / `--reload`: fetch remote modules again instead of using the cache.
     pub reload: bool,
+    /// `--no-code-cache`: compile every module, and keep no V8 code cache.
+    pub no_code_cache: bool,
     /// `--lock[=FILE]` (bare: `deno.lock`): remote modules must match it. It is always frozen.
     pub lock: Option<PathBuf>,
 }
@@ -192,6 +194,7 @@ impl DenoFlags {
         let mode = match flag {
             "-A" => return no_value(self, |this| this.allow_all = true),
             "-r" | "--reload" => return no_value(self, |this| this.reload = true),
+            "--no-code-cache" => return no_value(self, |this| this.no_code_cache = true),
             // Never prompting is what denorun always does: stdin belongs to the worker.
             "--no-prompt" => return no_value(self, |_| {}),
             "--lock" => {

@@ -15,6 +15,7 @@ mod audit;
 mod builtins;
 mod ceiling;
 mod cli;
+mod code_cache;
 mod config;
 mod flags;
 mod loader;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use crate::audit;
 use crate::builtins;
+use crate::code_cache::CodeCache;
 use crate::lock::{self, Lock};
 use crate::remote::RemoteModules;
 use crate::transpile;
@@ -38,14 +39,27 @@ pub struct Loader {
     remote: RemoteModules,
     permissions: PermissionsContainer,
     provenance: Arc<Provenance>,
+    /// V8's code cache for the modules it loads, unless `--no-code-cache`.
+    code_cache: Option<CodeCache>,
     /// For the audit log: the module each pending dynamic `import()` came from (Deno gives
     /// the loader a referrer for static imports only).
     dynamic_referrers: RefCell<HashMap<ModuleSpecifier, ModuleSpecifier>>,
 }
 
 impl Loader {
-    pub fn new(remote: RemoteModules, permissions: PermissionsContainer, provenance: Provenance) -> Loader {
-        Loader { remote, permissions, provenance: Arc::new(provenance), dynamic_referrers: Default::default() }
+    pub fn new(
+        remote: RemoteModules,
+        permissions: PermissionsContainer,
+        provenance: Provenance,
+        code_cache: Option<CodeCache>,
+    ) -> Loader {
+        Loader {
+            remote,
+            permissions,
+            provenance: Arc::new(provenance),
+            code_cache,
+            dynamic_referrers: Default::default(),
+        }
     }
 
     /// Where an import was asked for, for the audit log.
@@ -112,16 +126,18 @@ impl ModuleLoader for Loader {
         options: ModuleLoadOptions,
     ) -> ModuleLoadResponse {
         let json = matches!(options.requested_module_type, RequestedModuleType::Json);
+        let cache = self.code_cache.as_ref();
         if let Some(builtin) = builtins::find(specifier) {
+            let cached = cache.map(|cache| cache.lookup(specifier, builtin.javascript));
             let code = ModuleSourceCode::String(FastString::from_static(builtin.javascript));
-            return ModuleLoadResponse::Sync(Ok(ModuleSource::new(ModuleType::JavaScript, code, specifier, None)));
+            return ModuleLoadResponse::Sync(Ok(ModuleSource::new(ModuleType::JavaScript, code, specifier, cached)));
         }
         let provenance = &self.provenance;
         if let Err(e) = check_origin(provenance.origins.as_ref(), specifier) {
             return ModuleLoadResponse::Sync(Err(e));
         }
         match specifier.scheme() {
-            "file" => ModuleLoadResponse::Sync(load_file(specifier, json, provenance.pin.as_ref())),
+            "file" => ModuleLoadResponse::Sync(load_file(specifier, json, provenance.pin.as_ref(), cache)),
             "http" | "https" => {
                 let kind =
                     if options.is_dynamic_import { CheckSpecifierKind::Dynamic } else { CheckSpecifierKind::Static };
@@ -132,6 +148,7 @@ impl ModuleLoader for Loader {
                     return ModuleLoadResponse::Sync(Err(JsErrorBox::from_err(e)));
                 }
                 let (remote, specifier, provenance) = (self.remote.clone(), specifier.clone(), provenance.clone());
+                let cache = cache.cloned();
                 ModuleLoadResponse::Async(Box::pin(async move {
                     let module = remote.get(specifier.clone()).await?;
                     check_pin(provenance.pin.as_ref(), &specifier, &module.source)?;
@@ -142,13 +159,31 @@ impl ModuleLoader for Loader {
                         lock.admit(&specifier, &found, &module.source)?;
                     }
                     let media_type = MediaType::from_specifier_and_content_type(&found, module.content_type.as_deref());
-                    emit(&specifier, &found, module.source, media_type, json)
+                    emit(&specifier, &found, module.source, media_type, json, cache.as_ref())
                 }))
             }
             // node: and ext: specifiers are served by the runtime itself before they get here.
             other => ModuleLoadResponse::Sync(Err(JsErrorBox::generic(format!(
                 "cannot load {specifier}: '{other}:' modules are not supported; use a path, https:// or http://"
             )))),
+        }
+    }
+
+    fn code_cache_ready(
+        &self,
+        specifier: ModuleSpecifier,
+        hash: u64,
+        code_cache: &[u8],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+        if let Some(cache) = &self.code_cache {
+            cache.store(&specifier, hash, code_cache);
+        }
+        Box::pin(std::future::ready(()))
+    }
+
+    fn purge_and_prevent_code_cache(&self, specifier: &str) {
+        if let Some(cache) = &self.code_cache {
+            cache.purge(specifier);
         }
     }
 
@@ -168,22 +203,25 @@ fn load_file(
     specifier: &ModuleSpecifier,
     json: bool,
     pin: Option<&(ModuleSpecifier, String)>,
+    cache: Option<&CodeCache>,
 ) -> Result<ModuleSource, JsErrorBox> {
     let path = specifier.to_file_path().map_err(|_| JsErrorBox::generic(format!("{specifier} is not a file path")))?;
     let source = std::fs::read_to_string(&path)
         .map_err(|e| JsErrorBox::generic(format!("cannot read module {}: {e}", path.display())))?;
     check_pin(pin, specifier, &source)?;
-    emit(specifier, specifier, source, MediaType::from_path(&path), json)
+    emit(specifier, specifier, source, MediaType::from_path(&path), json, cache)
 }
 
-/// Makes a module of `source`: JSON as JSON, TypeScript and JSX transpiled, JavaScript as is.
-/// `found` is where the module really is (after redirects); `requested` is what was imported.
+/// Makes a module of `source`: JSON as JSON, TypeScript and JSX transpiled, JavaScript as is,
+/// with its code cache. `found` is where the module really is (after redirects); `requested`
+/// is what was imported.
 fn emit(
     requested: &ModuleSpecifier,
     found: &ModuleSpecifier,
     source: String,
     media_type: MediaType,
     json: bool,
+    cache: Option<&CodeCache>,
 ) -> Result<ModuleSource, JsErrorBox> {
     let (module_type, code) = match media_type {
         _ if json => (ModuleType::Json, source),
@@ -198,11 +236,12 @@ fn emit(
         | MediaType::Dcts => (ModuleType::JavaScript, transpile(found, source, media_type)?),
         _ => (ModuleType::JavaScript, source),
     };
+    let cached = cache.filter(|_| module_type == ModuleType::JavaScript).map(|cache| cache.lookup(found, &code));
     let code = ModuleSourceCode::String(code.into());
     Ok(if requested == found {
-        ModuleSource::new(module_type, code, found, None)
+        ModuleSource::new(module_type, code, found, cached)
     } else {
-        ModuleSource::new_with_redirect(module_type, code, requested, found, None)
+        ModuleSource::new_with_redirect(module_type, code, requested, found, cached)
     })
 }
 

@@ -84,3 +84,53 @@ try { decode(te.encode("ab"+"z")); } catch (e) { console.log(e.constructor.name,
         "{run:?}"
     );
 }
+
+/// V8's code cache: the first run keeps one for each module it compiles (the script, its local
+/// import and the built-in module), later runs use it, a damaged cache is replaced rather than
+/// trusted, and `--no-code-cache` keeps none.
+#[test]
+fn modules_are_compiled_once_and_kept_in_the_code_cache() {
+    let dir = temp_dir();
+    write(dir.path(), "lib.ts", "export function twice(n: number): number { return 2 * n; }\n");
+    let script = write(
+        dir.path(),
+        "main.ts",
+        "import { twice } from \"./lib.ts\";\nimport { encode } from \"https://deno.land/std/encoding/hex.ts\";\n\
+         console.log(twice(21), new TextDecoder().decode(encode(new Uint8Array([1, 255]))));\n",
+    );
+    let (cache, none) = (temp_dir(), temp_dir());
+    let go = |denorun_dir: &std::path::Path, flags: &[&str]| {
+        let mut argv = vec!["run"];
+        argv.extend_from_slice(flags);
+        argv.push(script.to_str().unwrap());
+        let mut cmd = denorun(&argv);
+        cmd.env("DENORUN_DIR", denorun_dir);
+        let out = run(cmd, "");
+        assert_eq!((out.code, out.stdout.as_str()), (0, "42 01ff\n"), "{out:?}");
+    };
+    let files = |dir: &std::path::Path| -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let mut files: Vec<_> = std::fs::read_dir(dir.join("code_cache"))
+            .map(|entries| entries.map(|e| e.unwrap().path()).map(|p| (p.clone(), std::fs::read(p).unwrap())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+    };
+    go(cache.path(), &[]);
+    let first = files(cache.path());
+    assert_eq!(first.len(), 3, "one cache per module: {:?}", first.iter().map(|f| &f.0).collect::<Vec<_>>());
+    go(cache.path(), &[]);
+    assert_eq!(files(cache.path()), first, "a cache that was used is not written again");
+    for (path, _) in &first {
+        std::fs::write(path, b"not a code cache").unwrap();
+    }
+    go(cache.path(), &[]);
+    let again = files(cache.path());
+    assert_eq!(again.len(), first.len());
+    for ((path, made), (_, before)) in again.iter().zip(&first) {
+        // The same module's code (the hash in the first 8 bytes), and V8's bytes after it.
+        assert_eq!(made[..8], before[..8], "{path:?}");
+        assert!(made.len() > 8 && made != b"not a code cache", "{path:?} was not made again");
+    }
+    go(none.path(), &["--no-code-cache"]);
+    assert!(!none.path().join("code_cache").exists());
+}

@@ -24,9 +24,10 @@ use sys_traits::impls::RealSys;
 
 pub use self::exit::{Exit, Reason};
 pub use self::limits::Limits;
+use crate::code_cache::CodeCache;
 use crate::flags::{DenoFlags, InspectMode};
 use crate::loader::{Loader, Provenance};
-use crate::remote::RemoteModules;
+use crate::remote::{denorun_dir, RemoteModules};
 
 /// The startup snapshot every worker starts from: deno_runtime's JavaScript and denorun's
 /// extension (`crate::snapshot_extensions`), evaluated by the binary's build script, and the
@@ -239,13 +240,14 @@ fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Inspector
     let snapshot = SNAPSHOT.get().expect("the binary sets the startup snapshot before any worker starts");
     let server = inspector::bind(spec.flags.inspect)?;
     let remote = RemoteModules::new(spec.flags.reload)?;
+    let code_cache = (!spec.flags.no_code_cache).then(|| CodeCache::new(denorun_dir().join("code_cache")));
     let services = WorkerServiceOptions::<DenoInNpmPackageChecker, NpmResolver<RealSys>, RealSys> {
         blob_store: deno_runtime::deno_web::BlobStore::default_arc(),
         broadcast_channel: Default::default(),
         deno_rt_native_addon_loader: None,
         feature_checker: Arc::new(FeatureChecker::default()),
         fs: Arc::new(deno_runtime::deno_fs::RealFs),
-        module_loader: Rc::new(Loader::new(remote, spec.permissions.clone(), spec.provenance.clone())),
+        module_loader: Rc::new(Loader::new(remote, spec.permissions.clone(), spec.provenance.clone(), code_cache)),
         node_services: None,
         npm_process_state_provider: None,
         permissions: spec.permissions.clone(),
