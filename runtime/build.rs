@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 mod transpile;
 
 fn main() {
+    // The library's sources are outside this package's directory, so cargo records them by
+    // absolute path, and a checkout elsewhere sharing the target directory would look fresh.
+    // A change under ../src reruns this script, which rebuilds the library, in this checkout.
+    println!("cargo:rerun-if-changed=../src");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     builtins(&out);
 }

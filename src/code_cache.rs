@@ -1,12 +1,14 @@
-//! V8's code cache for modules, kept on disk under `$DENORUN_DIR/code_cache` as Deno keeps
-//! its own: a worker that starts again finds each module's compiled top level there instead
-//! of parsing and compiling it again. `--no-code-cache` in the flags turns it off.
+//! What a worker keeps between starts so as not to compile a module twice, on disk under
+//! `$DENORUN_DIR/code_cache` as Deno keeps its own: the JavaScript a TypeScript module was
+//! transpiled to, and V8's code cache (the module's compiled top level). `--no-code-cache` in
+//! the flags turns both off.
 //!
-//! One file per module URL, named by the URL's SHA-256: the hash of the JavaScript it was
-//! made from (8 bytes, little-endian), then V8's bytes. A file whose hash differs from the
-//! module's current JavaScript is ignored and replaced; V8 itself rejects a cache made by
-//! another V8 or with other flags. Files are written whole (a temporary file, then a rename),
-//! so workers sharing the directory never read half a file.
+//! Files are named by the SHA-256 of the module's URL. `<name>` holds the hash of the
+//! JavaScript V8 compiled (8 bytes, little-endian), then V8's bytes; `<name>.js` holds the
+//! SHA-256 of the TypeScript on its first line, then the JavaScript. A file made from other
+//! source is ignored and replaced; V8 itself rejects a cache made by another V8 or with other
+//! flags. Files are written whole (a temporary file, then a rename), so workers sharing the
+//! directory never read half a file.
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -35,23 +37,46 @@ impl CodeCache {
         SourceCodeCacheInfo { hash, data }
     }
 
-    /// Keeps what V8 made of a module whose cache was missing or rejected. A cache that cannot
-    /// be written only costs the next start its compile, so errors are logged, not raised.
+    /// Keeps what V8 made of a module whose cache was missing or rejected.
     pub fn store(&self, specifier: &ModuleSpecifier, hash: u64, cache: &[u8]) {
-        let path = self.path(specifier);
+        self.write(specifier, &self.path(specifier), &[&hash.to_le_bytes()[..], cache].concat());
+    }
+
+    /// The JavaScript of a TypeScript module: the one kept for exactly this `source`, or what
+    /// `transpile` makes of it, then kept.
+    pub fn javascript<E>(
+        &self,
+        specifier: &ModuleSpecifier,
+        source: String,
+        transpile: impl FnOnce(String) -> Result<String, E>,
+    ) -> Result<String, E> {
+        let path = self.path(specifier).with_extension("js");
+        let digest = format!("// {}\n", hex::encode(Sha256::digest(source.as_bytes())));
+        let kept = std::fs::read_to_string(&path).ok().and_then(|text| text.strip_prefix(&digest).map(String::from));
+        if let Some(javascript) = kept {
+            return Ok(javascript);
+        }
+        let javascript = transpile(source)?;
+        self.write(specifier, &path, format!("{digest}{javascript}").as_bytes());
+        Ok(javascript)
+    }
+
+    /// Writes a file whole. A cache that cannot be written only costs the next start a
+    /// compile, so errors are logged, not raised.
+    fn write(&self, specifier: &ModuleSpecifier, path: &std::path::Path, bytes: &[u8]) {
         let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(&self.dir)?;
-            std::fs::write(&tmp, [&hash.to_le_bytes()[..], cache].concat())?;
-            std::fs::rename(&tmp, &path)
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, path)
         };
         if let Err(e) = write() {
-            log::debug!("cannot keep the code cache of {specifier} in {}: {e}", self.dir.display());
+            log::debug!("cannot keep the compiled {specifier} in {}: {e}", self.dir.display());
             let _ = std::fs::remove_file(&tmp);
         }
     }
 
-    /// Drops the cache of a module V8 will not cache (deno_core asks after some warnings).
+    /// Drops the V8 cache of a module V8 will not cache (deno_core asks after some warnings).
     pub fn purge(&self, specifier: &str) {
         if let Ok(specifier) = ModuleSpecifier::parse(specifier) {
             let _ = std::fs::remove_file(self.path(&specifier));
@@ -88,6 +113,24 @@ mod tests {
         assert!(cache.lookup(&other, "export const a = 1;").data.is_none());
         cache.purge(url.as_str());
         assert!(cache.lookup(&url, "export const a = 1;").data.is_none());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_module_is_transpiled_again_only_when_its_source_changes() {
+        let dir = std::env::temp_dir().join(format!("denorun-emit-cache-{}", std::process::id()));
+        let cache = CodeCache::new(dir.clone());
+        let url = ModuleSpecifier::parse("file:///w/worker.ts").unwrap();
+        let calls = std::cell::Cell::new(0);
+        let transpile = |source: String| -> Result<String, ()> {
+            calls.set(calls.get() + 1);
+            Ok(format!("js of {source}"))
+        };
+        assert_eq!(cache.javascript(&url, "a".into(), transpile), Ok("js of a".to_string()));
+        assert_eq!(cache.javascript(&url, "a".into(), transpile), Ok("js of a".to_string()));
+        assert_eq!(calls.get(), 1);
+        assert_eq!(cache.javascript(&url, "b".into(), transpile), Ok("js of b".to_string()));
+        assert_eq!(calls.get(), 2);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -233,7 +233,14 @@ fn emit(
         | MediaType::Jsx
         | MediaType::Dts
         | MediaType::Dmts
-        | MediaType::Dcts => (ModuleType::JavaScript, transpile(found, source, media_type)?),
+        | MediaType::Dcts => {
+            let transpile = |source| transpile(found, source, media_type);
+            let javascript = match cache {
+                Some(cache) => cache.javascript(found, source, transpile)?,
+                None => transpile(source)?,
+            };
+            (ModuleType::JavaScript, javascript)
+        }
         _ => (ModuleType::JavaScript, source),
     };
     let cached = cache.filter(|_| module_type == ModuleType::JavaScript).map(|cache| cache.lookup(found, &code));

@@ -86,8 +86,9 @@ try { decode(te.encode("ab"+"z")); } catch (e) { console.log(e.constructor.name,
 }
 
 /// V8's code cache: the first run keeps one for each module it compiles (the script, its local
-/// import and the built-in module), later runs use it, a damaged cache is replaced rather than
-/// trusted, and `--no-code-cache` keeps none.
+/// import and the built-in module) and the JavaScript of the two TypeScript files, later runs
+/// use them, a damaged V8 cache is replaced rather than trusted, and `--no-code-cache` keeps
+/// none.
 #[test]
 fn modules_are_compiled_once_and_kept_in_the_code_cache() {
     let dir = temp_dir();
@@ -112,6 +113,10 @@ fn modules_are_compiled_once_and_kept_in_the_code_cache() {
         let mut files: Vec<_> = std::fs::read_dir(dir.join("code_cache"))
             .map(|entries| entries.map(|e| e.unwrap().path()).map(|p| (p.clone(), std::fs::read(p).unwrap())).collect())
             .unwrap_or_default();
+        // The V8 caches; the transpiled JavaScript is in `<name>.js` beside them.
+        let javascript = files.iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "js")).count();
+        assert_eq!(javascript, 2, "main.ts and lib.ts transpiled and kept");
+        files.retain(|(p, _)| p.extension().is_none());
         files.sort();
         files
     };
