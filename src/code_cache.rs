@@ -12,6 +12,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use deno_runtime::deno_core::{ModuleSpecifier, SourceCodeCacheInfo};
 use sha2::{Digest, Sha256};
@@ -64,7 +65,10 @@ impl CodeCache {
     /// Writes a file whole. A cache that cannot be written only costs the next start a
     /// compile, so errors are logged, not raised.
     fn write(&self, specifier: &ModuleSpecifier, path: &std::path::Path, bytes: &[u8]) {
-        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        // Unique to this write: workers of one process may keep the same module at once.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("{}-{n}.tmp", std::process::id()));
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(&self.dir)?;
             std::fs::write(&tmp, bytes)?;
