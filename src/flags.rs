@@ -28,7 +28,7 @@ pub struct DenoFlags {
     pub seed: Option<u64>,
     /// `-r` / `--reload`: fetch remote modules again instead of using the cache.
     pub reload: bool,
-    /// `--no-code-cache`: compile every module, and keep no V8 code cache.
+    /// `--no-code-cache`: transpile and compile every module, and keep neither (`code_cache.rs`).
     pub no_code_cache: bool,
     /// `--lock[=FILE]` (bare: `deno.lock`): remote modules must match it. It is always frozen.
     pub lock: Option<PathBuf>,

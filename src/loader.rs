@@ -39,7 +39,7 @@ pub struct Loader {
     remote: RemoteModules,
     permissions: PermissionsContainer,
     provenance: Arc<Provenance>,
-    /// V8's code cache for the modules it loads, unless `--no-code-cache`.
+    /// Transpiled JavaScript and V8's code cache of the modules it loads, unless `--no-code-cache`.
     code_cache: Option<CodeCache>,
     /// For the audit log: the module each pending dynamic `import()` came from (Deno gives
     /// the loader a referrer for static imports only).

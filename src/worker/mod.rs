@@ -289,7 +289,8 @@ fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Inspector
         ..Default::default()
     };
     let mut worker = MainWorker::bootstrap_from_options(&spec.main_module, services, options);
-    // What the extension's JavaScript could not do in the snapshot: this worker's heap samples.
+    // What the extension's JavaScript could not do in the snapshot: this worker's heap samples,
+    // and the inspector's console wrap when it has --inspect.
     worker.js_runtime.execute_script("ext:denorun/start.js", "globalThis[Symbol.for(\"denorun.start\")]();")?;
     if crate::audit::enabled() {
         worker.js_runtime.op_state().borrow_mut().op_stack_trace_callback = Some(crate::audit::stack_trace_callback());
