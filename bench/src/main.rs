@@ -388,12 +388,8 @@ impl Bench {
             workers.stop();
             samples.push(Cold { to_xreadgroup_ms: ms(to_xreadgroup.unwrap_or(to_reply)), to_reply_ms: ms(to_reply) });
         }
-        let median = |f: fn(&Cold) -> f64| {
-            let mut v: Vec<f64> = samples.iter().map(f).collect();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        Ok(Cold { to_xreadgroup_ms: median(|c| c.to_xreadgroup_ms), to_reply_ms: median(|c| c.to_reply_ms) })
+        let median_of = |f: fn(&Cold) -> f64| median(samples.iter().map(f).collect());
+        Ok(Cold { to_xreadgroup_ms: median_of(|c| c.to_xreadgroup_ms), to_reply_ms: median_of(|c| c.to_reply_ms) })
     }
 
     /// RSS of denorun with `n` idle workers, one second after they all started.
@@ -555,13 +551,10 @@ async fn metrics_overhead(bench: &mut Bench, requests: usize) -> anyhow::Result<
         }
     }
     bench.metrics_port = None;
-    let median = |rows: &mut Vec<Row>, f: fn(&Row) -> f64| {
-        let mut values: Vec<f64> = rows.iter().map(f).collect();
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
-    let (cpu_off, cpu_on) = (median(&mut off, |r| r.cpu_us_per_request), median(&mut on, |r| r.cpu_us_per_request));
-    let (rps_off, rps_on) = (median(&mut off, |r| r.rps), median(&mut on, |r| r.rps));
+    let median_of = |rows: &mut Vec<Row>, f: fn(&Row) -> f64| median(rows.iter().map(f).collect());
+    let (cpu_off, cpu_on) =
+        (median_of(&mut off, |r| r.cpu_us_per_request), median_of(&mut on, |r| r.cpu_us_per_request));
+    let (rps_off, rps_on) = (median_of(&mut off, |r| r.rps), median_of(&mut on, |r| r.rps));
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -751,6 +744,12 @@ async fn rust_handler_worker(key: &str) -> anyhow::Result<()> {
                 .await?;
         }
     }
+}
+
+/// The median of some samples (the upper one of an even count).
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
 }
 
 fn now_ms() -> u128 {

@@ -43,11 +43,7 @@ pub async fn scale(denorun: &Path, requests: usize, runs: usize) -> anyhow::Resu
         cluster.push(three_masters(denorun, &handler, &dir, requests).await?);
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let median = |runs: &mut Vec<Run>, f: fn(&Run) -> f64| {
-        let mut v: Vec<f64> = runs.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let median_of = |runs: &mut Vec<Run>, f: fn(&Run) -> f64| crate::median(runs.iter().map(f).collect());
     let mut out = format!(
         "\n## Scaling out: one Redis vs a three-master Cluster\n\n`bench/run.sh --only-scale` ({runs} runs of \
          {requests} requests, medians): {WORKERS} handler workers (`denorun <key>`, concurrency 8), \
@@ -58,12 +54,12 @@ pub async fn scale(denorun: &Path, requests: usize, runs: usize) -> anyhow::Resu
          |---|---|---|---|---|---|\n"
     );
     for (name, masters, runs) in [("one Redis", 1, &mut single), ("three-master Cluster", 3, &mut cluster)] {
-        let rps = median(runs, |r| r.rps);
+        let rps = median_of(runs, |r| r.rps);
         out.push_str(&format!(
             "| {name} | {masters} | {rps:.0} | {:.0} | {:.0} | {:.0} |\n",
             rps / masters as f64,
-            median(runs, |r| r.worker_us),
-            median(runs, |r| r.redis_us)
+            median_of(runs, |r| r.worker_us),
+            median_of(runs, |r| r.redis_us)
         ));
     }
     Ok(out)

@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
+use crate::median;
+
 /// Both programs' start-up on an empty script and their sizes.
 pub struct Startup {
     pub denorun_ms: f64,
@@ -90,9 +92,4 @@ fn time_run(program: &Path, script: &Path, dir: &Path) -> anyhow::Result<f64> {
         bail!("{} run empty.ts: {status}", program.display());
     }
     Ok(elapsed)
-}
-
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
 }
