@@ -132,8 +132,52 @@ each worker on its own stdin. Worker ids come from ${type}:start:q; see them wit
 (or its denoOptions' --lock) and a remote module that is not in the lock, or has changed, is refused.")]
     Lock(LockArgs),
 
+    /// Persist a Redis stream into a PostgreSQL table: each entry once, batch by batch
+    #[command(after_help = "The table is created when missing: _stream and _id (the primary key), _ref, _type, \
+_source, _subject, _time (from `time`, ms or ISO 8601), _data (jsonb), _fields (jsonb: the other fields), \
+_synced_at. An existing table gets the columns it has, by those names, and any other column without a DEFAULT \
+takes the field of its name. Each batch is committed, then acked; an entry PostgreSQL refuses goes to \
+<stream>:dead:x with the error. --to follows libpq: postgres://user@host:port/db?sslmode=..., or \
+'host=... dbname=...', with PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE and PGSSLROOTCERT \
+for what it leaves out; keep the password in PGPASSWORD, not on the command line.")]
+    Sync(SyncArgs),
+
     #[command(flatten)]
     Admin(Admin),
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The stream's key, e.g. demo-worker:res:x
+    pub stream: String,
+    /// The PostgreSQL to write to (libpq's URL or key=value form)
+    #[arg(long, value_name = "URL", env = "DATABASE_URL", default_value = "postgres:///")]
+    pub to: String,
+    /// The table, [schema.]name (default: the stream's key with each other character made _)
+    #[arg(long)]
+    pub table: Option<String>,
+    /// The consumer group the sync reads in (shared by its instances)
+    #[arg(long, default_value = "sync")]
+    pub group: String,
+    /// This instance's consumer name: keep it across restarts, so that a restarted instance
+    /// first finishes what it had read (default: the host name; give each instance on one
+    /// host its own)
+    #[arg(long)]
+    pub consumer: Option<String>,
+    /// Entries per batch at most
+    #[arg(long, default_value_t = 2000)]
+    pub batch: usize,
+    /// Milliseconds a batch waits to fill once its first entry has arrived
+    #[arg(long, default_value_t = 50)]
+    pub flush_ms: u64,
+    /// Entries another consumer has left pending this many milliseconds are taken over
+    #[arg(long, default_value_t = 30_000)]
+    pub claim_idle_ms: u64,
+    /// After each batch, XTRIM the entries every consumer group of the stream has acked
+    #[arg(long)]
+    pub trim_acked: bool,
+    #[command(flatten)]
+    pub observe: ObserveArgs,
 }
 
 #[derive(Debug, Args)]

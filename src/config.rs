@@ -140,6 +140,10 @@ pub async fn load_type(conn: &mut Conn, worker_type: &str) -> anyhow::Result<Has
     check_type(worker_type)?;
     let key = format!("{worker_type}:h");
     let hash: HashMap<String, String> = conn.hgetall(&key).await.with_context(|| format!("HGETALL {key} failed"))?;
+    if crate::sync::supervised::is_sync(&hash) {
+        // A type of sync instances: no module to check (`sync::supervised` checks the rest).
+        return Ok(hash);
+    }
     let config = WorkerConfig::from_hash(&key, &hash)?;
     let version = &config.version;
     let tag = version.strip_prefix('v').map(|v| v.split('.').collect::<Vec<_>>());
@@ -165,6 +169,7 @@ pub fn merged(
 }
 
 /// A Redis URL, parsed, with the address a worker is allowed to reach.
+#[derive(Clone)]
 pub struct RedisTarget {
     pub topology: Topology,
     /// `host:port`, when Redis is reached over TCP: behind Sentinel, the master's when denorun

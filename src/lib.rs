@@ -30,6 +30,7 @@ mod secret;
 mod shards;
 mod spec;
 mod supervisor;
+mod sync;
 mod test_runner;
 mod topology;
 mod transpile;
@@ -88,6 +89,25 @@ pub fn main(snapshot: Snapshot) -> ! {
                     trust: Trust::from_args(&args.trust).unwrap_or_else(|e| fail(e)),
                     heartbeat: seconds(args.heartbeat).max(std::time::Duration::from_millis(100)),
                     allow_remote_inspect: args.allow_remote_inspect,
+                    metrics: args.observe.metrics,
+                    allow_remote_metrics: args.observe.allow_remote_metrics,
+                },
+            )
+        }),
+        Some(Command::Sync(args)) => RedisTarget::parse(&cli.redis.url).and_then(|redis| {
+            let consumer = args.consumer.unwrap_or_else(supervisor::hostname);
+            sync::run(
+                redis,
+                sync::Options {
+                    stream: args.stream,
+                    to: args.to,
+                    table: args.table,
+                    group: args.group,
+                    consumer,
+                    batch: args.batch,
+                    flush: std::time::Duration::from_millis(args.flush_ms),
+                    claim_idle: std::time::Duration::from_millis(args.claim_idle_ms),
+                    trim_acked: args.trim_acked,
                     metrics: args.observe.metrics,
                     allow_remote_metrics: args.observe.allow_remote_metrics,
                 },

@@ -31,6 +31,7 @@ use redis::AsyncCommands;
 
 mod scale;
 mod startup;
+mod sync;
 
 const KEY_HEX: &str = "00112233445566778899aabbccddeeff";
 const IV_HEX: &str = "0f0e0d0c0b0a09080706050403020100";
@@ -56,7 +57,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{requests} requests in {:.2}s", start.elapsed().as_secs_f64());
             Ok(())
         }),
-        _ => bail!("usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--only-metrics] [--only-scale] [--only-startup] [--out FILE]"),
+        _ => bail!("usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--only-metrics] [--only-scale] [--only-startup] [--only-sync] [--out FILE]"),
     }
 }
 
@@ -71,6 +72,8 @@ struct Options {
     only_scale: bool,
     /// Only start-up: cold start of (a) and (b), `run empty.ts` and sizes, printed, not written.
     only_startup: bool,
+    /// Only the sync section (`denorun sync` against two hand-written sinks).
+    only_sync: bool,
     out: PathBuf,
     /// The command line, for the report.
     command: String,
@@ -80,6 +83,7 @@ impl Options {
     fn parse(args: &[String]) -> anyhow::Result<Options> {
         let mut values: HashMap<&str, &str> = HashMap::new();
         let (mut quick, mut only_metrics, mut only_scale, mut only_startup) = (false, false, false, false);
+        let mut only_sync = false;
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             match arg.as_str() {
@@ -87,6 +91,7 @@ impl Options {
                 "--only-metrics" => only_metrics = true,
                 "--only-scale" => only_scale = true,
                 "--only-startup" => only_startup = true,
+                "--only-sync" => only_sync = true,
                 "--denorun" | "--deno" | "--node" | "--out" => {
                     values.insert(arg, it.next().context("a flag needs a value")?);
                 }
@@ -102,6 +107,7 @@ impl Options {
             only_metrics,
             only_scale,
             only_startup,
+            only_sync,
             out: values.get("--out").map(PathBuf::from).unwrap_or_else(|| "BENCHMARKS.md".into()),
             command: std::env::var("BENCH_COMMAND").unwrap_or_else(|_| "bench/run.sh".into()),
         })
@@ -202,6 +208,12 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    let sync_entries = if bench.opts.quick { 20_000 } else { 200_000 };
+    if bench.opts.only_sync {
+        println!("{}", sync::sync(&bench.opts.denorun, sync_entries).await?);
+        return Ok(());
+    }
+
     let startup_runs = if bench.opts.quick { 5 } else { 41 };
     if bench.opts.only_startup {
         let mut out = String::from(
@@ -250,6 +262,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     }
     report.push_str(&metrics_overhead(&mut bench, 10 * requests).await?);
     report.push_str(&scale::scale(&bench.opts.denorun, 2 * requests, scale_runs).await?);
+    report.push_str(&sync::sync(&bench.opts.denorun, sync_entries).await?);
     println!("{report}");
     std::fs::write(&bench.opts.out, &report).with_context(|| format!("writing {}", bench.opts.out.display()))?;
     eprintln!("wrote {}", bench.opts.out.display());

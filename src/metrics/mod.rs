@@ -45,6 +45,12 @@ struct StateLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SyncLabels {
+    stream: String,
+    table: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StreamLabels {
     r#type: String,
     stream: String,
@@ -81,6 +87,26 @@ pub struct Metrics {
     stream_pending: Family<StreamLabels, Gauge>,
     stream_oldest: Family<StreamLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     dead_letters: Family<StreamLabels, Gauge>,
+    sync: SyncFamilies,
+}
+
+/// `denorun sync`'s families, by stream and table.
+#[derive(Clone)]
+struct SyncFamilies {
+    rows: Family<SyncLabels, Counter>,
+    batches: Family<SyncLabels, Counter>,
+    dead: Family<SyncLabels, Counter>,
+    backlog: Family<SyncLabels, Gauge>,
+    seconds: Family<SyncLabels, Histogram, Buckets>,
+}
+
+/// One sync's numbers, for its loop to record into.
+pub struct SyncStats {
+    pub rows: Counter,
+    pub batches: Counter,
+    pub dead: Counter,
+    pub backlog: Gauge,
+    pub seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -127,7 +153,28 @@ impl Metrics {
             Family::clone(&stream_oldest),
         );
         registry.register("dead_letters", "Entries in the dead-letter stream (XLEN)", Family::clone(&dead_letters));
+        let sync = SyncFamilies {
+            rows: Family::default(),
+            batches: Family::default(),
+            dead: Family::default(),
+            backlog: Family::default(),
+            seconds: Family::new_with_constructor(Buckets),
+        };
+        registry.register("sync_rows", "Rows a sync inserted into PostgreSQL", sync.rows.clone());
+        registry.register("sync_batches", "Batches a sync committed and acked", sync.batches.clone());
+        registry.register(
+            "sync_dead_letters",
+            "Entries PostgreSQL refused, moved to the dead-letter stream",
+            sync.dead.clone(),
+        );
+        registry.register(
+            "sync_backlog",
+            "Entries of the stream the sync's group has not acked yet",
+            Family::clone(&sync.backlog),
+        );
+        registry.register("sync_batch_seconds", "Time from a batch read to its XACK", sync.seconds.clone());
         Metrics {
+            sync,
             registry: Arc::new(root),
             up,
             state,
@@ -174,6 +221,18 @@ impl Metrics {
             heap_limit: self.heap_limit.get_or_create_owned(&labels),
             recent: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The numbers of `denorun sync` from `stream` into `table`.
+    pub fn sync(&self, stream: &str, table: &str) -> SyncStats {
+        let labels = SyncLabels { stream: stream.to_string(), table: table.to_string() };
+        SyncStats {
+            rows: self.sync.rows.get_or_create_owned(&labels),
+            batches: self.sync.batches.get_or_create_owned(&labels),
+            dead: self.sync.dead.get_or_create_owned(&labels),
+            backlog: self.sync.backlog.get_or_create_owned(&labels),
+            seconds: self.sync.seconds.get_or_create_owned(&labels),
+        }
     }
 
     /// A worker started: it is up and running.
@@ -286,6 +345,16 @@ impl WorkerStats {
     }
 
     /// A request that never reached the handler.
+    /// `n` requests (for a sync instance: rows) ended so.
+    pub fn count_many(&self, outcome: Outcome, n: u64) {
+        match outcome {
+            Outcome::Ok => self.ok.inc_by(n),
+            Outcome::Retried => self.retried.inc_by(n),
+            Outcome::Dead => self.dead.inc_by(n),
+            Outcome::Refused => self.refused.inc_by(n),
+        };
+    }
+
     pub fn count(&self, outcome: Outcome) {
         match outcome {
             Outcome::Ok => self.ok.inc(),

@@ -26,8 +26,10 @@ pub struct Row<'a> {
 pub struct Board {
     keys: Keys,
     host: String,
-    /// The request stream and dead-letter stream of the type.
+    /// The request stream (or the stream a sync type persists), its group, and the
+    /// dead-letter stream.
     stream: String,
+    group: String,
     dead_stream: String,
     last: HashMap<String, (Instant, u64)>,
     ticks: u64,
@@ -35,15 +37,19 @@ pub struct Board {
 
 impl Board {
     pub fn new(worker_type: &str, defaults: &HashMap<String, String>, host: String) -> Board {
-        let stream = defaults.get("requestStream").cloned().unwrap_or_else(|| format!("{worker_type}:req:x"));
-        Board {
-            keys: Keys::new(worker_type),
-            host,
-            stream,
-            dead_stream: format!("{worker_type}:dead:x"),
-            last: HashMap::new(),
-            ticks: 0,
-        }
+        // A type of sync instances shows the stream it persists, as its sync group sees it.
+        let (stream, group, dead_stream) = match defaults.get("syncStream") {
+            Some(stream) => {
+                let group = defaults.get("syncGroup").cloned().unwrap_or_else(|| "sync".into());
+                (stream.clone(), group, format!("{stream}:dead:x"))
+            }
+            None => (
+                defaults.get("requestStream").cloned().unwrap_or_else(|| format!("{worker_type}:req:x")),
+                "worker".into(),
+                format!("{worker_type}:dead:x"),
+            ),
+        };
+        Board { keys: Keys::new(worker_type), host, stream, group, dead_stream, last: HashMap::new(), ticks: 0 }
     }
 
     /// Publishes every row (and, every other call, the stream's numbers) in one round trip,
@@ -75,6 +81,9 @@ impl Board {
                 ("dead", stream.dead.to_string()),
             ];
             pipe.hset_multiple(&key, &fields).ignore().expire(&key, 2 * ROW_TTL.as_secs() as i64).ignore();
+        }
+        if pipe.is_empty() {
+            return Ok(());
         }
         pipe.query_async(conn).await
     }
@@ -118,7 +127,7 @@ impl Board {
         let (length, dead): (u64, u64) = pipe.query_async(conn).await?;
         // A stream with no group yet has nothing pending.
         let pending: redis::RedisResult<redis::Value> =
-            redis::cmd("XPENDING").arg(&self.stream).arg("worker").query_async(conn).await;
+            redis::cmd("XPENDING").arg(&self.stream).arg(&self.group).query_async(conn).await;
         let (pending, oldest) = match pending {
             Ok(redis::Value::Array(summary)) => {
                 let count: u64 = summary.first().and_then(|v| redis::from_redis_value(v.clone()).ok()).unwrap_or(0);

@@ -1,5 +1,6 @@
 //! Launching one worker of the supervisor: its hash merged over the type's defaults, the
-//! shared assembly (`spec`), a stdin pipe holding the secret line, and a thread of its own.
+//! shared assembly (`spec`), a stdin pipe holding the secret line, and a thread of its own;
+//! or, for a hash naming a `syncStream`, a sync instance (`sync::supervised`) on a thread.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +34,18 @@ pub async fn launch(
 ) -> anyhow::Result<StopHandle> {
     let Launch { id, key, stats } = worker;
     let own: HashMap<String, String> = conn.hgetall(key).await?;
+    let mut fields = defaults.clone();
+    fields.extend(own.clone());
+    if crate::sync::supervised::is_sync(&fields) {
+        // A sync instance: no isolate, the same ending as a worker's.
+        let stop = StopHandle::default();
+        let (events, id) = (events.clone(), id.to_string());
+        let done = move |exit| {
+            let _ = events.send(Event::Exited(id, exit));
+        };
+        crate::sync::supervised::spawn(key, &fields, secret, host.redis, stats, stop.clone(), done)?;
+        return Ok(stop);
+    }
     let config = config::merged(key, defaults, own)?;
     let (stdout, stderr) = crate::logs::worker_pipes(key)?;
     let mut spec = spec::assemble(&config, host, Stdio { stdin: crate::secret::pipe(secret)?, stdout, stderr })?;

@@ -30,6 +30,7 @@ use self::outage::Outage;
 pub use self::policy::Policy;
 use self::policy::{Decision, History};
 use self::queue::{Keys, Recovery, Taker};
+pub use self::records::hostname;
 use crate::config::{self, RedisTarget};
 use crate::flags;
 use crate::metrics::server::Health;

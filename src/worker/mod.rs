@@ -125,6 +125,11 @@ impl StopHandle {
         }
     }
 
+    /// Resolves once a stop was asked for (for what runs beside isolates: a sync instance).
+    pub async fn requested(&self) {
+        self.0.requested.notified().await
+    }
+
     fn reason(&self) -> Option<Reason> {
         self.0.reason.lock().unwrap().clone()
     }

@@ -5,6 +5,7 @@
 
 pub mod acked;
 pub mod demo;
+pub mod postgres;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

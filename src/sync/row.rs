@@ -1,0 +1,164 @@
+//! One stream entry as one row: which value goes in which column of the table's [`Plan`].
+//! Pure functions, so that every rule of the mapping is a unit test.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use super::table::{Plan, Source};
+
+/// A stream entry as XREADGROUP gave it: its id and its fields, in Redis's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: String,
+    pub fields: Vec<(String, Vec<u8>)>,
+}
+
+/// Why an entry cannot become a row before PostgreSQL sees it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unfit {
+    #[error("field '{0}' is not UTF-8 text")]
+    NotUtf8(String),
+}
+
+/// The row's values, one per column of the plan, as text (`None` is NULL); PostgreSQL
+/// converts each to its column's type.
+pub fn values(plan: &Plan, stream: &str, entry: &Entry) -> Result<Vec<Option<String>>, Unfit> {
+    let mut fields: HashMap<&str, &str> = HashMap::with_capacity(entry.fields.len());
+    for (name, value) in &entry.fields {
+        let text = std::str::from_utf8(value).map_err(|_| Unfit::NotUtf8(name.clone()))?;
+        fields.insert(name.as_str(), text);
+    }
+    let time = plan.has(Source::Time).then(|| fields.get("time").and_then(|t| parse_time(t))).flatten();
+    let mut row = Vec::with_capacity(plan.columns.len());
+    for column in &plan.columns {
+        row.push(match &column.source {
+            Source::Stream => Some(stream.to_string()),
+            Source::Id => Some(entry.id.clone()),
+            Source::Time => time.clone(),
+            Source::Data => fields.get("data").map(|data| match column.json {
+                true => as_json(data),
+                false => data.to_string(),
+            }),
+            Source::Fields => Some(rest(plan, &entry.fields, time.is_some())),
+            Source::Field(name) => fields.get(name.as_str()).map(|v| v.to_string()),
+        });
+    }
+    Ok(row)
+}
+
+/// The fields no other column takes, as a JSON object of strings (a `time` that did not parse
+/// stays here, so that nothing of the entry is lost).
+fn rest(plan: &Plan, fields: &[(String, Vec<u8>)], time_parsed: bool) -> String {
+    let mut map = Map::new();
+    for (name, value) in fields {
+        let taken = match name.as_str() {
+            "time" => time_parsed,
+            name => plan.takes_field(name),
+        };
+        if !taken {
+            // Checked to be UTF-8 by `values`.
+            map.insert(name.clone(), Value::String(String::from_utf8_lossy(value).into_owned()));
+        }
+    }
+    Value::Object(map).to_string()
+}
+
+/// `data` as JSON: itself when it parses, else a JSON string holding it.
+fn as_json(data: &str) -> String {
+    match serde_json::from_str::<serde::de::IgnoredAny>(data) {
+        Ok(_) => data.to_string(),
+        Err(_) => Value::String(data.to_string()).to_string(),
+    }
+}
+
+/// A `time` field as an ISO 8601 timestamp PostgreSQL reads: milliseconds since the epoch
+/// (as `Date.now()` writes them) or an RFC 3339 date; anything else is no time.
+pub fn parse_time(time: &str) -> Option<String> {
+    let time = time.trim();
+    if !time.is_empty() && time.bytes().all(|b| b.is_ascii_digit()) {
+        let ms: i64 = time.parse().ok()?;
+        let at = chrono::DateTime::from_timestamp_millis(ms)?;
+        return Some(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    }
+    chrono::DateTime::parse_from_rfc3339(time).ok().map(|_| time.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::table::{Column, Plan};
+
+    fn entry(fields: &[(&str, &str)]) -> Entry {
+        Entry {
+            id: "1700000000000-0".into(),
+            fields: fields.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect(),
+        }
+    }
+
+    fn column(name: &str, source: Source, json: bool) -> Column {
+        Column { name: name.into(), source, json, cast: None }
+    }
+
+    fn standard() -> Plan {
+        Plan {
+            columns: vec![
+                column("_stream", Source::Stream, false),
+                column("_id", Source::Id, false),
+                column("_ref", Source::Field("ref".into()), false),
+                column("_time", Source::Time, false),
+                column("_data", Source::Data, true),
+                column("_fields", Source::Fields, true),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_2021_request() {
+        let e = entry(&[("ref", "r1"), ("time", "2021-10-03T12:00:00.000Z"), ("type", "demo"), ("data", "{\"a\":1}")]);
+        let row = values(&standard(), "demo:req:x", &e).unwrap();
+        assert_eq!(
+            row,
+            [
+                Some("demo:req:x".into()),
+                Some("1700000000000-0".into()),
+                Some("r1".into()),
+                Some("2021-10-03T12:00:00.000Z".into()),
+                Some("{\"a\":1}".into()),
+                Some("{\"type\":\"demo\"}".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn data_that_is_not_json_becomes_a_json_string() {
+        let row = values(&standard(), "s", &entry(&[("data", "hello \"you\"")])).unwrap();
+        assert_eq!(row[4].as_deref(), Some("\"hello \\\"you\\\"\""));
+        let plain = Plan { columns: vec![column("_id", Source::Id, false), column("_data", Source::Data, false)] };
+        assert_eq!(values(&plain, "s", &entry(&[("data", "hello")])).unwrap()[1].as_deref(), Some("hello"));
+    }
+
+    #[test]
+    fn missing_fields_are_null_and_bad_times_stay_in_fields() {
+        let row = values(&standard(), "s", &entry(&[("time", "yesterday")])).unwrap();
+        assert_eq!(row[2], None);
+        assert_eq!(row[3], None);
+        assert_eq!(row[4], None);
+        assert_eq!(row[5].as_deref(), Some("{\"time\":\"yesterday\"}"));
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("1633262400000").as_deref(), Some("2021-10-03T12:00:00.000Z"));
+        assert_eq!(parse_time("2021-10-03T14:00:00+02:00").as_deref(), Some("2021-10-03T14:00:00+02:00"));
+        for bad in ["", "now", "2021-10-03", "99999999999999999999999"] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_not_text_are_unfit() {
+        let e = Entry { id: "1-0".into(), fields: vec![("data".into(), vec![0xff, 0xfe])] };
+        assert_eq!(values(&standard(), "s", &e), Err(Unfit::NotUtf8("data".into())));
+    }
+}

@@ -1,0 +1,200 @@
+//! The PostgreSQL side of a sync: a batch goes in one transaction, binary COPY into a
+//! temporary table then `INSERT … SELECT … ON CONFLICT DO NOTHING`, so that a batch written
+//! again after a crash writes nothing twice. A batch PostgreSQL rejects for its data is split
+//! in halves until the entries it rejects are found alone; those become dead letters.
+
+use std::pin::pin;
+
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::Client;
+
+use super::pg::Target;
+use super::row::{self, Entry};
+use super::table::{self, Plan};
+
+/// Why a write did not go through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// PostgreSQL is away (down, restarting, unreachable, out of connections): try again later.
+    Outage(String),
+    /// Something no retry mends (the table dropped, permissions): the sync ends.
+    Fatal(String),
+}
+
+/// How PostgreSQL's answer to a batch is taken, by its SQLSTATE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The data: a value of the wrong type or too long, a constraint (classes 22, 23, 54).
+    Rejected,
+    Outage,
+    Fatal,
+}
+
+/// Classes 08 (connection), 53 (resources), 57 (shut down, starting up), 40 (serialization)
+/// and no code at all (I/O) are outages; 22, 23 and 54 are the data; the rest is fatal.
+pub fn verdict(sqlstate: Option<&str>) -> Verdict {
+    let Some(code) = sqlstate else { return Verdict::Outage };
+    match &code[..2.min(code.len())] {
+        "22" | "23" | "54" => Verdict::Rejected,
+        "08" | "53" | "57" | "40" | "58" => Verdict::Outage,
+        _ => Verdict::Fatal,
+    }
+}
+
+/// What became of a batch.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Rows inserted (entries already in the table are not counted).
+    pub rows: u64,
+    /// Entries PostgreSQL (or the mapping) refused, by their place in the batch, with the reason.
+    pub dead: Vec<(usize, String)>,
+}
+
+/// A connection to PostgreSQL and the table's plan, connected again after an outage.
+pub struct Writer {
+    target: Target,
+    table: String,
+    client: Option<(Client, Plan)>,
+}
+
+impl Writer {
+    pub fn new(target: Target, table: &str) -> Writer {
+        Writer { target, table: table.to_string(), client: None }
+    }
+
+    pub fn table(&self) -> String {
+        table::qualified(&self.table)
+    }
+
+    /// Connects, creates or checks the table, and makes the batch table: the start-up check
+    /// and the way back after an outage.
+    pub async fn connect(&mut self) -> Result<(), Failure> {
+        if self.client.as_ref().is_some_and(|(c, _)| !c.is_closed()) {
+            return Ok(());
+        }
+        self.client = None;
+        let client = self.target.connect().await.map_err(|e| self.failure(&e))?;
+        let plan = match table::prepare(&client, &self.table).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                return Err(match e.downcast_ref::<tokio_postgres::Error>() {
+                    Some(pg) => self.failure(pg),
+                    None => Failure::Fatal(format!("{e:#}")),
+                })
+            }
+        };
+        client.batch_execute(&plan.batch_table_sql()).await.map_err(|e| self.failure(&e))?;
+        self.client = Some((client, plan));
+        Ok(())
+    }
+
+    /// Writes a batch; rejected entries come back as dead letters, the rest is committed.
+    pub async fn write(&mut self, stream: &str, entries: &[Entry]) -> Result<Written, Failure> {
+        self.connect().await?;
+        let Some((_, plan)) = &self.client else { unreachable!("connected above") };
+        let mut written = Written::default();
+        let mut rows = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            match row::values(plan, stream, entry) {
+                Ok(values) => rows.push((i, values)),
+                Err(unfit) => written.dead.push((i, unfit.to_string())),
+            }
+        }
+        // Halves to write, last first; a half PostgreSQL rejects is split again.
+        let mut todo = vec![rows];
+        while let Some(part) = todo.pop() {
+            if part.is_empty() {
+                continue;
+            }
+            match self.commit(&part).await {
+                Ok(rows) => written.rows += rows,
+                Err(e) => match (verdict(e.code().map(|c| c.code())), part.len()) {
+                    (Verdict::Rejected, 1) => {
+                        written.dead.push((part[0].0, describe(&e)));
+                    }
+                    (Verdict::Rejected, n) => {
+                        let mut part = part;
+                        let second = part.split_off(n / 2);
+                        todo.push(second);
+                        todo.push(part);
+                    }
+                    _ => return Err(self.failure(&e)),
+                },
+            }
+        }
+        Ok(written)
+    }
+
+    /// One transaction: COPY the rows into the batch table, move them into the table.
+    async fn commit(&mut self, rows: &[(usize, Vec<Option<String>>)]) -> Result<u64, tokio_postgres::Error> {
+        let Some((client, plan)) = &mut self.client else { unreachable!("connected by write") };
+        let transaction = client.transaction().await?;
+        let sink = transaction.copy_in(&plan.copy_sql()).await?;
+        let types = vec![Type::TEXT; plan.columns.len()];
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+        let mut refs: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(types.len());
+        for (_, values) in rows {
+            refs.clear();
+            refs.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
+            writer.as_mut().write(&refs).await?;
+        }
+        writer.finish().await?;
+        let inserted = transaction.execute(&plan.insert_sql(&table::qualified(&self.table)), &[]).await?;
+        transaction.commit().await?;
+        Ok(inserted)
+    }
+
+    /// `user@host:port/db`.
+    pub fn describe(&self) -> String {
+        self.target.describe()
+    }
+
+    fn failure(&mut self, e: &tokio_postgres::Error) -> Failure {
+        let what = describe(e);
+        match verdict(e.code().map(|c| c.code())) {
+            Verdict::Fatal if e.as_db_error().is_some() => Failure::Fatal(what),
+            _ => {
+                self.client = None;
+                Failure::Outage(what)
+            }
+        }
+    }
+}
+
+/// PostgreSQL's own words: `message (SQLSTATE code)`, with the detail when there is one.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({}; {detail})", db.message(), db.code().code()),
+            None => format!("{} ({})", db.message(), db.code().code()),
+        },
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                text = format!("{text}: {cause}");
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(verdict(Some("22P02")), Verdict::Rejected); // invalid text representation
+        assert_eq!(verdict(Some("22001")), Verdict::Rejected); // string data right truncation
+        assert_eq!(verdict(Some("23502")), Verdict::Rejected); // not null violation
+        assert_eq!(verdict(Some("57P01")), Verdict::Outage); // admin shutdown
+        assert_eq!(verdict(Some("57P03")), Verdict::Outage); // cannot connect now
+        assert_eq!(verdict(Some("08006")), Verdict::Outage);
+        assert_eq!(verdict(None), Verdict::Outage);
+        assert_eq!(verdict(Some("42P01")), Verdict::Fatal); // undefined table
+        assert_eq!(verdict(Some("28P01")), Verdict::Fatal); // wrong password
+    }
+}

@@ -1,0 +1,416 @@
+//! `denorun sync`: a Redis stream into a real PostgreSQL (initdb'd by the test), with the
+//! row counts that show nothing lost and nothing written twice, through crashes of the sync,
+//! of Redis and of PostgreSQL, poison entries, and bad input.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::postgres::Postgres;
+use common::{finish, redis, unique, wait_for, OwnRedis, DENORUN};
+
+/// A `denorun sync` process, its log in a file (a pipe nobody reads could fill and block it).
+struct Sync {
+    child: Option<Child>,
+    log: tempfile::NamedTempFile,
+}
+
+impl Sync {
+    fn start(redis_url: &str, stream: &str, pg_url: &str, extra: &[&str]) -> Sync {
+        Sync::start_with(redis_url, stream, pg_url, extra, &[])
+    }
+
+    fn start_with(redis_url: &str, stream: &str, pg_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Sync {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut cmd = Command::new(DENORUN);
+        cmd.args(["sync", stream, "--to", pg_url]).args(extra).env("REDIS_URL", redis_url).env("NO_COLOR", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log.reopen().unwrap()).spawn().unwrap();
+        Sync { child: Some(child), log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap()
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then how it ended.
+    fn stop(mut self) -> common::Run {
+        let child = self.child.take().unwrap();
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let mut run = finish(child);
+        run.stderr = std::fs::read_to_string(self.log.path()).unwrap();
+        run
+    }
+}
+
+impl Drop for Sync {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn conn(url: &str) -> redis::Connection {
+    redis::Client::open(url).unwrap().get_connection().unwrap()
+}
+
+/// XADDs `n` 2021-style entries (ref, time in ms, type, data) in pipelines of 500.
+fn add(url: &str, stream: &str, from: usize, n: usize) {
+    let mut c = conn(url);
+    for chunk in (from..from + n).collect::<Vec<_>>().chunks(500) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            let data = format!("{{\"n\":{i},\"text\":\"{}\"}}", "x".repeat(200));
+            pipe.cmd("XADD")
+                .arg(stream)
+                .arg("*")
+                .arg("ref")
+                .arg(format!("r{i}"))
+                .arg("time")
+                .arg(1_633_262_400_000u64 + *i as u64)
+                .arg("type")
+                .arg("demo")
+                .arg("source")
+                .arg("test")
+                .arg("data")
+                .arg(data)
+                .arg("extra")
+                .arg(i)
+                .ignore();
+        }
+        pipe.query::<()>(&mut c).unwrap();
+    }
+}
+
+fn pending(url: &str, stream: &str) -> i64 {
+    let reply: (i64, redis::Value, redis::Value, redis::Value) =
+        redis::cmd("XPENDING").arg(stream).arg("sync").query(&mut conn(url)).unwrap();
+    reply.0
+}
+
+fn wait_rows(pg: &Postgres, table: &str, rows: i64, limit: Duration) {
+    let sql = format!("SELECT count(*) FROM {table}");
+    wait_for(&format!("{table} has {rows} rows"), limit, || {
+        let n = pg.client().query_one(sql.as_str(), &[]).ok()?.get::<_, i64>(0);
+        (n == rows).then_some(())
+    });
+}
+
+#[test]
+fn ten_thousand_2021_entries_become_typed_rows() {
+    let pg = Postgres::start();
+    let stream = unique("sync-round");
+    let table = stream.replace('-', "_");
+    add(&redis().url(), &stream, 0, 10_000);
+    let sync = Sync::start(&redis().url(), &stream, &pg.url(), &[]);
+    wait_rows(&pg, &table, 10_000, Duration::from_secs(60));
+    wait_for("every entry acked", Duration::from_secs(10), || (pending(&redis().url(), &stream) == 0).then_some(()));
+    let run = sync.stop();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains(&format!("syncing into \"{table}\"")), "{run:?}");
+
+    let mut db = pg.client();
+    let row = db
+        .query_one(
+            &format!(
+                "SELECT _stream, _ref, _type, _source, _time, (_data->>'n')::int, _fields, \
+                 pg_typeof(_time)::text, pg_typeof(_data)::text FROM {table} WHERE _ref = 'r1234'"
+            ),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), stream);
+    assert_eq!(row.get::<_, String>(2), "demo");
+    assert_eq!(row.get::<_, String>(3), "test");
+    assert_eq!(row.get::<_, i32>(5), 1234);
+    assert_eq!(row.get::<_, String>(7), "timestamp with time zone");
+    assert_eq!(row.get::<_, String>(8), "jsonb");
+    let time: String = db
+        .query_one(&format!("SELECT to_char(_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS') FROM {table} WHERE _ref = 'r1234'"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(time, "2021-10-03 12:00:01.234");
+    let fields: String =
+        db.query_one(&format!("SELECT _fields::text FROM {table} WHERE _ref = 'r1234'"), &[]).unwrap().get(0);
+    assert_eq!(fields, "{\"extra\": \"1234\"}");
+    // _data is jsonb: queried by its keys, as a user would.
+    let n: i64 =
+        db.query_one(&format!("SELECT count(*) FROM {table} WHERE _data @> '{{\"n\": 42}}'"), &[]).unwrap().get(0);
+    assert_eq!(n, 1);
+    // Entry ids are the stream's, each once.
+    let ids: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query(&mut conn(&redis().url()))
+        .unwrap();
+    let redis::Value::Array(first) = &ids[0] else { panic!("{ids:?}") };
+    let redis::Value::BulkString(first_id) = &first[0] else { panic!() };
+    let first_id = String::from_utf8(first_id.clone()).unwrap();
+    let found: String = db.query_one(&format!("SELECT _ref FROM {table} WHERE _id = $1"), &[&first_id]).unwrap().get(0);
+    assert_eq!(found, "r0");
+}
+
+#[test]
+fn a_poison_entry_is_dead_lettered_and_the_stream_goes_on() {
+    let pg = Postgres::start();
+    let stream = unique("sync-poison");
+    let table = stream.replace('-', "_");
+    add(&redis().url(), &stream, 0, 500);
+    // JSON to serde, but PostgreSQL's jsonb refuses a \u0000 escape.
+    let poison: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("ref")
+        .arg("poison")
+        .arg("data")
+        .arg("{\"bad\":\"\\u0000\"}")
+        .query(&mut conn(&redis().url()))
+        .unwrap();
+    add(&redis().url(), &stream, 500, 499);
+    let sync = Sync::start(&redis().url(), &stream, &pg.url(), &["--batch", "300"]);
+    wait_rows(&pg, &table, 999, Duration::from_secs(60));
+    wait_for("every entry acked", Duration::from_secs(10), || (pending(&redis().url(), &stream) == 0).then_some(()));
+
+    let dead: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(format!("{stream}:dead:x"))
+        .arg("-")
+        .arg("+")
+        .query(&mut conn(&redis().url()))
+        .unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let field = |name: &str| dead[0].1.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    assert_eq!(field("id"), poison);
+    assert_eq!(field("ref"), "poison");
+    assert!(field("error").contains("unsupported Unicode escape sequence"), "{dead:?}");
+    assert_eq!(pg.count(&format!("SELECT count(*) FROM {table} WHERE _ref = 'poison'")), 0);
+
+    // The stream never stalls: what comes after is synced as ever.
+    add(&redis().url(), &stream, 1000, 10);
+    wait_rows(&pg, &table, 1009, Duration::from_secs(30));
+    let run = sync.stop();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains(&format!("entry {poison} refused")), "{run:?}");
+}
+
+/// A run that must fail before reading anything: exit 1, the message, nothing acked.
+fn refused(stream: &str, to: &str, extra: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(DENORUN);
+    cmd.args(["sync", stream, "--to", to]).args(extra).env("REDIS_URL", redis().url()).env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let run = common::run(cmd, "");
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(!run.stderr.contains("s3cret-pw"), "the password was logged: {run:?}");
+    run.stderr
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_error_and_nothing_acked() {
+    let pg = Postgres::start();
+    let stream = unique("sync-bad");
+    add(&redis().url(), &stream, 0, 10);
+
+    let nobody = format!("postgres://denorun:s3cret-pw@127.0.0.1:{}/postgres", common::free_port());
+    let e = refused(&stream, &nobody, &[], &[]);
+    assert!(e.contains("PostgreSQL at denorun@127.0.0.1:") && e.contains("check --to"), "{e}");
+
+    let wrong = format!("postgres://denorun:wrong@127.0.0.1:{}/postgres", pg.port);
+    let e = refused(&stream, &wrong, &[], &[]);
+    assert!(e.contains("password authentication failed for user \"denorun\""), "{e}");
+
+    pg.client().batch_execute("CREATE TABLE odd (_stream text, _id integer PRIMARY KEY, _data jsonb)").unwrap();
+    let e = refused(&stream, &pg.url(), &["--table", "odd"], &[]);
+    assert!(e.contains("column _id of table \"odd\" is integer"), "{e}");
+
+    pg.client().batch_execute("CREATE TABLE nokey (_stream text, _id text, _data jsonb)").unwrap();
+    let e = refused(&stream, &pg.url(), &["--table", "nokey"], &[]);
+    assert!(e.contains("no primary key or unique index on (_id, _stream)"), "{e}");
+
+    let e = refused(&unique("sync-missing"), &pg.url(), &[], &[]);
+    assert!(e.contains("does not exist in this Redis"), "{e}");
+
+    let e = refused(&stream, "postgres://h:port/x", &[], &[]);
+    assert!(e.contains("bad PostgreSQL URL"), "{e}");
+
+    // Nothing of the stream was read, so nothing was acked.
+    let info: Vec<redis::Value> =
+        redis::cmd("XINFO").arg("GROUPS").arg(&stream).query(&mut conn(&redis().url())).unwrap();
+    let text = format!("{info:?}");
+    assert!(text.contains("0-0"), "the group read something: {text}");
+
+    // The password from PGPASSWORD, the rest from the URL: it works, and is not logged.
+    let pw = [("PGPASSWORD", common::postgres::PASSWORD)];
+    let sync = Sync::start_with(&redis().url(), &stream, &pg.url_without_password(), &[], &pw);
+    wait_rows(&pg, &stream.replace('-', "_"), 10, Duration::from_secs(30));
+    let run = sync.stop();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stderr.contains("s3cret-pw"), "{run:?}");
+}
+
+#[test]
+fn nothing_lost_nothing_twice_through_crashes_of_sync_redis_and_postgres() {
+    const TOTAL: usize = 100_000;
+    let mut pg = Postgres::start();
+    let mut own = OwnRedis::start();
+    let url = own.url();
+    let stream = unique("sync-chaos");
+    let table = stream.replace('-', "_");
+    add(&url, &stream, 0, 1);
+
+    let args = |consumer: &'static str| ["--consumer", consumer, "--batch", "500", "--claim-idle-ms", "3000"];
+    let mut a = Sync::start(&url, &stream, &pg.url(), &args("a"));
+    let mut b = Sync::start(&url, &stream, &pg.url(), &args("b"));
+
+    // The producer: chunks of 250 XADDs, each chunk retried until Redis answers it (a chunk
+    // whose reply was lost may be in the stream twice: the stream's own length is the count).
+    let (added, done) = (Arc::new(AtomicUsize::new(1)), Arc::new(AtomicBool::new(false)));
+    let producer = {
+        let (url, stream, added, done) = (url.clone(), stream.clone(), added.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut next = 1;
+            while next < TOTAL {
+                let n = 250.min(TOTAL - next);
+                let sent = redis::Client::open(url.as_str()).unwrap().get_connection().ok().and_then(|mut c| {
+                    let mut pipe = redis::pipe();
+                    for i in next..next + n {
+                        pipe.cmd("XADD")
+                            .arg(&stream)
+                            .arg("*")
+                            .arg("ref")
+                            .arg(format!("r{i}"))
+                            .arg("time")
+                            .arg(1_633_262_400_000u64 + i as u64)
+                            .arg("data")
+                            .arg(format!("{{\"n\":{i}}}"))
+                            .ignore();
+                    }
+                    pipe.query::<()>(&mut c).ok()
+                });
+                match sent {
+                    Some(()) => {
+                        next += n;
+                        added.store(next, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    None => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let rows = |pg: &Postgres| -> i64 {
+        pg.client().query_one(format!("SELECT count(*) FROM {table}").as_str(), &[]).map(|r| r.get(0)).unwrap_or(0)
+    };
+    let minute = Duration::from_secs(60);
+
+    // 1. One sync instance SIGKILLed while it writes, and started again under its name.
+    wait_for("10,000 rows", minute, || (rows(&pg) >= 10_000).then_some(()));
+    a.kill();
+    a = Sync::start(&url, &stream, &pg.url(), &args("a"));
+
+    // 2. Redis SIGKILLed, and restarted from its append-only file.
+    wait_for("30,000 rows", minute, || (rows(&pg) >= 30_000).then_some(()));
+    own.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    own.restart();
+
+    // 3. PostgreSQL stopped as in a crash, and started again.
+    wait_for("50,000 rows", minute, || (rows(&pg) >= 50_000).then_some(()));
+    pg.stop_immediate();
+    std::thread::sleep(Duration::from_millis(500));
+    pg.restart();
+
+    producer.join().unwrap();
+    assert!(done.load(Ordering::SeqCst));
+    let length: i64 = redis::cmd("XLEN").arg(&stream).query(&mut conn(&url)).unwrap();
+    assert!(length >= TOTAL as i64, "the stream lost entries: {length}");
+    wait_for(&format!("{length} rows"), Duration::from_secs(120), || (rows(&pg) == length).then_some(()));
+    wait_for("the pending list empty", Duration::from_secs(30), || (pending(&url, &stream) == 0).then_some(()));
+
+    let mut db = pg.client();
+    let distinct: i64 = db.query_one(format!("SELECT count(DISTINCT _id) FROM {table}").as_str(), &[]).unwrap().get(0);
+    assert_eq!(distinct, length, "an entry was written twice");
+    let refs: i64 = db.query_one(format!("SELECT count(DISTINCT _ref) FROM {table}").as_str(), &[]).unwrap().get(0);
+    assert_eq!(refs, TOTAL as i64, "every ref the producer added is in the table");
+    for sync in [&mut a, &mut b] {
+        assert!(sync.is_running(), "a sync instance gave up during an outage:\n{}", sync.log());
+    }
+    eprintln!("chaos: {TOTAL} refs added as {length} entries; {length} rows, {distinct} distinct ids, 0 pending");
+    for sync in [a, b] {
+        let run = sync.stop();
+        assert_eq!(run.code, 0, "{run:?}");
+        // Both outages reached it, each said once when it began and once when it ended.
+        for (lost, back) in [("lost Redis", "Redis at "), ("lost PostgreSQL", "PostgreSQL at ")] {
+            assert_eq!(run.stderr.matches(lost).count(), 1, "{lost}: {run:?}");
+            assert!(run.stderr.contains(back) && run.stderr.contains("is back after"), "{run:?}");
+        }
+    }
+}
+
+#[test]
+fn supervise_runs_and_drains_a_sync_instance_whose_password_is_sealed() {
+    let pg = Postgres::start();
+    let url = redis().url();
+    let kind = unique("orders-sync");
+    let stream = format!("{kind}:events:x");
+    add(&url, &stream, 0, 1000);
+    // The type hash names the stream and a PostgreSQL without its password; the password is
+    // sealed in encryptedJson with the secret line's key, as for a 2021 worker's config.
+    let to = pg.url_without_password();
+    redis().hset(
+        &format!("{kind}:h"),
+        &[("syncStream", stream.as_str()), ("syncTo", to.as_str()), ("syncTable", "orders")],
+    );
+    let mut encrypt = Command::new(DENORUN);
+    encrypt.args(["encrypt", "--key", common::SECRET, "--hset", &format!("{kind}:h")]).env("REDIS_URL", &url);
+    let sealed = common::run(encrypt, &format!("{{\"pgPassword\": \"{}\"}}", common::postgres::PASSWORD));
+    assert_eq!(sealed.code, 0, "{sealed:?}");
+    let _: () = redis::cmd("LPUSH").arg(format!("{kind}:start:q")).arg("1").query(&mut conn(&url)).unwrap();
+
+    let supervisor = common::demo::Supervisor::start_type(&url, &kind, &["--heartbeat", "0.5"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while pg.client().query_one("SELECT count(*) FROM orders", &[]).map(|r| r.get::<_, i64>(0)).unwrap_or(0) < 1000 {
+        assert!(std::time::Instant::now() < deadline, "no 1000 rows after 60 s:\n{}", supervisor.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    add(&url, &stream, 1000, 500);
+    wait_rows(&pg, "orders", 1500, Duration::from_secs(30));
+    wait_for("every entry acked", Duration::from_secs(10), || (pending(&url, &stream) == 0).then_some(()));
+    let consumers: Vec<Vec<redis::Value>> =
+        redis::cmd("XINFO").arg("CONSUMERS").arg(&stream).arg("sync").query(&mut conn(&url)).unwrap();
+    assert!(format!("{consumers:?}").contains(&format!("{kind}:1")), "the consumer is named by its id: {consumers:?}");
+
+    let status = common::run(common::denorun(&["status", &kind]), "");
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(status.stdout.contains("running"), "{status:?}");
+
+    supervisor.signal(libc::SIGTERM);
+    let run = supervisor.finish();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains(&format!("{kind}:1:h: started")), "{run:?}");
+    assert!(run.stderr.contains("drained"), "{run:?}");
+    assert!(!run.stderr.contains(common::postgres::PASSWORD), "the password was logged: {run:?}");
+    let hash: std::collections::HashMap<String, String> =
+        redis::cmd("HGETALL").arg(format!("{kind}:1:h")).query(&mut conn(&url)).unwrap();
+    assert_eq!(hash.get("lastReason").map(String::as_str), Some("drain"), "{hash:?}");
+    assert_eq!(pg.count("SELECT count(*) FROM orders"), 1500);
+}
