@@ -307,8 +307,3 @@ impl Signals {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-}
