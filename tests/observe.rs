@@ -73,17 +73,6 @@ fn load(url: &str, stop: Arc<AtomicBool>, sleep: u32) -> std::thread::JoinHandle
     })
 }
 
-/// A plain HTTP/1.0 GET on loopback: the status and the body.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, response.split_once("\r\n\r\n")?.1.to_string()))
-}
-
 /// Percent-encodes a PromQL query for a URL.
 fn encode(query: &str) -> String {
     query

@@ -414,3 +414,48 @@ fn supervise_runs_and_drains_a_sync_instance_whose_password_is_sealed() {
     assert_eq!(hash.get("lastReason").map(String::as_str), Some("drain"), "{hash:?}");
     assert_eq!(pg.count("SELECT count(*) FROM orders"), 1500);
 }
+
+#[test]
+fn metrics_count_rows_and_trim_acked_keeps_what_another_group_needs() {
+    let pg = Postgres::start();
+    let url = redis().url();
+    let stream = unique("sync-trim");
+    add(&url, &stream, 0, 1000);
+    // Another group, which has read and acked the first 400 entries only.
+    let mut c = conn(&url);
+    let _: () = redis::cmd("XGROUP").arg("CREATE").arg(&stream).arg("audit").arg("0").query(&mut c).unwrap();
+    let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("audit")
+        .arg("a1")
+        .arg("COUNT")
+        .arg(400)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query(&mut c)
+        .unwrap();
+    let ids: Vec<String> = read.keys[0].ids.iter().map(|e| e.id.clone()).collect();
+    let _: () = redis::cmd("XACK").arg(&stream).arg("audit").arg(&ids).query(&mut c).unwrap();
+
+    let port = common::free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let sync = Sync::start(&url, &stream, &pg.url(), &["--trim-acked", "--batch", "250", "--metrics", &metrics]);
+    let table = stream.replace('-', "_");
+    wait_rows(&pg, &table, 1000, Duration::from_secs(60));
+    // Trimmed to the audit group's first unread entry: 600 entries left.
+    wait_for("the stream trimmed to what the audit group has not read", Duration::from_secs(10), || {
+        let length: i64 = redis::cmd("XLEN").arg(&stream).query(&mut conn(&url)).ok()?;
+        (length == 600).then_some(())
+    });
+    let body = wait_for("the metrics count 1000 rows", Duration::from_secs(10), || {
+        let (_, body) = common::get(port, "/metrics")?;
+        body.lines().any(|l| l.starts_with("denorun_sync_rows_total{") && l.ends_with(" 1000")).then_some(body)
+    });
+    for name in ["denorun_sync_batches_total{", "denorun_sync_backlog{", "denorun_sync_batch_seconds_count{"] {
+        assert!(body.contains(name), "{name} missing:\n{body}");
+    }
+    assert!(body.contains(&format!("stream=\"{stream}\"")) && body.contains(&format!("table=\"{table}\"")), "{body}");
+    let run = sync.stop();
+    assert_eq!(run.code, 0, "{run:?}");
+}

@@ -136,7 +136,7 @@ async fn sync(
     let group =
         Group { stream: options.stream.clone(), group: options.group.clone(), consumer: options.consumer.clone() };
     let metrics = Metrics::new();
-    let stats = metrics.sync(&options.stream, &writer.table());
+    let stats = metrics.sync(&options.stream, writer.table_name());
     if let Some(addr) = options.metrics {
         let bound = crate::metrics::server::serve(addr, metrics.clone(), Arc::new(Health::default())).await?;
         log::info!("{}: metrics on http://{bound}/metrics", options.stream);

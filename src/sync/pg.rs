@@ -123,7 +123,7 @@ fn tls(root_cert: Option<&str>) -> anyhow::Result<tokio_postgres_rustls::MakeRus
             roots.add(cert.map_err(|e| anyhow::anyhow!("sslrootcert {path}: {e:?}"))?)?;
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

@@ -63,8 +63,14 @@ impl Writer {
         Writer { target, table: table.to_string(), client: None }
     }
 
+    /// The table, quoted for SQL and logs.
     pub fn table(&self) -> String {
         table::qualified(&self.table)
+    }
+
+    /// The table as it was named (`[schema.]name`), for metric labels.
+    pub fn table_name(&self) -> &str {
+        &self.table
     }
 
     /// Connects, creates or checks the table, and makes the batch table: the start-up check

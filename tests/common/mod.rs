@@ -245,6 +245,17 @@ pub fn write(dir: &Path, name: &str, source: &str) -> PathBuf {
     path
 }
 
+/// A plain HTTP/1.0 GET on loopback: the status and the body.
+pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, response.split_once("\r\n\r\n")?.1.to_string()))
+}
+
 /// How a denorun run ended.
 pub struct Run {
     pub code: i32,
