@@ -83,7 +83,9 @@ impl Board {
             pipe.hset_multiple(&key, &fields).ignore().expire(&key, 2 * ROW_TTL.as_secs() as i64).ignore();
         }
         if pipe.is_empty() {
-            return Ok(());
+            // No rows this second (no worker running): still a round trip, as the heartbeat's,
+            // since whether Redis answered is what the supervisor learns from it.
+            return redis::cmd("PING").query_async(conn).await;
         }
         pipe.query_async(conn).await
     }
