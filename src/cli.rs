@@ -167,6 +167,10 @@ pub struct SyncArgs {
     /// Entries per batch at most
     #[arg(long, default_value_t = 2000)]
     pub batch: usize,
+    /// Batches written at once, each on a PostgreSQL connection of its own (one is read,
+    /// one written and one acked at a time)
+    #[arg(long, default_value_t = 2)]
+    pub writers: usize,
     /// Milliseconds a batch waits to fill once its first entry has arrived
     #[arg(long, default_value_t = 50)]
     pub flush_ms: u64,

@@ -105,6 +105,7 @@ pub fn main(snapshot: Snapshot) -> ! {
                     group: args.group,
                     consumer,
                     batch: args.batch,
+                    writers: args.writers,
                     flush: std::time::Duration::from_millis(args.flush_ms),
                     claim_idle: std::time::Duration::from_millis(args.claim_idle_ms),
                     trim_acked: args.trim_acked,

@@ -47,6 +47,8 @@ pub struct Options {
     pub consumer: String,
     /// Entries per batch at most (XREADGROUP COUNT).
     pub batch: usize,
+    /// Batches written at once, each on its own PostgreSQL connection.
+    pub writers: usize,
     /// How long a batch waits to fill once its first entry has arrived.
     pub flush: Duration,
     /// Entries another consumer left pending this long are taken over.
@@ -68,8 +70,8 @@ pub fn run(redis: RedisTarget, options: Options) -> anyhow::Result<i32> {
     if let Some(addr) = options.metrics {
         crate::metrics::server::check_address(addr, options.allow_remote_metrics)?;
     }
-    if options.batch == 0 {
-        anyhow::bail!("--batch must be at least 1");
+    if options.batch == 0 || options.writers == 0 {
+        anyhow::bail!("--batch and --writers must be at least 1");
     }
     let target = pg::Target::parse(&options.to, |name| std::env::var(name).ok())?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -151,36 +153,40 @@ async fn sync(
     );
     let redis_away = Away::new(format!("Redis at {}", redis.describe()));
     let reader = Reader::new(group.clone(), redis.connect().await?, redis_away.shared(), &options);
-    let (batches, mut inbox) = mpsc::channel(1);
+    let (batches, inbox) = mpsc::channel(options.writers);
+    let inbox = tokio::sync::Mutex::new(inbox);
     let reading = tokio::spawn(read_batches(reader, batches));
     let pg_away = Away::new(format!("PostgreSQL at {}", target.describe()));
-    let mut loop_ = Loop { group, conn, writer, stats, worker, trim: options.trim_acked, pg_away, redis_away };
-    let mut stopped = std::pin::pin!(stopped);
-    let ended = loop {
-        tokio::select! {
-            batch = inbox.recv() => match batch {
-                Some(Ok((read, at))) => if let Err(e) = loop_.finish(read, at).await {
-                    break Err(e);
-                },
-                Some(Err(e)) => break Err(e),
-                None => break Ok(()),
-            },
-            () = &mut stopped => {
-                log::info!("{}: stopping after the batch in hand", options.stream);
-                reading.abort();
-                // A batch the reader had already read is written too: it is in hand.
-                if let Ok(Some(Ok((read, at)))) = tokio::time::timeout(Duration::from_millis(10), inbox.recv()).await {
-                    loop_.finish(read, at).await?;
-                }
-                break Ok(());
-            }
+    let (stats, table) = (Arc::new(stats), writer.table_name().to_string());
+    let mut first = Some(writer);
+    let mut loops: Vec<Loop> = (0..options.writers)
+        .map(|_| Loop {
+            group: group.clone(),
+            conn: conn.clone(),
+            writer: first.take().unwrap_or_else(|| Writer::new(target.clone(), &table)),
+            stats: stats.clone(),
+            worker: worker.clone(),
+            trim: options.trim_acked,
+            pg_away: pg_away.shared(),
+            redis_away: redis_away.shared(),
+            backlog_at: Instant::now(),
+        })
+        .collect();
+    let mut writing = std::pin::pin!(futures::future::try_join_all(loops.iter_mut().map(|l| l.run(&inbox))));
+    let ended = tokio::select! {
+        ended = &mut writing => ended.map(|_| ()),
+        () = stopped => {
+            log::info!("{}: stopping after the batches in hand", options.stream);
+            // Without the reader, the writers finish what they hold and what it had read.
+            reading.abort();
+            writing.await.map(|_| ())
         }
     };
     reading.abort();
     ended
 }
 
-/// Reads batches ahead of the writer, one at most waiting.
+/// Reads batches ahead of the writers, one waiting for each at most.
 async fn read_batches(mut reader: Reader, batches: mpsc::Sender<anyhow::Result<(Read, Instant)>>) {
     loop {
         let read = reader.next().await.map(|read| (read, Instant::now()));
@@ -191,20 +197,38 @@ async fn read_batches(mut reader: Reader, batches: mpsc::Sender<anyhow::Result<(
     }
 }
 
-/// The writing half: each batch committed, its rejects dead-lettered, all of it acked.
+/// One writer of the writing half, on a PostgreSQL connection of its own: each batch
+/// committed, its rejects dead-lettered, all of it acked. Several take turns, so that
+/// PostgreSQL writes one batch while the next is prepared and the last acked.
 struct Loop {
     group: Group,
     conn: Conn,
     writer: Writer,
-    stats: SyncStats,
+    stats: Arc<SyncStats>,
     /// A supervised instance's numbers: rows as requests, for `status` and `top`.
     worker: Option<Arc<WorkerStats>>,
     trim: bool,
     pg_away: Away,
     redis_away: Away,
+    /// When the group's backlog was last read (once a second at most).
+    backlog_at: Instant,
 }
 
+type Batches = tokio::sync::Mutex<mpsc::Receiver<anyhow::Result<(Read, Instant)>>>;
+
 impl Loop {
+    /// Takes batches until there are no more (the reader stopped) or one cannot be written.
+    async fn run(&mut self, batches: &Batches) -> anyhow::Result<()> {
+        loop {
+            let next = batches.lock().await.recv().await;
+            match next {
+                Some(Ok((read, at))) => self.finish(read, at).await?,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// Writes a batch until PostgreSQL takes it, then acks it until Redis takes that; a fatal
     /// error from PostgreSQL ends the process with the batch unacked.
     async fn finish(&mut self, read: Read, at: Instant) -> anyhow::Result<()> {
@@ -250,8 +274,11 @@ impl Loop {
         }
         self.stats.batches.inc();
         self.stats.seconds.observe(at.elapsed().as_secs_f64());
-        if let Ok(Some(backlog)) = self.group.backlog(&mut self.conn).await {
-            self.stats.backlog.set(backlog as i64);
+        if self.backlog_at.elapsed() >= Duration::from_secs(1) {
+            self.backlog_at = Instant::now();
+            if let Ok(Some(backlog)) = self.group.backlog(&mut self.conn).await {
+                self.stats.backlog.set(backlog as i64);
+            }
         }
         if self.trim {
             if let Err(e) = self.group.trim_acked(&mut self.conn).await {

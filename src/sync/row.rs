@@ -1,9 +1,9 @@
 //! One stream entry as one row: which value goes in which column of the table's [`Plan`].
 //! Pure functions, so that every rule of the mapping is a unit test.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::table::{Plan, Source};
 
@@ -21,27 +21,29 @@ pub enum Unfit {
     NotUtf8(String),
 }
 
-/// The row's values, one per column of the plan, as text (`None` is NULL); PostgreSQL
-/// converts each to its column's type.
-pub fn values(plan: &Plan, stream: &str, entry: &Entry) -> Result<Vec<Option<String>>, Unfit> {
-    let mut fields: HashMap<&str, &str> = HashMap::with_capacity(entry.fields.len());
+/// The row's values, one per column of the plan, as text (`None` is NULL), borrowed from the
+/// entry where they can be; PostgreSQL converts each to its column's type.
+pub fn values<'a>(plan: &Plan, stream: &'a str, entry: &'a Entry) -> Result<Vec<Option<Cow<'a, str>>>, Unfit> {
+    let mut fields: Vec<(&str, &str)> = Vec::with_capacity(entry.fields.len());
     for (name, value) in &entry.fields {
         let text = std::str::from_utf8(value).map_err(|_| Unfit::NotUtf8(name.clone()))?;
-        fields.insert(name.as_str(), text);
+        fields.push((name.as_str(), text));
     }
-    let time = plan.has(Source::Time).then(|| fields.get("time").and_then(|t| parse_time(t))).flatten();
+    // A field named twice: the last one counts, as in a JSON object.
+    let field = |name: &str| fields.iter().rev().find(|(n, _)| *n == name).map(|(_, v)| *v);
+    let time = plan.has(Source::Time).then(|| field("time").and_then(parse_time)).flatten();
     let mut row = Vec::with_capacity(plan.columns.len());
     for column in &plan.columns {
         row.push(match &column.source {
-            Source::Stream => Some(stream.to_string()),
-            Source::Id => Some(entry.id.clone()),
-            Source::Time => time.clone(),
-            Source::Data => fields.get("data").map(|data| match column.json {
+            Source::Stream => Some(Cow::Borrowed(stream)),
+            Source::Id => Some(Cow::Borrowed(entry.id.as_str())),
+            Source::Time => time.clone().map(Cow::Owned),
+            Source::Data => field("data").map(|data| match column.json {
                 true => as_json(data),
-                false => data.to_string(),
+                false => Cow::Borrowed(data),
             }),
-            Source::Fields => Some(rest(plan, &entry.fields, time.is_some())),
-            Source::Field(name) => fields.get(name.as_str()).map(|v| v.to_string()),
+            Source::Fields => Some(Cow::Owned(rest(plan, &fields, time.is_some()))),
+            Source::Field(name) => field(name).map(Cow::Borrowed),
         });
     }
     Ok(row)
@@ -49,26 +51,43 @@ pub fn values(plan: &Plan, stream: &str, entry: &Entry) -> Result<Vec<Option<Str
 
 /// The fields no other column takes, as a JSON object of strings (a `time` that did not parse
 /// stays here, so that nothing of the entry is lost).
-fn rest(plan: &Plan, fields: &[(String, Vec<u8>)], time_parsed: bool) -> String {
-    let mut map = Map::new();
+fn rest(plan: &Plan, fields: &[(&str, &str)], time_parsed: bool) -> String {
+    let mut json = String::with_capacity(64);
+    json.push('{');
     for (name, value) in fields {
-        let taken = match name.as_str() {
+        let taken = match *name {
             "time" => time_parsed,
             name => plan.takes_field(name),
         };
         if !taken {
-            // Checked to be UTF-8 by `values`.
-            map.insert(name.clone(), Value::String(String::from_utf8_lossy(value).into_owned()));
+            if json.len() > 1 {
+                json.push(',');
+            }
+            push_json_string(&mut json, name);
+            json.push(':');
+            push_json_string(&mut json, value);
         }
     }
-    Value::Object(map).to_string()
+    json.push('}');
+    json
+}
+
+/// Appends `text` as a JSON string: as it is between quotes when nothing in it needs escaping.
+fn push_json_string(json: &mut String, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        json.push('"');
+        json.push_str(text);
+        json.push('"');
+    } else {
+        json.push_str(&serde_json::to_string(text).expect("a string serializes"));
+    }
 }
 
 /// `data` as JSON: itself when it parses, else a JSON string holding it.
-fn as_json(data: &str) -> String {
+fn as_json(data: &str) -> Cow<'_, str> {
     match serde_json::from_str::<serde::de::IgnoredAny>(data) {
-        Ok(_) => data.to_string(),
-        Err(_) => Value::String(data.to_string()).to_string(),
+        Ok(_) => Cow::Borrowed(data),
+        Err(_) => Cow::Owned(Value::String(data.to_string()).to_string()),
     }
 }
 
@@ -132,7 +151,8 @@ mod tests {
 
     #[test]
     fn data_that_is_not_json_becomes_a_json_string() {
-        let row = values(&standard(), "s", &entry(&[("data", "hello \"you\"")])).unwrap();
+        let e = entry(&[("data", "hello \"you\"")]);
+        let row = values(&standard(), "s", &e).unwrap();
         assert_eq!(row[4].as_deref(), Some("\"hello \\\"you\\\"\""));
         let plain = Plan { columns: vec![column("_id", Source::Id, false), column("_data", Source::Data, false)] };
         assert_eq!(values(&plain, "s", &entry(&[("data", "hello")])).unwrap()[1].as_deref(), Some("hello"));
@@ -140,11 +160,15 @@ mod tests {
 
     #[test]
     fn missing_fields_are_null_and_bad_times_stay_in_fields() {
-        let row = values(&standard(), "s", &entry(&[("time", "yesterday")])).unwrap();
+        let e = entry(&[("time", "yesterday")]);
+        let row = values(&standard(), "s", &e).unwrap();
         assert_eq!(row[2], None);
         assert_eq!(row[3], None);
         assert_eq!(row[4], None);
         assert_eq!(row[5].as_deref(), Some("{\"time\":\"yesterday\"}"));
+        let e = entry(&[("a\"b", "line\nbreak"), ("c", "d")]);
+        let quoted = values(&standard(), "s", &e).unwrap();
+        assert_eq!(quoted[5].as_deref(), Some("{\"a\\\"b\":\"line\\nbreak\",\"c\":\"d\"}"));
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub fn is_sync(fields: &HashMap<String, String>) -> bool {
     fields.contains_key("syncStream")
 }
 
-/// The instance's options: `syncStream`, `syncTo`, `syncTable`, `syncGroup`, `syncBatch`,
+/// The instance's options: `syncStream`, `syncTo`, `syncTable`, `syncGroup`, `syncBatch`, `syncWriters`,
 /// `syncFlushMs`, `claimIdleMs`, `syncTrimAcked`; its consumer name is `<type>:<id>`.
 pub fn options(key: &str, fields: &HashMap<String, String>) -> anyhow::Result<Options> {
     let field = |name: &str| fields.get(name).map(String::as_str).filter(|v| !v.is_empty());
@@ -47,6 +47,7 @@ pub fn options(key: &str, fields: &HashMap<String, String>) -> anyhow::Result<Op
         group: field("syncGroup").unwrap_or("sync").to_string(),
         consumer,
         batch: number("syncBatch", 2000)?.max(1) as usize,
+        writers: number("syncWriters", 2)?.max(1) as usize,
         flush: Duration::from_millis(number("syncFlushMs", 50)?),
         claim_idle: Duration::from_millis(number("claimIdleMs", 30_000)?),
         trim_acked: matches!(field("syncTrimAcked"), Some("1" | "true" | "yes")),

@@ -50,9 +50,6 @@ pub struct Described {
     pub has_default: bool,
 }
 
-/// The temporary table each batch is copied into, one per connection.
-pub const BATCH_TABLE: &str = "denorun_sync_batch";
-
 impl Plan {
     pub fn has(&self, source: Source) -> bool {
         self.columns.iter().any(|c| c.source == source)
@@ -122,30 +119,30 @@ impl Plan {
         }
     }
 
-    /// The temporary table a batch is copied into: one text column per column written.
-    pub fn batch_table_sql(&self) -> String {
-        let columns: Vec<String> = (0..self.columns.len()).map(|i| format!("c{i} text")).collect();
-        format!("CREATE TEMP TABLE IF NOT EXISTS {BATCH_TABLE} ({}) ON COMMIT DELETE ROWS", columns.join(", "))
-    }
-
-    pub fn copy_sql(&self) -> String {
-        format!("COPY {BATCH_TABLE} FROM STDIN (FORMAT binary)")
-    }
-
-    /// Moves a copied batch into the table; entries already there are skipped.
+    /// One statement for a batch: a text array per column, unnested; entries already there
+    /// are skipped.
     pub fn insert_sql(&self, table: &str) -> String {
         let names: Vec<String> = self.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let arrays: Vec<String> = (1..=self.columns.len()).map(|i| format!("${i}::text[]")).collect();
+        let batch: Vec<String> = (0..self.columns.len()).map(|i| format!("c{i}")).collect();
+        format!(
+            "INSERT INTO {table} ({}) SELECT {} FROM unnest({}) AS batch({}) ON CONFLICT DO NOTHING",
+            names.join(", "),
+            self.select_list(),
+            arrays.join(", "),
+            batch.join(", ")
+        )
+    }
+
+    /// `c0, CAST(c1 AS type), ...`: the batch's text converted to each column's type.
+    fn select_list(&self) -> String {
         let values: Vec<String> = (self.columns.iter().enumerate())
             .map(|(i, c)| match &c.cast {
                 Some(type_name) => format!("CAST(c{i} AS {type_name})"),
                 None => format!("c{i}"),
             })
             .collect();
-        format!(
-            "INSERT INTO {table} ({}) SELECT {} FROM {BATCH_TABLE} ON CONFLICT DO NOTHING",
-            names.join(", "),
-            values.join(", ")
-        )
+        values.join(", ")
     }
 }
 
@@ -268,7 +265,8 @@ mod tests {
         assert_eq!(
             plan.insert_sql("\"t\""),
             "INSERT INTO \"t\" (\"_stream\", \"_id\", \"_ref\", \"_time\", \"_data\", \"_fields\") SELECT c0, c1, c2, \
-             CAST(c3 AS timestamp with time zone), CAST(c4 AS jsonb), CAST(c5 AS jsonb) FROM denorun_sync_batch \
+             CAST(c3 AS timestamp with time zone), CAST(c4 AS jsonb), CAST(c5 AS jsonb) FROM unnest($1::text[], \
+             $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS batch(c0, c1, c2, c3, c4, c5) \
              ON CONFLICT DO NOTHING"
         );
     }

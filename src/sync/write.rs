@@ -1,13 +1,14 @@
-//! The PostgreSQL side of a sync: a batch goes in one transaction, binary COPY into a
-//! temporary table then `INSERT … SELECT … ON CONFLICT DO NOTHING`, so that a batch written
-//! again after a crash writes nothing twice. A batch PostgreSQL rejects for its data is split
+//! The PostgreSQL side of a sync: a batch is one statement, `INSERT … SELECT … FROM
+//! unnest(<a text array per column>) ON CONFLICT DO NOTHING`, so that a batch written again
+//! after a crash writes nothing twice. (It measured faster than a binary COPY into a
+//! temporary table followed by `INSERT … SELECT`: one round trip instead of four, and no
+//! temporary table to fill and empty.) A batch PostgreSQL rejects for its data is split
 //! in halves until the entries it rejects are found alone; those become dead letters.
 
-use std::pin::pin;
+use std::borrow::Cow;
 
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
 
 use super::pg::Target;
 use super::row::{self, Entry};
@@ -55,7 +56,14 @@ pub struct Written {
 pub struct Writer {
     target: Target,
     table: String,
-    client: Option<(Client, Plan)>,
+    client: Option<Connected>,
+}
+
+/// A connection, the table's plan, and the batch's INSERT prepared on it.
+struct Connected {
+    client: Client,
+    plan: Plan,
+    insert: Statement,
 }
 
 impl Writer {
@@ -73,10 +81,10 @@ impl Writer {
         &self.table
     }
 
-    /// Connects, creates or checks the table, and makes the batch table: the start-up check
-    /// and the way back after an outage.
+    /// Connects, creates or checks the table, and prepares the batch's INSERT: the start-up
+    /// check and the way back after an outage.
     pub async fn connect(&mut self) -> Result<(), Failure> {
-        if self.client.as_ref().is_some_and(|(c, _)| !c.is_closed()) {
+        if self.client.as_ref().is_some_and(|c| !c.client.is_closed()) {
             return Ok(());
         }
         self.client = None;
@@ -90,15 +98,15 @@ impl Writer {
                 })
             }
         };
-        client.batch_execute(&plan.batch_table_sql()).await.map_err(|e| self.failure(&e))?;
-        self.client = Some((client, plan));
+        let insert = client.prepare(&plan.insert_sql(&self.table())).await.map_err(|e| self.failure(&e))?;
+        self.client = Some(Connected { client, plan, insert });
         Ok(())
     }
 
     /// Writes a batch; rejected entries come back as dead letters, the rest is committed.
     pub async fn write(&mut self, stream: &str, entries: &[Entry]) -> Result<Written, Failure> {
         self.connect().await?;
-        let Some((_, plan)) = &self.client else { unreachable!("connected above") };
+        let Some(Connected { plan, .. }) = &self.client else { unreachable!("connected above") };
         let mut written = Written::default();
         let mut rows = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
@@ -132,23 +140,17 @@ impl Writer {
         Ok(written)
     }
 
-    /// One transaction: COPY the rows into the batch table, move them into the table.
-    async fn commit(&mut self, rows: &[(usize, Vec<Option<String>>)]) -> Result<u64, tokio_postgres::Error> {
-        let Some((client, plan)) = &mut self.client else { unreachable!("connected by write") };
-        let transaction = client.transaction().await?;
-        let sink = transaction.copy_in(&plan.copy_sql()).await?;
-        let types = vec![Type::TEXT; plan.columns.len()];
-        let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-        let mut refs: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(types.len());
+    /// One statement, so one transaction: a text array per column, unnested into the table.
+    async fn commit(&mut self, rows: &[(usize, Vec<Option<Cow<'_, str>>>)]) -> Result<u64, tokio_postgres::Error> {
+        let Some(Connected { client, plan, insert }) = &self.client else { unreachable!("connected by write") };
+        let mut columns: Vec<Vec<Option<&str>>> = vec![Vec::with_capacity(rows.len()); plan.columns.len()];
         for (_, values) in rows {
-            refs.clear();
-            refs.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
-            writer.as_mut().write(&refs).await?;
+            for (column, value) in columns.iter_mut().zip(values) {
+                column.push(value.as_deref());
+            }
         }
-        writer.finish().await?;
-        let inserted = transaction.execute(&plan.insert_sql(&table::qualified(&self.table)), &[]).await?;
-        transaction.commit().await?;
-        Ok(inserted)
+        let params: Vec<&(dyn ToSql + Sync)> = columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+        client.execute(insert, &params).await
     }
 
     /// `user@host:port/db`.
