@@ -136,7 +136,7 @@ each worker on its own stdin. Worker ids come from ${type}:start:q; see them wit
     #[command(after_help = "The table is created when missing: _stream and _id (the primary key), _ref, _type, \
 _source, _subject, _time (from `time`, ms or ISO 8601), _data (jsonb), _fields (jsonb: the other fields), \
 _synced_at. An existing table gets the columns it has, by those names, and any other column without a DEFAULT \
-takes the field of its name. Each batch is committed, then acked; an entry PostgreSQL refuses goes to \
+takes the field of its name. Each batch is one INSERT, committed, then acked; an entry PostgreSQL refuses goes to \
 <stream>:dead:x with the error. --to follows libpq: postgres://user@host:port/db?sslmode=..., or \
 'host=... dbname=...', with PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE and PGSSLROOTCERT \
 for what it leaves out; keep the password in PGPASSWORD, not on the command line.")]

@@ -6,9 +6,10 @@
 //! COMMIT and XACK, an entry claimed by a second instance) inserts nothing the second time
 //! (`ON CONFLICT DO NOTHING` on the table's key). The concerns are modules: where PostgreSQL
 //! is (`pg`), the table and its mapping (`table`, `row`), writing a batch (`write`), the
-//! stream and its group (`stream`) and reading batches (`reader`). This module runs the two
-//! halves: a reader task that stays one batch ahead, and the loop that writes, dead-letters
-//! and acks each batch, waiting out outages of either server.
+//! stream and its group (`stream`), reading batches (`reader`) and waiting out outages
+//! (`away`). This module runs the two halves: a reader task that stays ahead, and writers
+//! that take turns to write, dead-letter and ack each batch, waiting out outages of either
+//! server.
 
 mod away;
 mod pg;
