@@ -161,28 +161,33 @@ impl Drop for OwnRedis {
     }
 }
 
-/// A redis-server on a loopback port with `options` (persistence, `--replicaof`, ...), which
-/// dies with the thread that spawned it (PR_SET_PDEATHSIG).
-pub fn spawn_redis_server(port: u16, options: &[&str]) -> Child {
+/// Makes a child SIGKILLed when the thread that spawns it ends (PR_SET_PDEATHSIG), so that
+/// servers die with the tests however they end.
+pub fn dies_with_this_thread(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new("redis-server");
-    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-        .args(options)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
     unsafe {
         cmd.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
         });
     }
+}
+
+/// A redis-server on a loopback port with `options` (persistence, `--replicaof`, ...), which
+/// dies with the thread that spawned it (PR_SET_PDEATHSIG).
+pub fn spawn_redis_server(port: u16, options: &[&str]) -> Child {
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(options)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    dies_with_this_thread(&mut cmd);
     cmd.spawn().expect("redis-server must be installed (apt-get install redis-server)")
 }
 
 /// A Redis Sentinel on a loopback port watching the master `name` at `master_port` (quorum 2,
 /// down after 1 s), its config file in `dir`; it dies with the thread that spawned it.
 pub fn spawn_sentinel(port: u16, dir: &Path, name: &str, master_port: u16) -> Child {
-    use std::os::unix::process::CommandExt;
     let conf = write(
         dir,
         &format!("sentinel-{port}.conf"),
@@ -194,12 +199,7 @@ pub fn spawn_sentinel(port: u16, dir: &Path, name: &str, master_port: u16) -> Ch
     );
     let mut cmd = Command::new("redis-server");
     cmd.arg(&conf).arg("--sentinel").stdout(Stdio::null()).stderr(Stdio::null());
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    dies_with_this_thread(&mut cmd);
     cmd.spawn().expect("redis-server must be installed (apt-get install redis-server)")
 }
 

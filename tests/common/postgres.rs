@@ -88,7 +88,6 @@ impl Postgres {
 
     /// Starts the server on its port (again), and waits until it answers.
     pub fn restart(&mut self) {
-        use std::os::unix::process::CommandExt;
         let socket_dir = self.dir.path().to_str().unwrap().to_string();
         let mut cmd = Command::new(bin("postgres"));
         as_owner(&mut cmd)
@@ -96,12 +95,7 @@ impl Postgres {
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=40", "-c", "shared_buffers=64MB"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        super::dies_with_this_thread(&mut cmd);
         self.child = Some(cmd.spawn().unwrap());
         wait_for(&format!("PostgreSQL answers on port {}", self.port), Duration::from_secs(30), || {
             self.try_client().map(|_| ())
