@@ -452,6 +452,7 @@ fn metrics_count_rows_and_trim_acked_keeps_what_another_group_needs() {
         let (_, body) = common::get(port, "/metrics")?;
         body.lines().any(|l| l.starts_with("denorun_sync_rows_total{") && l.ends_with(" 1000")).then_some(body)
     });
+    assert_eq!(common::get(port, "/healthz").map(|(status, _)| status), Some(200), "both servers answer");
     for name in ["denorun_sync_batches_total{", "denorun_sync_backlog{", "denorun_sync_batch_seconds_count{"] {
         assert!(body.contains(name), "{name} missing:\n{body}");
     }

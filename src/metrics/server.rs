@@ -1,5 +1,6 @@
 //! The metrics endpoint (`--metrics <addr>`): `/metrics` in Prometheus's text format and
-//! `/healthz`, 200 while the supervisor reaches Redis and is not draining, else 503. A small
+//! `/healthz`, 200 while the supervisor (or sync) reaches its servers and is not draining,
+//! else 503. A small
 //! hyper HTTP/1.1 server on the supervisor's runtime.
 
 use std::convert::Infallible;
@@ -17,12 +18,14 @@ use super::Metrics;
 #[derive(Debug)]
 pub struct Health {
     redis_up: AtomicBool,
+    /// For `denorun sync`: its PostgreSQL answers.
+    postgres_up: AtomicBool,
     draining: AtomicBool,
 }
 
 impl Default for Health {
     fn default() -> Self {
-        Health { redis_up: AtomicBool::new(true), draining: AtomicBool::new(false) }
+        Health { redis_up: AtomicBool::new(true), postgres_up: AtomicBool::new(true), draining: AtomicBool::new(false) }
     }
 }
 
@@ -31,12 +34,18 @@ impl Health {
         self.redis_up.store(up, Ordering::Relaxed);
     }
 
+    pub fn postgres(&self, up: bool) {
+        self.postgres_up.store(up, Ordering::Relaxed);
+    }
+
     pub fn draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }
 
-    fn ok(&self) -> bool {
-        self.redis_up.load(Ordering::Relaxed) && !self.draining.load(Ordering::Relaxed)
+    pub(crate) fn ok(&self) -> bool {
+        self.redis_up.load(Ordering::Relaxed)
+            && self.postgres_up.load(Ordering::Relaxed)
+            && !self.draining.load(Ordering::Relaxed)
     }
 }
 

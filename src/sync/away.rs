@@ -5,22 +5,40 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::metrics::server::Health;
+
+/// What `/healthz` is told of this server: `Health::redis` or `Health::postgres`.
+type Report = (Arc<Health>, fn(&Health, bool));
+
 /// One server's outages, shared by the connections to it ([`Away::shared`]); each keeps its
 /// own count of tries.
 pub struct Away {
     place: String,
     since: Arc<Mutex<Option<Instant>>>,
     tries: u32,
+    health: Option<Report>,
 }
 
 impl Away {
     pub fn new(place: String) -> Away {
-        Away { place, since: Arc::default(), tries: 0 }
+        Away { place, since: Arc::default(), tries: 0, health: None }
+    }
+
+    /// Tells `/healthz` when outages begin and end.
+    pub fn reporting(mut self, health: Arc<Health>, set: fn(&Health, bool)) -> Away {
+        self.health = Some((health, set));
+        self
     }
 
     /// Another connection to the same server: the same outages, its own tries.
     pub fn shared(&self) -> Away {
-        Away { place: self.place.clone(), since: self.since.clone(), tries: 0 }
+        Away { place: self.place.clone(), since: self.since.clone(), tries: 0, health: self.health.clone() }
+    }
+
+    fn report(&self, up: bool) {
+        if let Some((health, set)) = &self.health {
+            set(health, up);
+        }
     }
 
     /// A try failed for want of the server. The first failure is retried at once and not
@@ -30,6 +48,7 @@ impl Away {
         let mut since = self.since.lock().unwrap_or_else(|e| e.into_inner());
         if self.tries >= 2 && since.is_none() {
             *since = Some(Instant::now());
+            self.report(false);
             log::warn!("lost {} ({error}); retrying until it is back, nothing acked meanwhile", self.place);
         }
     }
@@ -38,6 +57,7 @@ impl Away {
     pub fn back(&mut self) {
         self.tries = 0;
         if let Some(since) = self.since.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            self.report(true);
             log::info!("{} is back after {:.1}s", self.place, since.elapsed().as_secs_f64());
         }
     }
@@ -80,5 +100,21 @@ mod tests {
         assert!(began.is_some());
         reader.back();
         assert!(writer.since.lock().unwrap().is_none(), "back for both");
+    }
+
+    #[test]
+    fn healthz_hears_of_outages() {
+        let health = Arc::new(Health::default());
+        let mut pg = Away::new("PostgreSQL".into()).reporting(health.clone(), Health::postgres);
+        let mut redis = Away::new("Redis".into()).reporting(health.clone(), Health::redis).shared();
+        pg.lost("refused");
+        pg.lost("refused");
+        redis.lost("refused");
+        redis.lost("refused");
+        assert!(!health.ok());
+        pg.back();
+        assert!(!health.ok(), "Redis is still away");
+        redis.back();
+        assert!(health.ok());
     }
 }

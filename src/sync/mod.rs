@@ -140,8 +140,9 @@ async fn sync(
         Group { stream: options.stream.clone(), group: options.group.clone(), consumer: options.consumer.clone() };
     let metrics = Metrics::new();
     let stats = metrics.sync(&options.stream, writer.table_name());
+    let health = Arc::new(Health::default());
     if let Some(addr) = options.metrics {
-        let bound = crate::metrics::server::serve(addr, metrics.clone(), Arc::new(Health::default())).await?;
+        let bound = crate::metrics::server::serve(addr, metrics.clone(), health.clone()).await?;
         log::info!("{}: metrics on http://{bound}/metrics", options.stream);
     }
     log::info!(
@@ -152,12 +153,12 @@ async fn sync(
         options.group,
         options.consumer
     );
-    let redis_away = Away::new(format!("Redis at {}", redis.describe()));
+    let redis_away = Away::new(format!("Redis at {}", redis.describe())).reporting(health.clone(), Health::redis);
     let reader = Reader::new(group.clone(), redis.connect().await?, redis_away.shared(), &options);
     let (batches, inbox) = mpsc::channel(options.writers);
     let inbox = tokio::sync::Mutex::new(inbox);
     let reading = tokio::spawn(read_batches(reader, batches));
-    let pg_away = Away::new(format!("PostgreSQL at {}", target.describe()));
+    let pg_away = Away::new(format!("PostgreSQL at {}", target.describe())).reporting(health.clone(), Health::postgres);
     let (stats, table) = (Arc::new(stats), writer.table_name().to_string());
     let mut first = Some(writer);
     let mut loops: Vec<Loop> = (0..options.writers)
@@ -178,6 +179,7 @@ async fn sync(
         ended = &mut writing => ended.map(|_| ()),
         () = stopped => {
             log::info!("{}: stopping after the batches in hand", options.stream);
+            health.draining();
             // Without the reader, the writers finish what they hold and what it had read.
             reading.abort();
             writing.await.map(|_| ())
