@@ -104,14 +104,14 @@ pub async fn serve(
     stopped: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Ended> {
     match start(&redis, &target, &options).await {
-        Ok((conn, writer)) => sync(redis, target, options, conn, writer, stats, stopped).await.map(|()| Ended::Stopped),
+        Ok(started) => sync(redis, target, options, started, stats, stopped).await.map(|()| Ended::Stopped),
         Err(e) => Ok(Ended::Refused(e)),
     }
 }
 
 /// Checks both servers before anything is read: a bad URL, password, table or stream ends
 /// the sync here, with nothing acked.
-async fn start(redis: &RedisTarget, target: &pg::Target, options: &Options) -> anyhow::Result<(Conn, Writer)> {
+async fn start(redis: &RedisTarget, target: &pg::Target, options: &Options) -> anyhow::Result<Started> {
     let group =
         Group { stream: options.stream.clone(), group: options.group.clone(), consumer: options.consumer.clone() };
     let mut conn = redis.connect().await?;
@@ -124,20 +124,25 @@ async fn start(redis: &RedisTarget, target: &pg::Target, options: &Options) -> a
             target.describe()
         );
     }
-    Ok((conn, writer))
+    Ok(Started { group, conn, writer })
+}
+
+/// What the start-up check leaves ready: the joined group, its connection, and the first
+/// writer, connected.
+struct Started {
+    group: Group,
+    conn: Conn,
+    writer: Writer,
 }
 
 async fn sync(
     redis: RedisTarget,
     target: pg::Target,
     options: Options,
-    conn: Conn,
-    writer: Writer,
+    Started { group, conn, writer }: Started,
     worker: Option<Arc<WorkerStats>>,
     stopped: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let group =
-        Group { stream: options.stream.clone(), group: options.group.clone(), consumer: options.consumer.clone() };
     let metrics = Metrics::new();
     let stats = metrics.sync(&options.stream, writer.table_name());
     let health = Arc::new(Health::default());

@@ -161,7 +161,7 @@ impl Writer {
     fn failure(&mut self, e: &tokio_postgres::Error) -> Failure {
         let what = describe(e);
         match verdict(e.code().map(|c| c.code())) {
-            Verdict::Fatal if e.as_db_error().is_some() => Failure::Fatal(what),
+            Verdict::Fatal => Failure::Fatal(what),
             _ => {
                 self.client = None;
                 Failure::Outage(what)
