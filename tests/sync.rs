@@ -460,3 +460,31 @@ fn metrics_count_rows_and_trim_acked_keeps_what_another_group_needs() {
     let run = sync.stop();
     assert_eq!(run.code, 0, "{run:?}");
 }
+
+#[test]
+fn a_second_signal_stops_at_once_during_an_outage_and_loses_nothing() {
+    let mut pg = Postgres::start();
+    let url = redis().url();
+    let stream = unique("sync-second");
+    let table = stream.replace('-', "_");
+    add(&url, &stream, 0, 10);
+    let mut sync = Sync::start(&url, &stream, &pg.url(), &["--consumer", "one"]);
+    wait_rows(&pg, &table, 10, Duration::from_secs(30));
+    pg.stop_immediate();
+    add(&url, &stream, 10, 10);
+    wait_for("the outage logged", Duration::from_secs(30), || sync.log().contains("lost PostgreSQL").then_some(()));
+    let pid = sync.child.as_ref().unwrap().id() as i32;
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    wait_for("the drain begun", Duration::from_secs(10), || sync.log().contains("signal again").then_some(()));
+    assert!(sync.is_running(), "the batch in hand waits for PostgreSQL");
+    let run = sync.stop();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("stopping now"), "{run:?}");
+    // The batch in hand stayed pending; the same consumer writes it when it is back.
+    assert_eq!(pending(&url, &stream), 10);
+    pg.restart();
+    let sync = Sync::start(&url, &stream, &pg.url(), &["--consumer", "one"]);
+    wait_rows(&pg, &table, 20, Duration::from_secs(30));
+    wait_for("every entry acked", Duration::from_secs(10), || (pending(&url, &stream) == 0).then_some(()));
+    assert_eq!(sync.stop().code, 0);
+}

@@ -77,13 +77,31 @@ pub fn run(redis: RedisTarget, options: Options) -> anyhow::Result<i32> {
     let target = pg::Target::parse(&options.to, |name| std::env::var(name).ok())?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let ended = runtime.block_on(async {
+        // The first signal stops it after the batches in hand; a second, at once.
+        let (stop, stops) = mpsc::unbounded_channel();
         let mut signals = Signals::new()?;
-        serve(redis, target, options, None, signals.next()).await
+        tokio::spawn(async move {
+            for step in [Stop::AfterBatches, Stop::Now] {
+                signals.next().await;
+                let _ = stop.send(step);
+            }
+        });
+        serve(redis, target, options, None, stops).await
     })?;
     match ended {
         Ended::Stopped => Ok(0),
         Ended::Refused(e) => Err(e),
     }
+}
+
+/// What the sync is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Read no more; write and ack what is in hand, then end.
+    AfterBatches,
+    /// End now: what is in hand stays pending, and is read again (by this consumer when it
+    /// restarts, or by another after `claimIdleMs`).
+    Now,
 }
 
 /// How a sync that ran ended.
@@ -94,17 +112,16 @@ pub enum Ended {
     Refused(anyhow::Error),
 }
 
-/// Syncs until `stopped` resolves (then finishes the batch in hand) or a fault no retry
-/// mends (an error). `stats`: a supervised instance's numbers, for `status` and `top`.
+/// Syncs until it is asked to [`Stop`] or a fault no retry mends (an error). `stats`: a supervised instance's numbers, for `status` and `top`.
 pub async fn serve(
     redis: RedisTarget,
     target: pg::Target,
     options: Options,
     stats: Option<Arc<WorkerStats>>,
-    stopped: impl std::future::Future<Output = ()>,
+    stops: mpsc::UnboundedReceiver<Stop>,
 ) -> anyhow::Result<Ended> {
     match start(&redis, &target, &options).await {
-        Ok(started) => sync(redis, target, options, started, stats, stopped).await.map(|()| Ended::Stopped),
+        Ok(started) => sync(redis, target, options, started, stats, stops).await.map(|()| Ended::Stopped),
         Err(e) => Ok(Ended::Refused(e)),
     }
 }
@@ -141,7 +158,7 @@ async fn sync(
     options: Options,
     Started { group, conn, writer }: Started,
     worker: Option<Arc<WorkerStats>>,
-    stopped: impl std::future::Future<Output = ()>,
+    mut stops: mpsc::UnboundedReceiver<Stop>,
 ) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let stats = metrics.sync(&options.stream, writer.table_name());
@@ -180,14 +197,25 @@ async fn sync(
         })
         .collect();
     let mut writing = std::pin::pin!(futures::future::try_join_all(loops.iter_mut().map(|l| l.run(&inbox))));
-    let ended = tokio::select! {
-        ended = &mut writing => ended.map(|_| ()),
-        () = stopped => {
-            log::info!("{}: stopping after the batches in hand", options.stream);
-            health.draining();
-            // Without the reader, the writers finish what they hold and what it had read.
-            reading.abort();
-            writing.await.map(|_| ())
+    let mut step = tokio::select! {
+        ended = &mut writing => Err(ended.map(|_| ())),
+        Some(step) = stops.recv() => Ok(step),
+    };
+    if matches!(step, Ok(Stop::AfterBatches)) {
+        log::info!("{}: stopping after the batches in hand; signal again to stop at once", options.stream);
+        health.draining();
+        // Without the reader, the writers finish what they hold and what it had read.
+        reading.abort();
+        step = tokio::select! {
+            ended = &mut writing => Err(ended.map(|_| ())),
+            Some(step) = stops.recv() => Ok(step),
+        };
+    }
+    let ended = match step {
+        Err(ended) => ended,
+        Ok(_) => {
+            log::warn!("{}: stopping now; the batches in hand stay pending and are read again", options.stream);
+            Ok(())
         }
     };
     reading.abort();

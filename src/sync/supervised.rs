@@ -14,7 +14,7 @@ use anyhow::Context;
 use base64::Engine;
 use zeroize::Zeroizing;
 
-use super::{pg, Options};
+use super::{pg, Options, Stop};
 use crate::config::RedisTarget;
 use crate::metrics::WorkerStats;
 use crate::ops::crypto::{crypt, Mode, Padding};
@@ -105,13 +105,25 @@ pub fn spawn(
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
         let ended = runtime.map_err(anyhow::Error::from).and_then(|runtime| {
             runtime.block_on(async {
-                let stopped = async {
+                // A changed pid is a drain: after the batches in hand; the supervisor's stop
+                // (a drain's time-out, a second signal) is at once.
+                let (tell, stops) = tokio::sync::mpsc::unbounded_channel();
+                let watch = async {
                     tokio::select! {
                         _ = stop.requested() => {},
-                        _ = pid_changes(&redis, &key) => log::info!("{key}: its pid changed; stopping after the batch in hand"),
+                        _ = pid_changes(&redis, &key) => {
+                            log::info!("{key}: its pid changed; stopping after the batch in hand");
+                            let _ = tell.send(Stop::AfterBatches);
+                            stop.requested().await;
+                        }
                     }
+                    let _ = tell.send(Stop::Now);
+                    std::future::pending::<()>().await
                 };
-                super::serve(redis.clone(), target, options, Some(stats), stopped).await
+                tokio::select! {
+                    ended = super::serve(redis.clone(), target, options, Some(stats), stops) => ended,
+                    () = watch => unreachable!("the watch never ends"),
+                }
             })
         });
         done(Exit::new(match ended {
