@@ -76,16 +76,21 @@ async function serve(mainUrl) {
   const opened = await op_denorun_handler_open(key);
   const { rid, fields, concurrency, requestTimeoutMs } = opened;
   const secret = await secretOf(fields, key);
-  const { connect } = await import("https://deno.land/x/redis/mod.ts");
-  // It reconnects after a lost connection, for a while, as the loop itself does. None under
-  // Redis Cluster, which deno-redis's API never spoke.
-  const redis = opened.redis
-    ? await connect({ ...opened.redis, db: opened.redis.db || undefined, maxRetryCount: 40, retryInterval: 250 })
-    : undefined;
   const stopping = new AbortController();
-  const context = { key, config: fields, secret, redis, log: logger(key) };
+  const context = { key, config: fields, secret, redis: undefined, log: logger(key) };
+  // `ctx.redis` is connected before the first request, not at start: an idle worker holds no
+  // connection and has not loaded the client (a third of an idle handler worker's memory and
+  // start-up). It reconnects after a lost connection, for a while, as the loop itself does.
+  // None under Redis Cluster, which deno-redis's API never spoke.
+  let connecting;
+  const connectRedis = async () => {
+    const { connect } = await import("https://deno.land/x/redis/mod.ts");
+    const options = { ...opened.redis, db: opened.redis.db || undefined, maxRetryCount: 40, retryInterval: 250 };
+    context.redis = await connect(options);
+  };
 
   const run = async (req) => {
+    if (opened.redis && context.redis === undefined) await (connecting ??= connectRedis());
     const controller = new AbortController();
     const abort = () => controller.abort(stopping.signal.reason ?? new Error("the worker is stopping"));
     stopping.signal.addEventListener("abort", abort);
@@ -121,7 +126,7 @@ async function serve(mainUrl) {
   stopping.abort(new Error("the worker is stopping"));
   await Promise.all(inflight);
   op_denorun_handler_close(rid);
-  redis?.close();
+  context.redis?.close();
 }
 
 Object.defineProperty(globalThis, Symbol.for("denorun.serve"), { value: serve });
