@@ -5,11 +5,12 @@
 //! name (`demo-worker:1 | ...`, as docker compose does) or as a JSON object naming it, so that
 //! lines of different workers never mix.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::sync::OnceLock;
 
 use deno_runtime::deno_io::StdioPipe;
 use serde_json::{Map, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 
 /// How lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -94,26 +95,48 @@ enum Stream {
 }
 
 /// A worker's stdout and stderr: pipes whose lines are forwarded, each whole, to the
-/// process's own stdout and stderr, by a thread each that ends with the worker.
+/// process's own stdout and stderr. One thread reads the pipes of every worker; a pipe is
+/// dropped from it when its worker ends.
 pub fn worker_pipes(key: &str) -> std::io::Result<(StdioPipe, StdioPipe)> {
     Ok((forward(key, Stream::Stdout)?, forward(key, Stream::Stderr)?))
+}
+
+/// The runtime of the thread that reads workers' pipes, started with the first pipe.
+fn output_thread() -> std::io::Result<&'static tokio::runtime::Handle> {
+    static OUTPUT: OnceLock<tokio::runtime::Handle> = OnceLock::new();
+    if let Some(handle) = OUTPUT.get() {
+        return Ok(handle);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+    let handle = runtime.handle().clone();
+    if OUTPUT.set(handle).is_ok() {
+        std::thread::Builder::new()
+            .name("denorun-output".into())
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+    }
+    Ok(OUTPUT.get().expect("set above"))
 }
 
 fn forward(key: &str, stream: Stream) -> std::io::Result<StdioPipe> {
     let (reader, writer) = std::io::pipe()?;
     let name = key.strip_suffix(":h").unwrap_or(key).to_string();
     let key = key.to_string();
-    std::thread::Builder::new().name(format!("{name} output")).spawn(move || {
-        let mut reader = BufReader::with_capacity(64 << 10, reader);
+    let runtime = output_thread()?;
+    let reader = {
+        let _entered = runtime.enter();
+        tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader))?
+    };
+    runtime.spawn(async move {
+        let mut reader = tokio::io::BufReader::new(reader);
         let mut line = Vec::new();
         loop {
             line.clear();
-            match (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut line) {
+            match (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut line).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => write_line(&key, &name, stream, &line),
             }
         }
-    })?;
+    });
     Ok(StdioPipe::file(std::fs::File::from(std::os::fd::OwnedFd::from(writer))))
 }
 

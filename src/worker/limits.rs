@@ -4,8 +4,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -69,46 +69,89 @@ impl<F: Future> Future for Timed<F> {
     }
 }
 
-/// Watches one worker's polls from a thread of its own and terminates the worker when one
-/// lasts longer than its `maxBlockMs`. Dropping it ends the thread.
+/// Watches one worker's polls and terminates the worker when one lasts longer than its
+/// `maxBlockMs`. One thread watches every worker of the process; dropping this stops
+/// watching this one.
 pub struct Watchdog {
-    done: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    id: Option<u64>,
+}
+
+/// A watched worker, as the watchdog thread sees it.
+struct Watched {
+    id: u64,
+    busy_since: Arc<AtomicU64>,
+    limit: Duration,
+    stop: StopHandle,
+}
+
+/// The workers being watched.
+static WATCHED: Mutex<Vec<Watched>> = Mutex::new(Vec::new());
+
+fn watched() -> MutexGuard<'static, Vec<Watched>> {
+    WATCHED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts the watchdog thread, once.
+fn start_watching() {
+    static THREAD: Once = Once::new();
+    THREAD.call_once(|| {
+        std::thread::Builder::new()
+            .name("denorun-watchdog".into())
+            .spawn(|| loop {
+                let every = check_every(watched().iter().map(|w| w.limit).min());
+                std::thread::sleep(every);
+                let now = now_ms();
+                watched().retain(|w| {
+                    let since = w.busy_since.load(Ordering::Relaxed);
+                    let blocked = now.saturating_sub(since);
+                    let over = since != 0 && blocked > w.limit.as_millis() as u64;
+                    if over {
+                        w.stop.terminate(Reason::Cpu { blocked_ms: blocked });
+                    }
+                    !over
+                });
+            })
+            .expect("cannot start the watchdog thread");
+    });
+}
+
+/// How often the watchdog looks: a quarter of the shortest limit, between 10 and 250 ms.
+fn check_every(shortest: Option<Duration>) -> Duration {
+    (shortest.unwrap_or(Duration::MAX) / 4).clamp(Duration::from_millis(10), Duration::from_millis(250))
 }
 
 impl Watchdog {
     /// Wraps `future` so that its polls are watched; without a limit it runs as it is.
     pub fn watch<F: Future>(future: F, max_block: Option<Duration>, stop: &StopHandle) -> (Timed<F>, Watchdog) {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let busy_since = Arc::new(AtomicU64::new(0));
-        let done = Arc::new(AtomicBool::new(false));
-        let thread = max_block.map(|limit| {
-            let (busy_since, done, stop) = (busy_since.clone(), done.clone(), stop.clone());
-            let tick = (limit / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
-            std::thread::Builder::new()
-                .name("denorun-watchdog".into())
-                .spawn(move || {
-                    while !done.load(Ordering::Relaxed) {
-                        std::thread::park_timeout(tick);
-                        let since = busy_since.load(Ordering::Relaxed);
-                        let blocked = now_ms().saturating_sub(since);
-                        if since != 0 && blocked > limit.as_millis() as u64 {
-                            stop.terminate(Reason::Cpu { blocked_ms: blocked });
-                            return;
-                        }
-                    }
-                })
-                .expect("cannot start a watchdog thread")
+        let id = max_block.map(|limit| {
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            watched().push(Watched { id, busy_since: busy_since.clone(), limit, stop: stop.clone() });
+            start_watching();
+            id
         });
-        (Timed { inner: Box::pin(future), busy_since }, Watchdog { done, thread })
+        (Timed { inner: Box::pin(future), busy_since }, Watchdog { id })
     }
 }
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.thread().unpark();
-            let _ = thread.join();
+        if let Some(id) = self.id {
+            watched().retain(|w| w.id != id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_looks_four_times_per_shortest_limit_within_bounds() {
+        assert_eq!(check_every(Some(Duration::from_millis(400))), Duration::from_millis(100));
+        assert_eq!(check_every(Some(Duration::from_millis(8))), Duration::from_millis(10));
+        assert_eq!(check_every(Some(Duration::from_secs(10))), Duration::from_millis(250));
+        assert_eq!(check_every(None), Duration::from_millis(250));
     }
 }
