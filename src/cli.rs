@@ -216,6 +216,10 @@ pub struct SuperviseArgs {
     /// misses five are recovered by the others
     #[arg(long, default_value_t = 2.0)]
     pub heartbeat: f64,
+    /// The most ids it runs at once; the others stay on ${type}:start:q for other
+    /// supervisors. Default: as many as its memory holds at 32 MiB each, at most 250 per CPU
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_workers: Option<u32>,
     /// Let workers' --inspect listen on non-loopback addresses
     #[arg(long)]
     pub allow_remote_inspect: bool,

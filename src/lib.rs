@@ -91,6 +91,13 @@ pub fn main(snapshot: Snapshot) -> ! {
                     allow_remote_inspect: args.allow_remote_inspect,
                     metrics: args.observe.metrics,
                     allow_remote_metrics: args.observe.allow_remote_metrics,
+                    max_workers: args.max_workers.map_or_else(
+                        || {
+                            let (cpus, memory) = supervisor::resources();
+                            supervisor::default_max_workers(cpus, memory)
+                        },
+                        |n| n as usize,
+                    ),
                 },
             )
         }),

@@ -134,3 +134,80 @@ fn three_supervisors_run_each_id_once_and_take_over_a_killed_ones() {
         assert!(!run.stderr.contains("stopping") && !run.stderr.contains(":h: stopped\n"), "{run:?}");
     }
 }
+
+/// The supervisors blocked in BLMOVE, waiting for ids.
+fn waiting_for_ids(c: &mut redis::Connection) -> usize {
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query(c).unwrap();
+    clients
+        .lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            fields.contains(&"flags=b") && fields.contains(&"cmd=blmove")
+        })
+        .count()
+}
+
+#[test]
+fn max_workers_spreads_ids_that_were_queued_before_the_supervisors_started() {
+    let redis = OwnRedis::start();
+    let url = redis.url();
+    let dir = temp_dir();
+    let path = write(dir.path(), "handler.ts", HANDLER);
+    let mut c = conn(&url);
+    let defaults = [("workerUrl", path.to_str().unwrap()), ("workerVersion", "local")];
+    let _: () = c.hset_multiple("greeter:h", &defaults).unwrap();
+    // As a new user does it: the ids first, then the supervisors, one after the other. Without
+    // a limit, the first would take all six.
+    let _: () = c.rpush("greeter:start:q", &IDS).unwrap();
+    let heartbeat = HEARTBEAT.to_string();
+    let start = || Supervisor::start_type(&url, "greeter", &["--heartbeat", &heartbeat, "--max-workers", "2"]);
+    let supervisors = [start(), start(), start()];
+    let running = wait_for("all six ids run", Duration::from_secs(30), || {
+        let runners = runners(&url);
+        runners.values().all(|s| !s.is_empty()).then_some(runners)
+    });
+    for supervisor in &supervisors {
+        let name = format!(":{}", supervisor.pid());
+        assert_eq!(running.values().filter(|r| r.ends_with(&name)).count(), 2, "two ids each: {running:?}");
+    }
+    // Full, none of them waits on start:q any more.
+    wait_until("no supervisor blocks on start:q", || waiting_for_ids(&mut c) == 0);
+    serve_all(&url, "spread");
+
+    // One drains: its two ids go back to start:q, and the two full ones leave them there.
+    let [a, b, c3] = supervisors;
+    let drained: Vec<String> =
+        running.iter().filter(|(_, r)| r.ends_with(&format!(":{}", a.pid()))).map(|(id, _)| id.clone()).collect();
+    a.signal(libc::SIGTERM);
+    let run = a.finish();
+    assert_eq!(run.code, 0, "{run:?}");
+    let queued: Vec<String> = c.lrange("greeter:start:q", 0, -1).unwrap();
+    assert_eq!(queued.len(), 2, "{queued:?}");
+    assert!(drained.iter().all(|id| queued.contains(id)), "{drained:?} {queued:?}");
+    assert_eq!(waiting_for_ids(&mut c), 0, "the full supervisors do not wait for ids");
+    for full in [&b, &c3] {
+        assert!(full.stderr().contains("running 2 worker(s), its --max-workers"), "{}", full.stderr());
+    }
+
+    // A new supervisor with room takes both; every id runs again and answers.
+    let d = start();
+    let running = wait_for("the drained ids run on the new supervisor", Duration::from_secs(30), || {
+        let runners = runners(&url);
+        runners.values().all(|s| !s.is_empty()).then_some(runners)
+    });
+    let d_name = format!(":{}", d.pid());
+    let on_d: Vec<&String> = running.iter().filter(|(_, r)| r.ends_with(&d_name)).map(|(id, _)| id).collect();
+    assert_eq!(on_d.len(), 2, "{running:?}");
+    serve_all(&url, "after-drain");
+    for supervisor in [b, c3, d] {
+        supervisor.signal(libc::SIGTERM);
+        assert_eq!(supervisor.finish().code, 0);
+    }
+}
+
+#[test]
+fn max_workers_must_be_at_least_one() {
+    let run = run(denorun(&["supervise", "greeter", "--max-workers", "0"]), "");
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("--max-workers"), "{run:?}");
+}

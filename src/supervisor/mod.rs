@@ -16,6 +16,7 @@ mod outage;
 mod policy;
 mod queue;
 mod records;
+mod room;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub use self::policy::Policy;
 use self::policy::{Decision, History};
 use self::queue::{Keys, Recovery, Taker};
 pub use self::records::hostname;
+use self::room::Room;
+pub use self::room::{default_max_workers, resources};
 use crate::config::{self, RedisTarget};
 use crate::flags;
 use crate::metrics::server::Health;
@@ -57,6 +60,8 @@ pub struct Options {
     /// Where to serve `/metrics` and `/healthz`, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
     pub allow_remote_metrics: bool,
+    /// The most ids it runs at once (`--max-workers`); it leaves the others on start:q.
+    pub max_workers: usize,
 }
 
 /// What the event loop hears.
@@ -117,6 +122,8 @@ struct Supervisor {
     history: HashMap<String, History>,
     recovery: Recovery,
     taker: Option<Taker>,
+    /// The places for ids (`--max-workers`), shared with the taker.
+    room: Arc<Room>,
     metrics: Metrics,
     health: Arc<Health>,
     /// Each id's live numbers, kept across its restarts.
@@ -156,8 +163,9 @@ impl Supervisor {
         }
         let board = Board::new(&options.worker_type, &defaults, records::hostname());
         let (events, inbox) = mpsc::unbounded_channel();
-        let taker = Taker::start(&redis, &keys, events.clone());
-        log::info!("{}: supervising; waiting for ids on {}", keys.hash, keys.start);
+        let room = Arc::new(Room::new(options.max_workers));
+        let taker = Taker::start(&redis, &keys, room.clone(), events.clone());
+        log::info!("{}: supervising up to {} worker(s); waiting for ids on {}", keys.hash, room.max(), keys.start);
         Ok(Supervisor {
             outage: Outage::new(redis.describe(), health.clone()),
             metrics,
@@ -179,6 +187,7 @@ impl Supervisor {
             unqueued: HashSet::new(),
             history: HashMap::new(),
             taker: Some(taker),
+            room,
         })
     }
 
@@ -240,6 +249,14 @@ impl Supervisor {
                 log::info!(worker = key.as_str(), event = "start"; "{key}: started");
                 self.metrics.started(&self.labels(&id));
                 self.running.insert(id, Running { stop, since: Instant::now() });
+                if self.room.is_full() {
+                    log::info!(
+                        "{}: running {} worker(s), its --max-workers; other ids stay on {} for other supervisors",
+                        self.keys.hash,
+                        self.room.max(),
+                        self.keys.start
+                    );
+                }
             }
             Err(e) => {
                 log::error!("{key}: cannot start: {e:#}");
@@ -309,12 +326,15 @@ impl Supervisor {
     async fn park(&mut self, id: &str, key: &str, failures: u32, reason: &Reason) {
         let failed = self.keys.failed.clone();
         match queue::move_from_started(&mut self.conn, &self.keys, id, &failed).await {
-            Ok(()) => log::error!(
+            Ok(()) => {
+                self.room.release();
+                log::error!(
                 worker = key, event = "exit", reason = reason.name(), next = "park";
                 "{key}: parked on {failed} after {failures} quick failures in a row; last: {reason}. \
                  Fix it, then requeue it: redis-cli lmove {failed} {} right left",
-                self.keys.start
-            ),
+                    self.keys.start
+                )
+            }
             Err(e) => {
                 log::error!("{key}: cannot park it on {failed} ({e}); requeueing it when Redis answers");
                 self.unqueued.insert(id.to_string());
@@ -326,8 +346,11 @@ impl Supervisor {
     async fn requeue(&mut self, id: &str) {
         let start = self.keys.start.clone();
         let moved = queue::move_from_started(&mut self.conn, &self.keys, id, &start).await;
-        if self.outage.note(moved).is_none() {
-            self.unqueued.insert(id.to_string());
+        match self.outage.note(moved) {
+            Some(()) => self.room.release(),
+            None => {
+                self.unqueued.insert(id.to_string());
+            }
         }
     }
 

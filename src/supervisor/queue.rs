@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
 
+use super::room::Room;
 use super::Event;
 use crate::config::RedisTarget;
 use crate::topology::Conn;
@@ -67,17 +68,19 @@ pub struct Taker {
     stopping: Arc<AtomicBool>,
     /// The blocking connection's CLIENT ID, for CLIENT UNBLOCK; 0 while reconnecting.
     client_id: Arc<AtomicI64>,
+    room: Arc<Room>,
 }
 
 impl Taker {
     /// Moves ids from start:q to started:q and reports each as `Event::Taken`. A lost
     /// connection is reported once (`Event::RedisDown`), retried with backoff for as long as
     /// it takes, and its return reported (`Event::RedisUp`).
-    pub fn start(redis: &RedisTarget, keys: &Keys, events: mpsc::UnboundedSender<Event>) -> Taker {
+    /// It takes an id only while `room` has a place for it.
+    pub fn start(redis: &RedisTarget, keys: &Keys, room: Arc<Room>, events: mpsc::UnboundedSender<Event>) -> Taker {
         let stopping = Arc::new(AtomicBool::new(false));
         let client_id = Arc::new(AtomicI64::new(0));
         let (topology, keys) = (redis.topology.clone(), keys.clone());
-        let (flag, id_slot) = (stopping.clone(), client_id.clone());
+        let (flag, id_slot, room_handle) = (stopping.clone(), client_id.clone(), room.clone());
         let task = tokio::spawn(async move {
             let mut retry = Duration::from_millis(100);
             let mut down = false;
@@ -109,7 +112,7 @@ impl Taker {
                 if std::mem::take(&mut down) {
                     let _ = events.send(Event::RedisUp);
                 }
-                while !flag.load(Ordering::SeqCst) {
+                while room.reserve(&flag).await {
                     let moved: redis::RedisResult<Option<String>> = conn
                         .blmove(&keys.start, &keys.started, redis::Direction::Right, redis::Direction::Left, TAKE_BLOCK)
                         .await;
@@ -117,8 +120,9 @@ impl Taker {
                         Ok(Some(id)) => {
                             let _ = events.send(Event::Taken(id));
                         }
-                        Ok(None) => {}
+                        Ok(None) => room.release(),
                         Err(e) => {
+                            room.release();
                             id_slot.store(0, Ordering::SeqCst);
                             down = true;
                             let _ =
@@ -129,13 +133,14 @@ impl Taker {
                 }
             }
         });
-        Taker { task, stopping, client_id }
+        Taker { task, stopping, client_id, room: room_handle }
     }
 
     /// Stops taking ids: a BLMOVE under way is unblocked (it returns nil, so no id is taken
     /// and lost), and the task ends.
     pub async fn stop(self, conn: &mut Conn) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.room.wake();
         let id = self.client_id.load(Ordering::SeqCst);
         if id != 0 {
             let _: redis::RedisResult<i64> = redis::cmd("CLIENT").arg("UNBLOCK").arg(id).query_async(conn).await;
