@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use redis::AsyncCommands;
 
+mod density;
 mod scale;
 mod startup;
 mod sync;
@@ -57,7 +58,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{requests} requests in {:.2}s", start.elapsed().as_secs_f64());
             Ok(())
         }),
-        _ => bail!("usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--only-metrics] [--only-scale] [--only-startup] [--only-sync] [--out FILE]"),
+        _ => bail!("usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--only-metrics] [--only-scale] [--only-startup] [--only-sync] [--only-density] [--out FILE]"),
     }
 }
 
@@ -74,6 +75,8 @@ struct Options {
     only_startup: bool,
     /// Only the sync section (`denorun sync` against two hand-written sinks).
     only_sync: bool,
+    /// Only the density section (100, 500 and 1,000 idle handler workers in one process).
+    only_density: bool,
     out: PathBuf,
     /// The command line, for the report.
     command: String,
@@ -83,7 +86,7 @@ impl Options {
     fn parse(args: &[String]) -> anyhow::Result<Options> {
         let mut values: HashMap<&str, &str> = HashMap::new();
         let (mut quick, mut only_metrics, mut only_scale, mut only_startup) = (false, false, false, false);
-        let mut only_sync = false;
+        let (mut only_sync, mut only_density) = (false, false);
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             match arg.as_str() {
@@ -92,6 +95,7 @@ impl Options {
                 "--only-scale" => only_scale = true,
                 "--only-startup" => only_startup = true,
                 "--only-sync" => only_sync = true,
+                "--only-density" => only_density = true,
                 "--denorun" | "--deno" | "--node" | "--out" => {
                     values.insert(arg, it.next().context("a flag needs a value")?);
                 }
@@ -108,6 +112,7 @@ impl Options {
             only_scale,
             only_startup,
             only_sync,
+            only_density,
             out: values.get("--out").map(PathBuf::from).unwrap_or_else(|| "BENCHMARKS.md".into()),
             command: std::env::var("BENCH_COMMAND").unwrap_or_else(|_| "bench/run.sh".into()),
         })
@@ -214,6 +219,12 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    let density_counts: &[usize] = if bench.opts.quick { &[100] } else { &[100, 500, 1000] };
+    if bench.opts.only_density {
+        println!("{}", density::density(&bench.opts.denorun, density_counts).await?);
+        return Ok(());
+    }
+
     let startup_runs = if bench.opts.quick { 5 } else { 41 };
     if bench.opts.only_startup {
         let mut out = String::from(
@@ -263,6 +274,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     report.push_str(&metrics_overhead(&mut bench, 10 * requests).await?);
     report.push_str(&scale::scale(&bench.opts.denorun, 2 * requests, scale_runs).await?);
     report.push_str(&sync::sync(&bench.opts.denorun, sync_entries).await?);
+    report.push_str(&density::density(&bench.opts.denorun, density_counts).await?);
     println!("{report}");
     std::fs::write(&bench.opts.out, &report).with_context(|| format!("writing {}", bench.opts.out.display()))?;
     eprintln!("wrote {}", bench.opts.out.display());
