@@ -2,12 +2,12 @@
 //! isolate on its own thread, replacing the original's bash bootstrap loop.
 //!
 //! The concerns are modules: the id-queue protocol with heartbeats and crash recovery
-//! (`queue`), the restart policy (`policy`), draining on signals (`drain`), launching a
-//! worker (`launch`), what goes into hashes (`records`), Redis outages (`outage`) and the
-//! stats published each second for `top` and Prometheus (`board`). This
-//! module is the event loop that ties them together. Nothing a worker does and no Redis
-//! restart ends the loop: workers end alone, and the bookkeeping connection and the
-//! BLMOVE loop reconnect for as long as it takes.
+//! (`queue`), how many ids it takes at once (`room`), the restart policy (`policy`), draining
+//! on signals (`drain`), launching a worker (`launch`), what goes into hashes (`records`),
+//! Redis outages (`outage`) and the stats published each second for `top` and Prometheus
+//! (`board`). This module is the event loop that ties them together. Nothing a worker does
+//! and no Redis restart ends the loop: workers end alone, and the bookkeeping connection and
+//! the BLMOVE loop reconnect for as long as it takes.
 
 mod board;
 mod drain;
