@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use redis::AsyncCommands;
 
+mod backlog;
 mod density;
 mod scale;
 mod startup;
@@ -58,7 +59,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{requests} requests in {:.2}s", start.elapsed().as_secs_f64());
             Ok(())
         }),
-        _ => bail!("usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--only-metrics] [--only-scale] [--only-startup] [--only-sync] [--only-density] [--out FILE]"),
+        _ => bail!("usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--only-metrics] [--only-scale] [--only-startup] [--only-sync] [--only-density] [--only-backlog] [--out FILE]"),
     }
 }
 
@@ -77,6 +78,8 @@ struct Options {
     only_sync: bool,
     /// Only the density section (100, 500 and 1,000 idle handler workers in one process).
     only_density: bool,
+    /// Only the backlog drain against BullMQ 5.
+    only_backlog: bool,
     out: PathBuf,
     /// The command line, for the report.
     command: String,
@@ -86,7 +89,7 @@ impl Options {
     fn parse(args: &[String]) -> anyhow::Result<Options> {
         let mut values: HashMap<&str, &str> = HashMap::new();
         let (mut quick, mut only_metrics, mut only_scale, mut only_startup) = (false, false, false, false);
-        let (mut only_sync, mut only_density) = (false, false);
+        let (mut only_sync, mut only_density, mut only_backlog) = (false, false, false);
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             match arg.as_str() {
@@ -96,6 +99,7 @@ impl Options {
                 "--only-startup" => only_startup = true,
                 "--only-sync" => only_sync = true,
                 "--only-density" => only_density = true,
+                "--only-backlog" => only_backlog = true,
                 "--denorun" | "--deno" | "--node" | "--out" => {
                     values.insert(arg, it.next().context("a flag needs a value")?);
                 }
@@ -113,6 +117,7 @@ impl Options {
             only_startup,
             only_sync,
             only_density,
+            only_backlog,
             out: values.get("--out").map(PathBuf::from).unwrap_or_else(|| "BENCHMARKS.md".into()),
             command: std::env::var("BENCH_COMMAND").unwrap_or_else(|_| "bench/run.sh".into()),
         })
@@ -225,6 +230,14 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    let (backlog_jobs, backlog_runs) = if bench.opts.quick { (2_000, 1) } else { (20_000, 3) };
+    let bench_dir = bench.root.join("bench");
+    if bench.opts.only_backlog {
+        let drained = backlog::backlog(&bench.opts.denorun, &bench.opts.node, &bench_dir, backlog_jobs, backlog_runs);
+        println!("{}", drained.await?);
+        return Ok(());
+    }
+
     let startup_runs = if bench.opts.quick { 5 } else { 41 };
     if bench.opts.only_startup {
         let mut out = String::from(
@@ -275,6 +288,9 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     report.push_str(&scale::scale(&bench.opts.denorun, 2 * requests, scale_runs).await?);
     report.push_str(&sync::sync(&bench.opts.denorun, sync_entries).await?);
     report.push_str(&density::density(&bench.opts.denorun, density_counts).await?);
+    report.push_str(
+        &backlog::backlog(&bench.opts.denorun, &bench.opts.node, &bench_dir, backlog_jobs, backlog_runs).await?,
+    );
     println!("{report}");
     std::fs::write(&bench.opts.out, &report).with_context(|| format!("writing {}", bench.opts.out.display()))?;
     eprintln!("wrote {}", bench.opts.out.display());

@@ -187,9 +187,11 @@ pub async fn sync(denorun: &Path, entries: usize) -> anyhow::Result<String> {
     let mut conn = redis::Client::open(redis_url.as_str())?.get_multiplexed_async_connection().await?;
     let mut results = Vec::new();
     let prototype_entries = entries / 10;
-    for (name, n) in
-        [("denorun sync", entries), ("(b) multi-row INSERT VALUES", entries), ("(a) INSERT + XACK per entry", prototype_entries)]
-    {
+    for (name, n) in [
+        ("denorun sync", entries),
+        ("(b) multi-row INSERT VALUES", entries),
+        ("(a) INSERT + XACK per entry", prototype_entries),
+    ] {
         let stream = format!("bench-{}:x", results.len());
         let table = format!("bench_{}", results.len());
         eprintln!("sync: {name}, {n} entries");
@@ -263,7 +265,14 @@ async fn run_denorun(
 }
 
 /// Methods (a) and (b), in this process, until the stream is drained.
-async fn sink(redis_url: &str, pg: &Postgres, stream: &str, table: &str, per_entry: bool, n: usize) -> anyhow::Result<u64> {
+async fn sink(
+    redis_url: &str,
+    pg: &Postgres,
+    stream: &str,
+    table: &str,
+    per_entry: bool,
+    n: usize,
+) -> anyhow::Result<u64> {
     let mut conn = redis::Client::open(redis_url)?.get_multiplexed_async_connection().await?;
     let mut client = pg.client().await?;
     let one = client
@@ -287,8 +296,14 @@ async fn sink(redis_url: &str, pg: &Postgres, stream: &str, table: &str, per_ent
             .query_async(&mut conn)
             .await?;
         let Some(key) = reply.keys.into_iter().next() else { continue };
-        let entries: Vec<(String, Vec<Option<String>>)> =
-            key.ids.into_iter().map(|e| { let values = values(stream, &e); (e.id, values) }).collect();
+        let entries: Vec<(String, Vec<Option<String>>)> = key
+            .ids
+            .into_iter()
+            .map(|e| {
+                let values = values(stream, &e);
+                (e.id, values)
+            })
+            .collect();
         if per_entry {
             for (id, values) in &entries {
                 let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
@@ -305,7 +320,15 @@ async fn sink(redis_url: &str, pg: &Postgres, stream: &str, table: &str, per_ent
                     sql,
                     "{}(${}, ${}, ${}, ${}, ${}, ${}, ${}::text::timestamptz, ${}::text::jsonb, ${}::text::jsonb)",
                     if i == 0 { "" } else { ", " },
-                    p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7, p + 8, p + 9
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7,
+                    p + 8,
+                    p + 9
                 );
                 params.extend(values.iter().map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)));
             }
