@@ -529,3 +529,40 @@ fn replica_acks_wait_for_the_replica() {
         "{run:?}"
     );
 }
+
+/// The connections on db `db` other than `c` itself.
+fn others_on_db(c: &mut redis::Connection, db: u8) -> usize {
+    let me: i64 = redis::cmd("CLIENT").arg("ID").query(c).unwrap();
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query(c).unwrap();
+    let on_db = format!("db={db}");
+    let mine = format!("id={me}");
+    clients.lines().filter(|line| line.split(' ').any(|f| f == on_db) && !line.starts_with(&format!("{mine} "))).count()
+}
+
+#[test]
+fn ctx_redis_connects_before_the_first_request_not_at_start() {
+    let db = 7;
+    let dir = temp_dir();
+    let key = handler_worker(db, dir.path(), HANDLER, &[]);
+    let mut c = redis().db(db);
+    let mut child = start(db, &key, "");
+    // Idle: the loop's reader and writer only (the reader blocks in XREADGROUP).
+    wait_until("the worker reads its stream", || {
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+        clients.lines().any(|line| line.contains(&format!("db={db} ")) && line.contains("cmd=xreadgroup"))
+    });
+    // `start`'s own connection may take a moment to be gone from CLIENT LIST.
+    wait_until("an idle handler worker holds two connections", || others_on_db(&mut c, db) == 2);
+    // The first request connects ctx.redis, which the handler uses (INCR calls:{ref}).
+    send(&mut c, Some("lazy-1"), r#"{"name":"lazy"}"#);
+    assert_eq!(reply(&mut c, "lazy-1", 10.0).unwrap()["greeting"], "hello lazy");
+    let calls: u32 = c.get("calls:lazy-1").unwrap();
+    assert_eq!(calls, 1);
+    assert_eq!(others_on_db(&mut c, db), 3, "ctx.redis is connected");
+    // Later requests reuse it.
+    send(&mut c, Some("lazy-2"), r#"{"name":"again"}"#);
+    assert_eq!(reply(&mut c, "lazy-2", 10.0).unwrap()["greeting"], "hello again");
+    assert_eq!(others_on_db(&mut c, db), 3, "one ctx.redis for all requests");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
