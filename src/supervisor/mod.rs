@@ -329,9 +329,9 @@ impl Supervisor {
             Ok(()) => {
                 self.room.release();
                 log::error!(
-                worker = key, event = "exit", reason = reason.name(), next = "park";
-                "{key}: parked on {failed} after {failures} quick failures in a row; last: {reason}. \
-                 Fix it, then requeue it: redis-cli lmove {failed} {} right left",
+                    worker = key, event = "exit", reason = reason.name(), next = "park";
+                    "{key}: parked on {failed} after {failures} quick failures in a row; last: {reason}. \
+                     Fix it, then requeue it: redis-cli lmove {failed} {} right left",
                     self.keys.start
                 )
             }
