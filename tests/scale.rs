@@ -38,6 +38,21 @@ fn runners(url: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// The `greeter` type's hash, its workers running `HANDLER` from `dir`.
+fn greeter_type(url: &str, dir: &std::path::Path) {
+    let path = write(dir, "handler.ts", HANDLER);
+    let defaults = [("workerUrl", path.to_str().unwrap()), ("workerVersion", "local")];
+    let _: () = conn(url).hset_multiple("greeter:h", &defaults).unwrap();
+}
+
+/// Waits until every id has a running worker; returns each id's supervisor.
+fn all_running(url: &str, what: &str) -> HashMap<String, String> {
+    wait_for(what, Duration::from_secs(30), || {
+        let runners = runners(url);
+        runners.values().all(|s| !s.is_empty()).then_some(runners)
+    })
+}
+
 /// How many times each supervisor's log says it started each id.
 fn starts(supervisors: &[&Supervisor]) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
@@ -69,10 +84,8 @@ fn three_supervisors_run_each_id_once_and_take_over_a_killed_ones() {
     let redis = OwnRedis::start();
     let url = redis.url();
     let dir = temp_dir();
-    let path = write(dir.path(), "handler.ts", HANDLER);
+    greeter_type(&url, dir.path());
     let mut c = conn(&url);
-    let defaults = [("workerUrl", path.to_str().unwrap()), ("workerVersion", "local")];
-    let _: () = c.hset_multiple("greeter:h", &defaults).unwrap();
     let heartbeat = HEARTBEAT.to_string();
     let start = || Supervisor::start_type(&url, "greeter", &["--heartbeat", &heartbeat]);
     let supervisors = [start(), start(), start()];
@@ -82,10 +95,7 @@ fn three_supervisors_run_each_id_once_and_take_over_a_killed_ones() {
         clients.matches("cmd=blmove").count() == 3
     });
     let _: () = c.rpush("greeter:start:q", &IDS).unwrap();
-    let running = wait_for("all six ids run", Duration::from_secs(30), || {
-        let runners = runners(&url);
-        runners.values().all(|s| !s.is_empty()).then_some(runners)
-    });
+    let running = all_running(&url, "all six ids run");
     let names: Vec<String> = supervisors.iter().map(|s| format!(":{}", s.pid())).collect();
     assert!(running.values().all(|r| names.iter().any(|n| r.ends_with(n))), "{running:?}");
     serve_all(&url, "before");
@@ -152,20 +162,15 @@ fn max_workers_spreads_ids_that_were_queued_before_the_supervisors_started() {
     let redis = OwnRedis::start();
     let url = redis.url();
     let dir = temp_dir();
-    let path = write(dir.path(), "handler.ts", HANDLER);
+    greeter_type(&url, dir.path());
     let mut c = conn(&url);
-    let defaults = [("workerUrl", path.to_str().unwrap()), ("workerVersion", "local")];
-    let _: () = c.hset_multiple("greeter:h", &defaults).unwrap();
     // As a new user does it: the ids first, then the supervisors, one after the other. Without
     // a limit, the first would take all six.
     let _: () = c.rpush("greeter:start:q", &IDS).unwrap();
     let heartbeat = HEARTBEAT.to_string();
     let start = || Supervisor::start_type(&url, "greeter", &["--heartbeat", &heartbeat, "--max-workers", "2"]);
     let supervisors = [start(), start(), start()];
-    let running = wait_for("all six ids run", Duration::from_secs(30), || {
-        let runners = runners(&url);
-        runners.values().all(|s| !s.is_empty()).then_some(runners)
-    });
+    let running = all_running(&url, "all six ids run");
     for supervisor in &supervisors {
         let name = format!(":{}", supervisor.pid());
         assert_eq!(running.values().filter(|r| r.ends_with(&name)).count(), 2, "two ids each: {running:?}");
@@ -191,10 +196,7 @@ fn max_workers_spreads_ids_that_were_queued_before_the_supervisors_started() {
 
     // A new supervisor with room takes both; every id runs again and answers.
     let d = start();
-    let running = wait_for("the drained ids run on the new supervisor", Duration::from_secs(30), || {
-        let runners = runners(&url);
-        runners.values().all(|s| !s.is_empty()).then_some(runners)
-    });
+    let running = all_running(&url, "the drained ids run on the new supervisor");
     let d_name = format!(":{}", d.pid());
     let on_d: Vec<&String> = running.iter().filter(|(_, r)| r.ends_with(&d_name)).map(|(id, _)| id).collect();
     assert_eq!(on_d.len(), 2, "{running:?}");
