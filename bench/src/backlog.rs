@@ -16,7 +16,6 @@ use anyhow::{bail, Context};
 
 use crate::{cpu_seconds, median, start_redis, ChildGuard};
 
-const HANDLER: &str = "export default { request(req: any) { return { code: 200, ref: req.ref }; } };\n";
 const CONCURRENCY: &str = "8";
 
 #[derive(Clone, Copy)]
@@ -32,17 +31,13 @@ pub async fn backlog(
     jobs: usize,
     runs: usize,
 ) -> anyhow::Result<String> {
-    let dir = std::env::temp_dir().join(format!("denorun-backlog-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let handler = dir.join("drain.ts");
-    std::fs::write(&handler, HANDLER)?;
+    let handler = crate::answer_handler();
     let (mut ours, mut bullmq) = (Vec::new(), Vec::new());
     for run in 1..=runs {
         eprintln!("backlog: run {run} of {runs}, {jobs} jobs, denorun then BullMQ");
         ours.push(denorun_drain(denorun, &handler, jobs)?);
         bullmq.push(bullmq_drain(node, bench_dir, jobs)?);
     }
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(report(jobs, &ours, &bullmq))
 }
 

@@ -14,9 +14,6 @@ use anyhow::{bail, Context};
 
 use crate::{cpu_seconds, rss_mib, start_redis, ChildGuard, KEY_HEX};
 
-/// The handler every worker runs: it answers at once.
-const HANDLER: &str = "export default { request(req: any) { return { code: 200, ref: req.ref }; } };\n";
-
 /// What one N measured.
 struct Density {
     workers: usize,
@@ -30,16 +27,12 @@ struct Density {
 }
 
 pub async fn density(denorun: &Path, counts: &[usize]) -> anyhow::Result<String> {
-    let dir = std::env::temp_dir().join(format!("denorun-density-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let handler = dir.join("idle.ts");
-    std::fs::write(&handler, HANDLER)?;
+    let handler = crate::answer_handler();
     let mut rows = Vec::new();
     for &n in counts {
         eprintln!("density: {n} idle handler workers in one supervisor");
         rows.push(measure(denorun, &handler, n)?);
     }
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(report(&rows))
 }
 
@@ -69,7 +62,7 @@ fn measure(denorun: &Path, handler: &Path, n: usize) -> anyhow::Result<Density> 
         .args(&args)
         .env("REDIS_URL", &url)
         .env("DENORUN_LOG", "warn")
-        // The handler is in a temporary directory, outside the origins allowed by default.
+        // bench/workers is outside the origins allowed by default (the working directory).
         .env("DENORUN_ALLOW_MODULE_FROM", format!("file://{}/", handler.parent().context("a directory")?.display()))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

@@ -613,6 +613,11 @@ async fn metrics_overhead(bench: &mut Bench, requests: usize) -> anyhow::Result<
     Ok(out)
 }
 
+/// `workers/answer.ts`, the handler of the density and backlog runs.
+fn answer_handler() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("workers/answer.ts")
+}
+
 /// user + system CPU seconds of processes (all their threads).
 fn cpu_seconds(pids: &[u32]) -> f64 {
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
