@@ -28,6 +28,7 @@ mod remote;
 mod scaffold;
 mod secret;
 mod shards;
+mod shared;
 mod spec;
 mod supervisor;
 mod sync;

@@ -213,3 +213,56 @@ fn max_workers_must_be_at_least_one() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("--max-workers"), "{run:?}");
 }
+
+/// The clients whose last command was XREADGROUP: the readers of request streams.
+fn readers(c: &mut redis::Connection) -> usize {
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query(c).unwrap();
+    clients.lines().filter(|line| line.split(' ').any(|field| field == "cmd=xreadgroup")).count()
+}
+
+#[test]
+fn the_workers_of_one_process_share_one_reader_and_answer_every_request_once() {
+    let redis = OwnRedis::start();
+    let url = redis.url();
+    let dir = temp_dir();
+    greeter_type(&url, dir.path());
+    let mut c = conn(&url);
+    // Workers that end every 7 requests: the feed reads for workers that come and go.
+    let _: () = c.hset_multiple("greeter:h", &[("requestLimit", "7"), ("concurrency", "4")]).unwrap();
+    let _: () = c.rpush("greeter:start:q", &IDS).unwrap();
+    let supervisor = Supervisor::start_type(&url, "greeter", &[]);
+    all_running(&url, "all six ids run");
+    // Six workers, one connection reading for them (each worker read for itself before).
+    wait_until("one reader for the six workers", || readers(&mut c) == 1);
+
+    // 150 requests from three clients at once; each is answered, once.
+    let clients: Vec<_> = (0..3)
+        .map(|client| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut c = conn(&url);
+                for n in 0..50 {
+                    let reference = format!("share-{client}-{n}");
+                    let _: String = c.xadd("greeter:req:x", "*", &[("ref", reference.as_str())]).unwrap();
+                    let reply: Option<(String, String)> = c.brpop(format!("res:{reference}"), 10.0).unwrap();
+                    let reply: Value = serde_json::from_str(&reply.expect("a reply").1).unwrap();
+                    assert_eq!(reply["code"], 200);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    wait_until("nothing is left pending", || {
+        let summary: Vec<redis::Value> =
+            redis::cmd("XPENDING").arg("greeter:req:x").arg("worker").query(&mut c).unwrap();
+        summary.first() == Some(&redis::Value::Int(0))
+    });
+    let answers: usize = c.xlen("greeter:res:x").unwrap();
+    assert_eq!(answers, 150, "one answer per request on the response stream");
+    let started = starts(&[&supervisor]).values().sum::<usize>();
+    // A worker ends once it has finished 7 requests (a few more when they came in one read),
+    // so the six ended and were started again many times while the feed read for them.
+    assert!(started >= 6 + 6, "the workers came and went ({started} starts)");
+}

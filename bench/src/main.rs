@@ -14,6 +14,7 @@
 //! start, and RSS, prints one table with ratios, and writes BENCHMARKS.md.
 //!
 //! Usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--out FILE]
+//!            [--only-handler [--before PATH]] (and the other --only-… sections)
 //!        denorun-bench worker <key>   (the bare Rust form; REDIS_URL names the Redis)
 //!        denorun-bench handler-worker <key>   (the Rust floor of the handler contract)
 //!        denorun-bench load [requests] (load only, against running workers, for profiling)
@@ -31,6 +32,7 @@ use redis::AsyncCommands;
 
 mod backlog;
 mod density;
+mod handler;
 mod scale;
 mod startup;
 mod sync;
@@ -80,6 +82,10 @@ struct Options {
     only_density: bool,
     /// Only the backlog drain against BullMQ 5.
     only_backlog: bool,
+    /// Only the handler section (1, 4 and 16 workers in one process).
+    only_handler: bool,
+    /// An older denorun, run in the handler section too, for an A/B.
+    before: Option<PathBuf>,
     out: PathBuf,
     /// The command line, for the report.
     command: String,
@@ -89,7 +95,7 @@ impl Options {
     fn parse(args: &[String]) -> anyhow::Result<Options> {
         let mut values: HashMap<&str, &str> = HashMap::new();
         let (mut quick, mut only_metrics, mut only_scale, mut only_startup) = (false, false, false, false);
-        let (mut only_sync, mut only_density, mut only_backlog) = (false, false, false);
+        let (mut only_sync, mut only_density, mut only_backlog, mut only_handler) = (false, false, false, false);
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             match arg.as_str() {
@@ -100,7 +106,8 @@ impl Options {
                 "--only-sync" => only_sync = true,
                 "--only-density" => only_density = true,
                 "--only-backlog" => only_backlog = true,
-                "--denorun" | "--deno" | "--node" | "--out" => {
+                "--only-handler" => only_handler = true,
+                "--denorun" | "--deno" | "--node" | "--out" | "--before" => {
                     values.insert(arg, it.next().context("a flag needs a value")?);
                 }
                 other => bail!("unknown argument {other}"),
@@ -118,6 +125,8 @@ impl Options {
             only_sync,
             only_density,
             only_backlog,
+            only_handler,
+            before: values.get("--before").map(PathBuf::from),
             out: values.get("--out").map(PathBuf::from).unwrap_or_else(|| "BENCHMARKS.md".into()),
             command: std::env::var("BENCH_COMMAND").unwrap_or_else(|_| "bench/run.sh".into()),
         })
@@ -238,6 +247,13 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    let handler_runs = if bench.opts.quick { 1 } else { 3 };
+    if bench.opts.only_handler {
+        let before = bench.opts.before.clone();
+        println!("{}", handler::handler(&mut bench, requests, handler_runs, before).await?);
+        return Ok(());
+    }
+
     let startup_runs = if bench.opts.quick { 5 } else { 41 };
     if bench.opts.only_startup {
         let mut out = String::from(
@@ -285,6 +301,8 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         let _ = writeln!(report, "| {what} | {mib:.1} |");
     }
     report.push_str(&metrics_overhead(&mut bench, 10 * requests).await?);
+    let before = bench.opts.before.clone();
+    report.push_str(&handler::handler(&mut bench, requests, handler_runs, before).await?);
     report.push_str(&scale::scale(&bench.opts.denorun, 2 * requests, scale_runs).await?);
     report.push_str(&sync::sync(&bench.opts.denorun, sync_entries).await?);
     report.push_str(&density::density(&bench.opts.denorun, density_counts).await?);

@@ -1,14 +1,17 @@
-//! The request loop of handler workers (`export default { request }`), in Rust: reading with
-//! XREADGROUP (from each of the type's `streamShards` streams in turn), replying and acking in
+//! The request loop of handler workers (`export default { request }`), in Rust: taking new
+//! entries from the process's feed (`shared::feed`), replying and acking in
 //! one MULTI/EXEC (under Redis Cluster, where the reply's keys and the stream lie in different
 //! slots: the reply first, then the ack), retries with backoff counted by Redis's delivery
 //! count, dead letters, recovery of entries left pending by dead consumers (XAUTOCLAIM), the
 //! `pid` check and `requestLimit`. The JS side (`01_handler.js`) only calls the handler with
 //! each request this returns and reports how it went.
 //!
-//! Two connections to the worker's Redis (`REDIS_URL`), both reconnecting and following
-//! Sentinel failovers or Cluster slots (`topology::Conn`): one for the blocking read, one for
-//! replies, so that a reply never waits behind a BLOCK.
+//! New entries come from the process's feed of the worker's streams (`shared::feed`), which
+//! reads for all the handler workers of those streams on one connection. Everything else goes
+//! through the worker's own connection, on its own thread, which never blocks, so a reply
+//! never waits behind a read. Both reconnect and follow Sentinel failovers or Cluster slots
+//! (`topology::Conn`). (A writer shared by the process's workers was tried: each command
+//! then crosses to another thread and back, which cost more than the writes it saved.)
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -19,15 +22,14 @@ use std::time::{Duration, Instant};
 
 use deno_core::{op2, OpState, Resource, ResourceId};
 use deno_error::JsErrorBox;
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamRangeReply, StreamReadReply};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamRangeReply};
 use serde::Serialize;
 
 use crate::metrics::{Outcome, WorkerStats};
 use crate::shards;
 use crate::topology::{self, Conn, Patience};
 
-/// The group every worker reads in, as in the 2021 design.
-const GROUP: &str = "worker";
+use crate::shared::feed::{Feed, Intake, GROUP};
 
 /// How often a busy worker checks its `pid`.
 const PID_CHECK: Duration = Duration::from_millis(100);
@@ -121,7 +123,8 @@ struct Loop {
     pid: String,
     /// The worker's numbers (requests by outcome, in flight, handling time), if kept.
     stats: Option<Arc<WorkerStats>>,
-    reader: Conn,
+    /// Where new entries come from: the process's reader of the worker's streams.
+    intake: tokio::sync::Mutex<Intake>,
     writer: Conn,
     /// Under Redis Cluster: replies first, acks second (they are in different slots).
     cluster: bool,
@@ -132,8 +135,6 @@ struct Loop {
 struct State {
     /// Entries that threw (stream, id), with their next attempt's number and when it is due.
     retries: Vec<(Instant, String, String, u32)>,
-    /// The shard read first on the next read.
-    next_shard: usize,
     /// Requests finished (answered, dead-lettered or refused), for `requestLimit`.
     finished: u64,
     /// When entries of dead consumers were last looked for.
@@ -192,10 +193,8 @@ pub async fn op_denorun_handler_open(state: Rc<RefCell<OpState>>, #[string] key:
     let url =
         own.or_else(|| std::env::var("REDIS_URL").ok()).ok_or_else(|| JsErrorBox::generic("REDIS_URL is not set"))?;
     let target = topology::for_worker_url(&url).map_err(|e| failed("bad REDIS_URL", e))?;
-    let writer = Patience { connect: Duration::from_secs(5), response: Some(Duration::from_secs(10)), retries: 6 };
-    let writer = persist("connecting to Redis", || target.managed(writer)).await?;
-    let reader = Patience { connect: Duration::from_secs(5), response: None, retries: 6 };
-    let reader = persist("connecting to Redis", || target.managed(reader)).await?;
+    let patience = Patience { connect: Duration::from_secs(5), response: Some(Duration::from_secs(10)), retries: 6 };
+    let writer = persist("connecting to Redis", || target.managed(patience)).await?;
     // Its type's hash (`<type>:h`) gives the defaults, as for the rest of a worker's config.
     let worker_type = key.split(':').next().unwrap_or_default();
     let mut fields: HashMap<String, String> =
@@ -219,7 +218,8 @@ pub async fn op_denorun_handler_open(state: Rc<RefCell<OpState>>, #[string] key:
     let redis = if cluster { None } else { Some(redis_options(&url)?) };
     let settings_out = (settings.concurrency, settings.request_timeout.as_millis() as u64);
     let stats = state.borrow().try_borrow::<Arc<WorkerStats>>().cloned();
-    let lp = Loop { settings, pid, stats, reader, writer, cluster, state: Default::default() };
+    let intake = Feed::join(&url, &target, &settings.streams, &settings.consumer).into();
+    let lp = Loop { settings, pid, stats, intake, writer, cluster, state: Default::default() };
     let rid = state.borrow_mut().resource_table.add(lp);
     Ok(Opened { rid, fields, concurrency: settings_out.0, request_timeout_ms: settings_out.1, redis })
 }
@@ -253,7 +253,12 @@ pub async fn op_denorun_handler_next(
     free: u32,
 ) -> Result<Option<Vec<Request>>, JsErrorBox> {
     let lp = state.borrow().resource_table.get::<Loop>(rid).map_err(JsErrorBox::from_err)?;
-    lp.next(free.max(1)).await
+    let next = lp.next(free.max(1)).await;
+    if let Ok(None) = next {
+        // Stopping: the feed reads no more for this worker.
+        lp.intake.lock().await.close();
+    }
+    next
 }
 
 /// Reports a request's end: `reply` (JSON, or null for no reply) or `error` (the handler threw).
@@ -299,25 +304,14 @@ pub struct Done {
     took_ms: Option<f64>,
 }
 
-/// Runs a Redis call until Redis answers: a lost connection is retried with backoff (100 ms
-/// doubling to 1 s) for as long as it takes, so no request is dropped by an outage; any other
-/// error is returned.
-async fn persist<T, F, Fut>(what: &str, mut call: F) -> Result<T, JsErrorBox>
+/// Runs a Redis call through outages (`topology::through_outages`): no request is dropped by
+/// one; any other error is returned, named by `what`.
+async fn persist<T, F, Fut>(what: &str, call: F) -> Result<T, JsErrorBox>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = redis::RedisResult<T>>,
 {
-    let mut wait = Duration::from_millis(100);
-    loop {
-        match call().await {
-            Ok(value) => return Ok(value),
-            Err(e) if crate::config::is_outage(&e) => {
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(1));
-            }
-            Err(e) => return Err(failed(what, e)),
-        }
-    }
+    topology::through_outages(call).await.map_err(|e| failed(what, e))
 }
 
 /// One command through outages.
@@ -454,52 +448,18 @@ impl Loop {
         self.admit(stream, claimed.into_iter().zip(attempts).collect()).await
     }
 
-    /// New entries. One stream: blocking until one comes or a retry is due (a second at most,
-    /// so that the `pid` is checked once a second while idle). Shards: without blocking from
-    /// each in turn, starting one further each time, then blocking on the next one for a
-    /// shorter while, so that no shard waits long behind another.
+    /// New entries, from the feed: waiting until some come, a retry is due, or a second has
+    /// passed (so that the `pid` is checked once a second while idle).
     async fn read(&self, free: u32) -> Result<Vec<Request>, JsErrorBox> {
-        let streams = &self.settings.streams;
-        let first = {
-            let mut state = self.state.borrow_mut();
-            state.next_shard = (state.next_shard + 1) % streams.len();
-            state.next_shard
-        };
-        let order = (0..streams.len()).map(|i| &streams[(first + i) % streams.len()]);
-        if streams.len() > 1 {
-            let mut requests = Vec::new();
-            for stream in order.clone() {
-                let left = free as usize - requests.len();
-                if left == 0 {
-                    break;
-                }
-                requests.extend(self.read_from(stream, left, None).await?);
-            }
-            if !requests.is_empty() {
-                return Ok(requests);
-            }
-        }
+        let most = Instant::now() + Duration::from_secs(1);
         let next_retry = self.state.borrow().retries.iter().map(|(due, ..)| *due).min();
-        let most = Duration::from_secs(1) / streams.len().min(10) as u32;
-        let block = next_retry
-            .map(|due| due.saturating_duration_since(Instant::now()))
-            .unwrap_or(most)
-            .clamp(Duration::from_millis(1), most);
-        let stream = &streams[(first + streams.len() - 1) % streams.len()];
-        self.read_from(stream, free as usize, Some(block)).await
-    }
-
-    /// XREADGROUP of new entries from one stream, blocking for `block` if given.
-    async fn read_from(&self, stream: &str, count: usize, block: Option<Duration>) -> Result<Vec<Request>, JsErrorBox> {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(GROUP).arg(&self.settings.consumer).arg("COUNT").arg(count);
-        if let Some(block) = block {
-            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        let until = next_retry.map_or(most, |due| due.min(most));
+        let batch = self.intake.lock().await.read(free as usize, until).await;
+        let mut requests = Vec::new();
+        for (stream, entries) in batch.map_err(|e| failed("XREADGROUP", e))? {
+            requests.extend(self.admit(&stream, entries.into_iter().map(|e| (e, 1)).collect()).await?);
         }
-        cmd.arg("STREAMS").arg(stream).arg(">");
-        let reply: Option<StreamReadReply> = query(&self.reader, "XREADGROUP", &cmd).await?;
-        let entries: Vec<StreamId> = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
-        self.admit(stream, entries.into_iter().map(|e| (e, 1)).collect()).await
+        Ok(requests)
     }
 
     /// A command on the writing connection, through outages.

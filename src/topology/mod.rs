@@ -107,6 +107,26 @@ impl Topology {
     }
 }
 
+/// Runs a Redis call until Redis answers: while Redis is away (see `config::is_outage`) the
+/// call is tried again, 100 ms after the first failure, doubling to a second, for as long as
+/// it takes, so that an outage delays work rather than drops it. Any other error is returned.
+pub async fn through_outages<T, F, Fut>(mut call: F) -> RedisResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = RedisResult<T>>,
+{
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match call().await {
+            Err(e) if crate::config::is_outage(&e) => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// What a URL naming several nodes says.
 struct Nodes {
     nodes: Vec<(String, u16)>,
