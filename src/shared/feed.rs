@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use redis::streams::{StreamId, StreamReadReply};
 use redis::RedisResult;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::runtime;
 use crate::topology::{self, Conn, Patience, Topology};
@@ -36,31 +36,42 @@ pub type Batch = Vec<(String, Vec<StreamId>)>;
 
 /// The reader of one stream (or set of shards) of one Redis, shared by the workers that read it.
 pub struct Feed {
+    /// Workers joining, stopping and leaving.
     told: mpsc::UnboundedSender<Message>,
+    /// Rung when a worker asks, for a feed that has nobody to read for.
+    asked: Notify,
     next_id: AtomicU64,
 }
 
-/// What a worker tells its feed.
 enum Message {
     Join {
         id: u64,
         consumer: String,
+        want: Arc<Mutex<Want>>,
         batches: mpsc::UnboundedSender<RedisResult<Batch>>,
     },
-    /// `free` slots until `until`; `received` entries taken from the feed so far.
-    Ask {
-        id: u64,
-        free: usize,
-        received: u64,
-        until: Instant,
-    },
+    /// Takes no more entries (it is stopping), or is gone.
+    Stop(u64),
     Leave(u64),
+}
+
+/// What a worker wants, as it last said: written by the worker, read by the feed before each
+/// read (a worker asking does not wake a feed that is reading).
+#[derive(Clone, Copy)]
+struct Want {
+    /// Free slots, counting every entry taken so far (`received`).
+    free: usize,
+    received: u64,
+    /// Until when, and since when.
+    until: Instant,
+    asked: Instant,
 }
 
 /// A worker's end of the feed: where the entries read for it arrive.
 pub struct Intake {
     feed: Arc<Feed>,
     id: u64,
+    want: Arc<Mutex<Want>>,
     batches: mpsc::UnboundedReceiver<RedisResult<Batch>>,
     received: u64,
 }
@@ -74,9 +85,12 @@ impl Feed {
     pub fn join(url: &str, target: &Topology, streams: &[String], consumer: &str) -> Intake {
         let feed = Feed::shared(url, target, streams);
         let id = feed.next_id.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let want = Arc::new(Mutex::new(Want { free: 0, received: 0, until: now, asked: now }));
         let (batches, received) = mpsc::unbounded_channel();
-        let _ = feed.told.send(Message::Join { id, consumer: consumer.to_string(), batches });
-        Intake { feed, id, batches: received, received: 0 }
+        let consumer = consumer.to_string();
+        let _ = feed.told.send(Message::Join { id, consumer, want: want.clone(), batches });
+        Intake { feed, id, want, batches: received, received: 0 }
     }
 
     fn shared(url: &str, target: &Topology, streams: &[String]) -> Arc<Feed> {
@@ -88,8 +102,8 @@ impl Feed {
         }
         feeds.retain(|_, feed| feed.strong_count() > 0);
         let (told, messages) = mpsc::unbounded_channel();
-        runtime().spawn(serve(target.clone(), streams.to_vec(), messages));
-        let feed = Arc::new(Feed { told, next_id: AtomicU64::new(0) });
+        let feed = Arc::new(Feed { told, asked: Notify::new(), next_id: AtomicU64::new(0) });
+        runtime().spawn(serve(Arc::downgrade(&feed), target.clone(), streams.to_vec(), messages));
         feeds.insert(name, Arc::downgrade(&feed));
         feed
     }
@@ -103,11 +117,13 @@ impl Intake {
         while let Ok(read) = self.batches.try_recv() {
             batch.extend(self.count(read)?);
         }
+        // Said on every call, so that a busy worker stays the one read for.
+        let left = free.saturating_sub(batch.iter().map(|(_, entries)| entries.len()).sum());
+        *self.want.lock().unwrap() = Want { free: left, received: self.received, until, asked: Instant::now() };
         if !batch.is_empty() {
             return Ok(batch);
         }
-        let ask = Message::Ask { id: self.id, free: free.max(1), received: self.received, until };
-        self.feed.told.send(ask).map_err(|_| gone())?;
+        self.feed.asked.notify_one();
         match tokio::time::timeout_at(until.into(), self.batches.recv()).await {
             Ok(Some(read)) => self.count(read),
             Ok(None) => Err(gone()),
@@ -117,8 +133,8 @@ impl Intake {
 
     /// Takes no more entries: the worker is stopping.
     pub fn close(&mut self) {
-        let ask = Message::Ask { id: self.id, free: 0, received: self.received, until: Instant::now() };
-        let _ = self.feed.told.send(ask);
+        self.want.lock().unwrap().free = 0;
+        let _ = self.feed.told.send(Message::Stop(self.id));
     }
 
     fn count(&mut self, read: RedisResult<Batch>) -> RedisResult<Batch> {
@@ -141,54 +157,58 @@ fn gone() -> redis::RedisError {
 /// A worker as its feed sees it.
 struct Taker {
     consumer: String,
+    want: Arc<Mutex<Want>>,
     batches: mpsc::UnboundedSender<RedisResult<Batch>>,
-    /// Slots left, until when, and since when.
-    free: usize,
-    until: Instant,
-    asked: Instant,
     /// Entries sent to it so far.
     sent: u64,
 }
 
+impl Taker {
+    /// Its free slots now (what was sent and not yet taken fills some), and since when it asked;
+    /// none once its deadline passed.
+    fn open(&self, now: Instant) -> Option<(usize, Instant)> {
+        let want = *self.want.lock().unwrap();
+        let free = want.free.saturating_sub((self.sent - want.received) as usize);
+        (free > 0 && want.until > now).then_some((free, want.asked))
+    }
+}
+
 /// The feed's loop: reads for its workers until every worker that could ask is gone.
-async fn serve(target: Topology, streams: Vec<String>, mut told: mpsc::UnboundedReceiver<Message>) {
+async fn serve(feed: Weak<Feed>, target: Topology, streams: Vec<String>, mut told: mpsc::UnboundedReceiver<Message>) {
     let mut takers: HashMap<u64, Taker> = HashMap::new();
     let mut reader: Option<Conn> = None;
     let mut next_shard = 0;
     loop {
-        let now = Instant::now();
-        let open = takers.iter().filter(|(_, t)| t.free > 0 && t.until > now);
-        let chosen = fullest(open.map(|(id, t)| (*id, t.free, t.asked)));
-        // Nobody to read for: wait to be told something; else take in what was told meanwhile.
-        let message = match chosen {
-            None => match told.recv().await {
-                Some(message) => Some(message),
-                None => return,
-            },
-            Some(_) => told.try_recv().ok(),
-        };
-        if let Some(message) = message {
+        while let Ok(message) = told.try_recv() {
             hear(&mut takers, message);
-            continue;
         }
-        let Some(id) = chosen else { continue };
+        let now = Instant::now();
+        let open = takers.iter().filter_map(|(id, taker)| taker.open(now).map(|(free, asked)| (*id, free, asked)));
+        let Some((id, free)) = fullest(open) else {
+            // Nobody to read for: wait until somebody asks, or joins or leaves.
+            let Some(feed) = feed.upgrade() else { return };
+            tokio::select! {
+                message = told.recv() => match message {
+                    Some(message) => hear(&mut takers, message),
+                    None => return,
+                },
+                _ = feed.asked.notified() => {}
+            }
+            continue;
+        };
         let conn = match &reader {
             Some(conn) => conn.clone(),
             None => match connect(&target).await {
                 Ok(conn) => reader.insert(conn).clone(),
                 Err(e) => {
-                    for taker in takers.values_mut() {
+                    for taker in takers.values() {
                         let _ = taker.batches.send(Err(e.clone()));
-                        taker.free = 0;
                     }
                     continue;
                 }
             },
         };
-        let (consumer, free, until) = {
-            let taker = &takers[&id];
-            (taker.consumer.clone(), taker.free, taker.until)
-        };
+        let (consumer, until) = (takers[&id].consumer.clone(), takers[&id].want.lock().unwrap().until);
         let block = until.saturating_duration_since(now).clamp(Duration::from_millis(1), most_block(streams.len()));
         next_shard = (next_shard + 1) % streams.len();
         // While the read is in flight, a worker may leave or stop: then the read, blocked under
@@ -212,10 +232,9 @@ async fn serve(target: Topology, streams: Vec<String>, mut told: mpsc::Unbounded
                 },
             }
         };
-        if let Some(read) = read {
-            deliver(&mut takers, id, read);
-        } else {
-            reader = None;
+        match read {
+            Some(read) => deliver(&mut takers, id, read),
+            None => reader = None,
         }
         for message in heard {
             hear(&mut takers, message);
@@ -227,7 +246,6 @@ async fn serve(target: Topology, streams: Vec<String>, mut told: mpsc::Unbounded
 fn deliver(takers: &mut HashMap<u64, Taker>, id: u64, read: RedisResult<Batch>) {
     let Some(taker) = takers.get_mut(&id) else { return };
     let n = read.as_ref().map_or(0, |batch| batch.iter().map(|(_, entries)| entries.len()).sum());
-    taker.free = if read.is_err() { 0 } else { taker.free.saturating_sub(n) };
     taker.sent += n as u64;
     if n > 0 || read.is_err() {
         let _ = taker.batches.send(read);
@@ -235,11 +253,10 @@ fn deliver(takers: &mut HashMap<u64, Taker>, id: u64, read: RedisResult<Batch>) 
 }
 
 impl Message {
-    /// Whether this tells that worker `id` takes no more entries: it left, or stopped asking.
+    /// Whether this tells that worker `id` takes no more entries.
     fn ends(&self, id: u64) -> bool {
         match self {
-            Message::Leave(left) => *left == id,
-            Message::Ask { id: asker, free, .. } => *asker == id && *free == 0,
+            Message::Stop(stopped) | Message::Leave(stopped) => *stopped == id,
             Message::Join { .. } => false,
         }
     }
@@ -248,17 +265,10 @@ impl Message {
 /// Applies what a worker told.
 fn hear(takers: &mut HashMap<u64, Taker>, message: Message) {
     match message {
-        Message::Join { id, consumer, batches } => {
-            let now = Instant::now();
-            takers.insert(id, Taker { consumer, batches, free: 0, until: now, asked: now, sent: 0 });
+        Message::Join { id, consumer, want, batches } => {
+            takers.insert(id, Taker { consumer, want, batches, sent: 0 });
         }
-        Message::Ask { id, free, received, until } => {
-            if let Some(taker) = takers.get_mut(&id) {
-                // What was sent and not yet taken fills slots already.
-                taker.free = free.saturating_sub((taker.sent - received) as usize);
-                (taker.until, taker.asked) = (until, Instant::now());
-            }
-        }
+        Message::Stop(_) => {}
         Message::Leave(id) => {
             takers.remove(&id);
         }
@@ -332,8 +342,8 @@ async fn read_from(
 }
 
 /// Which worker is read for: the one with the fewest free slots, the first to ask among equals.
-fn fullest(takers: impl Iterator<Item = (u64, usize, Instant)>) -> Option<u64> {
-    takers.min_by_key(|(_, free, asked)| (*free, *asked)).map(|(id, ..)| id)
+fn fullest(takers: impl Iterator<Item = (u64, usize, Instant)>) -> Option<(u64, usize)> {
+    takers.min_by_key(|(_, free, asked)| (*free, *asked)).map(|(id, free, _)| (id, free))
 }
 
 /// The longest a read blocks: a second, a tenth of one per shard for up to ten shards (the
@@ -350,8 +360,8 @@ mod tests {
     fn the_fullest_worker_is_read_for_first_and_the_first_to_ask_among_equals() {
         let t = Instant::now();
         let later = t + Duration::from_millis(5);
-        assert_eq!(fullest([(1, 8, t), (2, 3, later), (3, 5, t)].into_iter()), Some(2));
-        assert_eq!(fullest([(1, 8, later), (2, 8, t)].into_iter()), Some(2));
+        assert_eq!(fullest([(1, 8, t), (2, 3, later), (3, 5, t)].into_iter()), Some((2, 3)));
+        assert_eq!(fullest([(1, 8, later), (2, 8, t)].into_iter()), Some((2, 8)));
         assert_eq!(fullest(std::iter::empty()), None);
     }
 
@@ -362,23 +372,17 @@ mod tests {
         assert_eq!(most_block(40), Duration::from_millis(100));
     }
 
-    fn taker(free: usize) -> (Taker, mpsc::UnboundedReceiver<RedisResult<Batch>>) {
-        let (batches, received) = mpsc::unbounded_channel();
-        let now = Instant::now();
-        (Taker { consumer: "c".into(), batches, free, until: now, asked: now, sent: 0 }, received)
-    }
-
     #[test]
     fn entries_sent_and_not_yet_taken_fill_the_slots_a_worker_asks_for() {
-        let (mut t, _received) = taker(0);
-        t.sent = 10;
-        let mut takers = HashMap::from([(7, t)]);
-        let until = Instant::now() + Duration::from_secs(1);
-        hear(&mut takers, Message::Ask { id: 7, free: 8, received: 7, until });
-        assert_eq!(takers[&7].free, 5, "3 of the 8 are on their way");
-        hear(&mut takers, Message::Ask { id: 7, free: 2, received: 7, until });
-        assert_eq!(takers[&7].free, 0);
-        hear(&mut takers, Message::Leave(7));
-        assert!(takers.is_empty());
+        let now = Instant::now();
+        let until = now + Duration::from_secs(1);
+        let want = Arc::new(Mutex::new(Want { free: 8, received: 7, until, asked: now }));
+        let (batches, _received) = mpsc::unbounded_channel();
+        let taker = Taker { consumer: "c".into(), want: want.clone(), batches, sent: 10 };
+        assert_eq!(taker.open(now), Some((5, now)), "3 of the 8 are on their way");
+        want.lock().unwrap().free = 2;
+        assert_eq!(taker.open(now), None);
+        want.lock().unwrap().free = 8;
+        assert_eq!(taker.open(until), None, "past its deadline");
     }
 }
