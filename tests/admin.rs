@@ -126,3 +126,56 @@ fn stream_shards_are_created_listed_and_chosen_by_ref() {
     assert!(format!("{entries:?}").contains(&reference), "{entries:?}");
     worker.kill();
 }
+
+#[test]
+fn a_sharded_types_dead_letters_go_back_to_their_shard_and_its_board_counts_every_shard() {
+    let t = unique("deadshards");
+    let dir = temp_dir();
+    let handler = format!(
+        r#"export default {{
+  async request(req: any, ctx: any) {{
+    if (await ctx.redis.exists("{t}:broken") === 1) throw new Error("broken");
+    return {{ code: 200, stream: req.stream }};
+  }},
+}};"#
+    );
+    let path = write(dir.path(), "h.ts", &handler);
+    let fields = [
+        ("workerUrl", path.to_str().unwrap()),
+        ("workerVersion", "local"),
+        ("streamShards", "3"),
+        ("maxAttempts", "1"),
+    ];
+    redis().hset(&format!("{t}:h"), &fields);
+    let _: () = redis().cmd(&["SET", &format!("{t}:broken"), "1"]);
+    let _: i64 = redis().cmd(&["RPUSH", &format!("{t}:start:q"), "1"]);
+    let supervisor = common::demo::Supervisor::start_type(&redis().url(), &t, &[]);
+    wait_until("the worker claims its hash", || redis().cmd::<bool>(&["HEXISTS", &format!("{t}:1:h"), "pid"]));
+
+    // Broken: the request is dead-lettered at its first attempt, from its shard.
+    let reference = unique("ref");
+    let sent = run(denorun(&["xadd-req", &t, "--ref", &reference, "--data", "{}"]), "");
+    assert!(sent.stdout.contains(r#""code":500"#), "{sent:?}");
+
+    // The board counts the shards, not a `<type>:req:x` that no one uses.
+    let stats = format!("{t}:stats:h");
+    wait_until("the board shows the request and its dead letter", || {
+        let board: std::collections::HashMap<String, String> = redis().cmd(&["HGETALL", &stats]);
+        board.get("length").map(String::as_str) == Some("1") && board.get("dead").map(String::as_str) == Some("1")
+    });
+    let shown: String = redis().cmd(&["HGET", &stats, "stream"]);
+    assert!(shown.starts_with(&format!("{t}:req:{{")) && shown.ends_with("and 2 more shards"), "{shown}");
+
+    // Fixed: requeued onto the shard of its ref, where the worker reads, and answered.
+    let _: i64 = redis().cmd(&["DEL", &format!("{t}:broken")]);
+    let requeued = run(denorun(&["dead", &t, "--requeue"]), "");
+    assert_eq!(requeued.code, 0, "{requeued:?}");
+    assert!(requeued.stdout.contains(&format!("requeued on {t}:req:{{")), "{requeued:?}");
+    let reply: Option<(String, String)> =
+        redis::cmd("BRPOP").arg(format!("res:{reference}")).arg(10).query(&mut redis().conn()).unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&reply.expect("an answer to the requeued request").1).unwrap();
+    assert_eq!(reply["code"], 200, "{reply}");
+    assert!(requeued.stdout.contains(reply["stream"].as_str().unwrap()), "{requeued:?} {reply}");
+    supervisor.signal(libc::SIGTERM);
+    assert_eq!(supervisor.finish().code, 0);
+}

@@ -10,8 +10,9 @@ use crate::topology::Conn;
 /// Fields the handler loop adds to a dead entry; the rest are the request's own.
 const DEAD_FIELDS: [&str; 4] = ["deadId", "deadError", "deadAttempts", "deadWorker"];
 
-/// Lists up to `count` dead entries, or requeues them: each goes back to `stream` (default
-/// `<type>:req:x`) with its own fields and is removed from the dead stream, in one MULTI.
+/// Lists up to `count` dead entries, or requeues them: each goes back to `stream` (default:
+/// the type's request stream, or for a type with `streamShards` the shard its `ref` belongs
+/// to) with its own fields and is removed from the dead stream, in one MULTI.
 pub async fn dead(
     conn: &mut Conn,
     worker_type: &str,
@@ -21,7 +22,10 @@ pub async fn dead(
 ) -> anyhow::Result<i32> {
     check_type(worker_type)?;
     let dead = format!("{worker_type}:dead:x");
-    let requests = stream.unwrap_or_else(|| format!("{worker_type}:req:x"));
+    let requests = match stream {
+        Some(stream) => vec![stream],
+        None => super::request_streams(conn, worker_type).await?,
+    };
     let reply: StreamRangeReply = conn.xrange_count(&dead, "-", "+", count).await?;
     if reply.ids.is_empty() {
         println!("no dead entries in {dead}");
@@ -41,11 +45,12 @@ pub async fn dead(
             );
             continue;
         }
+        let requests = &requests[crate::shards::for_ref(&field("ref"), requests.len())];
         let own: Vec<(String, String)> =
             fields.into_iter().filter(|(k, _)| !DEAD_FIELDS.contains(&k.as_str())).collect();
         let (new_id,): (String,) = redis::pipe()
             .atomic()
-            .xadd(&requests, "*", &own)
+            .xadd(requests, "*", &own)
             .xdel(&dead, &[&entry.id])
             .ignore()
             .query_async(conn)

@@ -1,7 +1,8 @@
 //! What a supervisor publishes every second, for `denorun top` and `denorun status` on any
 //! host and for Prometheus: a stats hash per worker it runs (`${type}:${id}:stats:h`,
 //! expiring after a few seconds so a dead supervisor's rows vanish), and every other second
-//! the request stream's length, pending entries and dead letters (`${type}:stats:h`).
+//! the request stream's length, pending entries and dead letters (`${type}:stats:h`; for a
+//! type with `streamShards`, the sums over its shards, and a Prometheus series per shard).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,9 +27,9 @@ pub struct Row<'a> {
 pub struct Board {
     keys: Keys,
     host: String,
-    /// The request stream (or the stream a sync type persists), its group, and the
-    /// dead-letter stream.
-    stream: String,
+    /// The request streams (the shards of a sharded type, or the stream a sync type
+    /// persists), their group, and the dead-letter stream.
+    streams: Vec<String>,
     group: String,
     dead_stream: String,
     last: HashMap<String, (Instant, u64)>,
@@ -38,18 +39,20 @@ pub struct Board {
 impl Board {
     pub fn new(worker_type: &str, defaults: &HashMap<String, String>, host: String) -> Board {
         // A type of sync instances shows the stream it persists, as its sync group sees it.
-        let (stream, group, dead_stream) = match defaults.get("syncStream") {
+        let (streams, group, dead_stream) = match defaults.get("syncStream") {
             Some(stream) => {
                 let group = defaults.get("syncGroup").cloned().unwrap_or_else(|| "sync".into());
-                (stream.clone(), group, format!("{stream}:dead:x"))
+                (vec![stream.clone()], group, format!("{stream}:dead:x"))
             }
-            None => (
-                defaults.get("requestStream").cloned().unwrap_or_else(|| format!("{worker_type}:req:x")),
-                "worker".into(),
-                format!("{worker_type}:dead:x"),
-            ),
+            None => {
+                // A bad `streamShards` stops each worker at its start, saying so; the board
+                // then shows the one stream.
+                let streams = crate::shards::request_streams(worker_type, defaults)
+                    .unwrap_or_else(|_| vec![format!("{worker_type}:req:x")]);
+                (streams, "worker".into(), format!("{worker_type}:dead:x"))
+            }
         };
-        Board { keys: Keys::new(worker_type), host, stream, group, dead_stream, last: HashMap::new(), ticks: 0 }
+        Board { keys: Keys::new(worker_type), host, streams, group, dead_stream, last: HashMap::new(), ticks: 0 }
     }
 
     /// Publishes every row (and, every other call, the stream's numbers) in one round trip,
@@ -69,8 +72,11 @@ impl Board {
         }
         self.last.retain(|id, _| rows.iter().any(|r| r.id == id));
         if self.ticks % 2 == 1 {
-            let stream = self.stream_stats(conn).await?;
-            metrics.stream(self.keys.worker_type(), &stream);
+            let shards = self.stream_stats(conn).await?;
+            for shard in &shards {
+                metrics.stream(self.keys.worker_type(), shard);
+            }
+            let stream = total(&shards);
             let key = self.keys.type_stats();
             let fields = [
                 ("stream", stream.stream.clone()),
@@ -123,33 +129,50 @@ impl Board {
         ]
     }
 
-    async fn stream_stats(&self, conn: &mut Conn) -> redis::RedisResult<StreamStats> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("XLEN").arg(&self.stream).cmd("XLEN").arg(&self.dead_stream);
-        let (length, dead): (u64, u64) = pipe.query_async(conn).await?;
-        // A stream with no group yet has nothing pending.
-        let pending: redis::RedisResult<redis::Value> =
-            redis::cmd("XPENDING").arg(&self.stream).arg(&self.group).query_async(conn).await;
-        let (pending, oldest) = match pending {
-            Ok(redis::Value::Array(summary)) => {
-                let count: u64 = summary.first().and_then(|v| redis::from_redis_value(v.clone()).ok()).unwrap_or(0);
-                let oldest: Option<String> = summary.get(1).and_then(|v| redis::from_redis_value(v.clone()).ok());
-                (count, oldest)
-            }
-            Ok(_) => (0, None),
-            Err(e) if e.code() == Some("NOGROUP") => (0, None),
-            Err(e) => return Err(e),
-        };
-        let oldest_pending_ms = oldest.and_then(|id| entry_age_ms(&id)).unwrap_or(0);
-        Ok(StreamStats {
-            stream: self.stream.clone(),
-            length,
-            pending,
-            oldest_pending_ms,
-            dead_stream: self.dead_stream.clone(),
-            dead,
-        })
+    /// Each request stream's numbers, one stream after the other (under Cluster, shards are
+    /// in different slots).
+    async fn stream_stats(&self, conn: &mut Conn) -> redis::RedisResult<Vec<StreamStats>> {
+        let dead: u64 = redis::cmd("XLEN").arg(&self.dead_stream).query_async(conn).await?;
+        let mut shards = Vec::with_capacity(self.streams.len());
+        for stream in &self.streams {
+            let length: u64 = redis::cmd("XLEN").arg(stream).query_async(conn).await?;
+            // A stream with no group yet has nothing pending.
+            let pending: redis::RedisResult<redis::Value> =
+                redis::cmd("XPENDING").arg(stream).arg(&self.group).query_async(conn).await;
+            let (pending, oldest) = match pending {
+                Ok(redis::Value::Array(summary)) => {
+                    let count: u64 = summary.first().and_then(|v| redis::from_redis_value(v.clone()).ok()).unwrap_or(0);
+                    let oldest: Option<String> = summary.get(1).and_then(|v| redis::from_redis_value(v.clone()).ok());
+                    (count, oldest)
+                }
+                Ok(_) => (0, None),
+                Err(e) if e.code() == Some("NOGROUP") => (0, None),
+                Err(e) => return Err(e),
+            };
+            shards.push(StreamStats {
+                stream: stream.clone(),
+                length,
+                pending,
+                oldest_pending_ms: oldest.and_then(|id| entry_age_ms(&id)).unwrap_or(0),
+                dead_stream: self.dead_stream.clone(),
+                dead,
+            });
+        }
+        Ok(shards)
     }
+}
+
+/// A type's numbers from its streams': lengths and pending entries summed, the oldest pending
+/// entry of all, and the streams named (the first, and how many more).
+fn total(shards: &[StreamStats]) -> StreamStats {
+    let mut total = shards.first().cloned().unwrap_or_default();
+    if shards.len() > 1 {
+        total.stream = format!("{} and {} more shards", total.stream, shards.len() - 1);
+        total.length = shards.iter().map(|s| s.length).sum();
+        total.pending = shards.iter().map(|s| s.pending).sum();
+        total.oldest_pending_ms = shards.iter().map(|s| s.oldest_pending_ms).max().unwrap_or(0);
+    }
+    total
 }
 
 /// How long ago a stream entry was added, from its id (`<ms>-<seq>`).
@@ -169,5 +192,22 @@ mod tests {
         let age = entry_age_ms(&format!("{}-0", now - 5000)).unwrap();
         assert!((5000..6000).contains(&age), "{age}");
         assert_eq!(entry_age_ms("junk"), None);
+    }
+
+    #[test]
+    fn a_sharded_type_shows_the_sums_of_its_shards() {
+        let shard = |stream: &str, length, pending, oldest_pending_ms| StreamStats {
+            stream: stream.into(),
+            length,
+            pending,
+            oldest_pending_ms,
+            dead_stream: "g:dead:x".into(),
+            dead: 2,
+        };
+        let one = shard("g:req:x", 5, 1, 300);
+        assert_eq!(total(std::slice::from_ref(&one)), one);
+        let all = total(&[shard("g:req:{0}:x", 5, 1, 300), shard("g:req:{1}:x", 7, 2, 900)]);
+        assert_eq!((all.length, all.pending, all.oldest_pending_ms, all.dead), (12, 3, 900, 2));
+        assert_eq!(all.stream, "g:req:{0}:x and 1 more shards");
     }
 }
