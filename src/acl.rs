@@ -85,6 +85,8 @@ const COMMANDS: &[&str] = &[
     "discard",
     "watch",
     "unwatch",
+    // `replicaAcks`: the handler loop's check that replicas have a reply.
+    "wait",
     "publish",
 ];
 

@@ -435,3 +435,44 @@ fn a_types_acl_user_keeps_its_workers_to_their_own_keys() {
     supervisor.signal(libc::SIGTERM);
     assert_eq!(supervisor.finish().code, 0);
 }
+
+#[test]
+fn replica_acks_are_checked_under_the_types_acl_user() {
+    // A master with one replica; a handler type with `replicaAcks 1` under its ACL user.
+    let (master_port, replica_port) = (free_port(), free_port());
+    let _master = spawn_redis_server(master_port, &[]);
+    let url = format!("redis://127.0.0.1:{master_port}");
+    let mut c = wait_for("the master answers", std::time::Duration::from_secs(10), || {
+        redis::Client::open(url.as_str()).ok()?.get_connection().ok()
+    });
+    let replica_of = master_port.to_string();
+    let _replica = spawn_redis_server(replica_port, &["--replicaof", "127.0.0.1", &replica_of]);
+    wait_until("the replica is connected", || {
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap();
+        info.contains("connected_slaves:1") && info.contains("state=online")
+    });
+    let dir = temp_dir();
+    let handler_type = unique("aclwait");
+    let path = write(dir.path(), "handler.ts", "export default { request() { return { code: 200 }; } };\n");
+    let _: () = redis::cmd("HSET").arg(format!("{handler_type}:h")).arg(&["replicaAcks", "1"]).query(&mut c).unwrap();
+    acl_type(&url, &handler_type, &path);
+    let supervisor = common::demo::Supervisor::start_type(&url, &handler_type, &[]);
+    for n in 0..5 {
+        let reference = format!("{handler_type}-{n}");
+        let _: String = redis::cmd("XADD")
+            .arg(format!("{handler_type}:req:x"))
+            .arg("*")
+            .arg(&["ref", reference.as_str()])
+            .query(&mut c)
+            .unwrap();
+        let reply: Option<(String, String)> =
+            redis::cmd("BRPOP").arg(format!("res:{reference}")).arg(10).query(&mut c).unwrap();
+        assert!(reply.expect("a reply").1.contains("200"));
+    }
+    supervisor.signal(libc::SIGTERM);
+    let run = supervisor.finish();
+    assert_eq!(run.code, 0, "{run:?}");
+    // WAIT ran under the type's user and the replica acknowledged every reply.
+    assert!(!run.stderr.contains("WAIT failed") && !run.stderr.contains("replicaAcks asks"), "{}", run.stderr);
+    assert!(run.stderr.contains("as the ACL user"), "{}", run.stderr);
+}

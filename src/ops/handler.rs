@@ -627,26 +627,37 @@ impl Loop {
     }
 
     /// `WAIT`s until `replicaAcks` replicas have the reply and the ack (or the time-out), so
-    /// that a failover to one of them keeps it. Too few is logged, on the first time and then
-    /// every thousandth: the reply is sent, and a failover may run the request again.
+    /// that a failover to one of them keeps it. Too few, or a `WAIT` that fails (a Redis user
+    /// without it), is logged on the first time and then every thousandth: the reply is sent,
+    /// and a failover may run the request again.
     async fn wait_for_replicas(&self) {
         let s = &self.settings;
         let mut wait = redis::cmd("WAIT");
         wait.arg(s.replica_acks).arg(s.replica_ack_timeout.as_millis() as u64);
-        let acked: u64 = wait.query_async(&mut self.writer.clone()).await.unwrap_or(0);
-        if acked < s.replica_acks {
-            let mut state = self.state.borrow_mut();
-            state.unreplicated += 1;
-            if state.unreplicated % 1000 == 1 {
-                log::warn!(
-                    "{}: {acked} of the {} replica(s) replicaAcks asks for acknowledged a reply within {} ms \
-                     ({} such replies so far); a failover now may run those requests again",
-                    s.key,
-                    s.replica_acks,
-                    s.replica_ack_timeout.as_millis(),
-                    state.unreplicated
-                );
-            }
+        let acked: redis::RedisResult<u64> = wait.query_async(&mut self.writer.clone()).await;
+        if matches!(acked, Ok(n) if n >= s.replica_acks) {
+            return;
+        }
+        let mut state = self.state.borrow_mut();
+        state.unreplicated += 1;
+        if state.unreplicated % 1000 != 1 {
+            return;
+        }
+        match acked {
+            Ok(acked) => log::warn!(
+                "{}: {acked} of the {} replica(s) replicaAcks asks for acknowledged a reply within {} ms \
+                 ({} such replies so far); a failover now may run those requests again",
+                s.key,
+                s.replica_acks,
+                s.replica_ack_timeout.as_millis(),
+                state.unreplicated
+            ),
+            Err(e) => log::warn!(
+                "{}: WAIT failed ({e}), so replicaAcks is not checked ({} replies so far); give the \
+                 worker's Redis user the WAIT command (`denorun acl <type>` does), or unset replicaAcks",
+                s.key,
+                state.unreplicated
+            ),
         }
     }
 
