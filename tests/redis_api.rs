@@ -241,7 +241,7 @@ out.blocking = [await redis.blpop(1, k("none"), k("q")), await redis.brpop(1, k(
             "lpos": [2, 4, [2, 4], [2], null],
             "edit": [7, "OK", 2, "OK", ["Z", "a", "c0"]],
             "pop": ["Z", "c0", "a", "a", null],
-            "blocking": [[key("q"), "1"], [key("q"), "2"], [], "a", "a", null],
+            "blocking": [[key("q"), "1"], [key("q"), "2"], [], "a", "a", []],
         }),
     );
 }
@@ -536,7 +536,8 @@ fn connect_options_and_error_classes() {
 import {{ createLazyClient, parseURL, ConnectionClosedError, EOFError, SubscriptionClosedError, InvalidStateError }} from "https://deno.land/x/redis/mod.ts";
 const opts = {{ hostname: "127.0.0.1", port: PORT }};
 out.port = [await attempt(() => connect({{ ...opts, port: NaN }})), await attempt(() => connect({{ ...opts, port: Infinity }})),
-  await attempt(() => connect({{ ...opts, port: "nope" }})), await attempt(async () => createLazyClient({{ ...opts, port: -1 }}))];
+  await attempt(() => connect({{ ...opts, port: "nope" }})), await attempt(() => connect({{ ...opts, port: "" }})),
+  await attempt(async () => createLazyClient({{ ...opts, port: -1 }}))];
 out.auth = [await attempt(() => connect({{ ...opts, password: "wrong" }})),
   await attempt(() => connect({{ ...opts, username: "{user}", password: "wrong" }}))];
 const authed = await connect({{ ...opts, username: "{user}", password: "s3cret", db: 5, name: "named-client" }});
@@ -552,7 +553,7 @@ out.classes = [ErrorReplyError.name, ConnectionClosedError.name, EOFError.name, 
 "#
     ));
     let invalid = json!({"error": "Error", "message": "Port is invalid"});
-    assert_eq!(out["port"], json!([invalid, invalid, invalid, invalid]));
+    assert_eq!(out["port"], json!([invalid, invalid, invalid, invalid, invalid]));
     assert_eq!(out["auth"][0]["error"], "ErrorReplyError", "{out:#}");
     assert!(out["auth"][0]["message"].as_str().unwrap().starts_with("-ERR AUTH"), "{out:#}");
     assert_eq!(

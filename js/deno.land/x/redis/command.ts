@@ -273,7 +273,8 @@ export const COMMANDS: Record<string, Command> = {
   // Lists
   blpop: custom("BLPOP", (timeout, ...keys) => [...keys, timeout], (r) => r ?? []),
   brpop: custom("BRPOP", (timeout, ...keys) => [...keys, timeout], (r) => r ?? []),
-  brpoplpush: plain("BRPOPLPUSH"),
+  // A time-out resolves as `[]`, as v0.24 did (its reader took the nil array for an empty one).
+  brpoplpush: shaped("BRPOPLPUSH", (r) => r ?? []),
   blmove: plain("BLMOVE"),
   lindex: plain("LINDEX"),
   linsert: plain("LINSERT"),
