@@ -345,3 +345,153 @@ pub struct TestArgs {
     #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
     pub argv: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
+    use std::time::Duration;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("denorun").chain(args.iter().copied()))
+    }
+
+    fn supervise(args: &[&str]) -> Result<SuperviseArgs, clap::Error> {
+        let cli = parse(&[&["supervise"], args].concat())?;
+        match cli.command {
+            Some(Command::Supervise(args)) => Ok(args),
+            other => panic!("not supervise: {other:?}"),
+        }
+    }
+
+    fn refused(result: Result<impl std::fmt::Debug, clap::Error>) -> ErrorKind {
+        result.expect_err("refused").kind()
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_worker_key_is_required_and_taken() {
+        assert_eq!(refused(parse(&[])), ErrorKind::MissingRequiredArgument);
+        let cli = parse(&["demo-worker:1:h"]).unwrap();
+        assert_eq!(cli.worker_key.as_deref(), Some("demo-worker:1:h"));
+        assert!(cli.command.is_none() && !cli.allow_remote_inspect && cli.observe.metrics.is_none());
+    }
+
+    #[test]
+    fn worker_redis_audit_and_inspector_flags() {
+        let cli =
+            parse(&["k:1:h", "--redis", "redis://10.0.0.1:6380/2", "--audit", "-", "--allow-remote-inspect"]).unwrap();
+        assert_eq!(cli.redis.url, "redis://10.0.0.1:6380/2");
+        assert_eq!(cli.audit.as_deref(), Some("-"));
+        assert!(cli.allow_remote_inspect);
+    }
+
+    #[test]
+    fn worker_trust_flags() {
+        let cli = parse(&[
+            "k:1:h",
+            "--max-permissions",
+            "--allow-net=api.example.com --allow-env=REDIS_URL",
+            "--allow-module-from",
+            "https://a.example/,file:///srv/",
+            "--allow-module-from",
+            "https://b.example/",
+            "--lock",
+            "deno.lock",
+        ])
+        .unwrap();
+        assert_eq!(cli.trust.max_permissions.as_deref(), Some("--allow-net=api.example.com --allow-env=REDIS_URL"));
+        assert_eq!(cli.trust.allow_module_from, ["https://a.example/", "file:///srv/", "https://b.example/"]);
+        assert_eq!(cli.trust.lock.as_deref(), Some(std::path::Path::new("deno.lock")));
+    }
+
+    #[test]
+    fn worker_limit_flags_are_positive() {
+        let cli = parse(&["k:1:h"]).unwrap();
+        assert_eq!((cli.limits.max_heap_mb, cli.limits.max_block_ms), (512, 10_000));
+        let cli = parse(&["k:1:h", "--max-heap-mb", "64", "--max-block-ms", "250"]).unwrap();
+        assert_eq!((cli.limits.max_heap_mb, cli.limits.max_block_ms), (64, 250));
+        assert_eq!(refused(parse(&["k:1:h", "--max-heap-mb", "0"])), ErrorKind::ValueValidation);
+        assert_eq!(refused(parse(&["k:1:h", "--max-block-ms", "soon"])), ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn worker_metrics_flags() {
+        let cli = parse(&["k:1:h", "--metrics"]).unwrap();
+        assert_eq!(cli.observe.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        let cli = parse(&["k:1:h", "--metrics", "0.0.0.0:9000", "--allow-remote-metrics"]).unwrap();
+        assert_eq!(cli.observe.metrics, Some("0.0.0.0:9000".parse().unwrap()));
+        assert!(cli.observe.allow_remote_metrics);
+        assert_eq!(refused(parse(&["k:1:h", "--metrics", "nowhere"])), ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn supervise_defaults() {
+        let args = supervise(&["greeter"]).unwrap();
+        assert_eq!(args.worker_type, "greeter");
+        assert_eq!((args.drain_timeout, args.quick_exit, args.backoff, args.backoff_max), (10.0, 10.0, 0.5, 30.0));
+        assert_eq!((args.max_failures, args.heartbeat, args.max_workers), (5, 2.0, None));
+        assert!(!args.allow_remote_inspect && args.observe.metrics.is_none());
+        assert_eq!(args.log_format, crate::logs::Format::Prefix);
+        assert_eq!(refused(supervise(&[])), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn supervise_restart_and_drain_flags() {
+        let args = supervise(&[
+            "greeter",
+            "--drain-timeout",
+            "2.5",
+            "--max-failures",
+            "3",
+            "--quick-exit",
+            "4",
+            "--backoff",
+            "0.1",
+            "--backoff-max",
+            "8",
+            "--heartbeat",
+            "0.3",
+        ])
+        .unwrap();
+        assert_eq!(Duration::from_secs_f64(args.drain_timeout), Duration::from_millis(2500));
+        assert_eq!((args.max_failures, args.quick_exit, args.backoff, args.backoff_max), (3, 4.0, 0.1, 8.0));
+        assert_eq!(args.heartbeat, 0.3);
+        assert_eq!(refused(supervise(&["greeter", "--max-failures", "many"])), ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn supervise_max_workers_is_at_least_one() {
+        assert_eq!(supervise(&["greeter", "--max-workers", "8"]).unwrap().max_workers, Some(8));
+        assert_eq!(refused(supervise(&["greeter", "--max-workers", "0"])), ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn supervise_shares_the_workers_trust_limit_and_metrics_flags() {
+        let args = supervise(&[
+            "greeter",
+            "--allow-remote-inspect",
+            "--max-permissions",
+            "-A",
+            "--max-heap-mb",
+            "128",
+            "--max-block-ms",
+            "1000",
+            "--metrics",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert!(args.allow_remote_inspect);
+        assert_eq!(args.trust.max_permissions.as_deref(), Some("-A"));
+        assert_eq!((args.limits.max_heap_mb, args.limits.max_block_ms), (128, 1000));
+        assert_eq!(args.observe.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(args.log_format, crate::logs::Format::Json);
+        assert_eq!(refused(supervise(&["greeter", "--log-format", "xml"])), ErrorKind::InvalidValue);
+    }
+}

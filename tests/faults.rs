@@ -42,19 +42,21 @@ fn redis_killed_and_restarted_under_load_brings_every_worker_back() {
 
     // Load from a client of its own while Redis dies under it.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let load = {
-        let (url, stop) = (url.clone(), stop.clone());
+        let (url, stop, answered) = (url.clone(), stop.clone(), answered.clone());
         std::thread::spawn(move || {
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
-                if try_request(&url, &format!("load{n}"), 0.5).is_none() {
-                    std::thread::sleep(Duration::from_millis(50));
+                match try_request(&url, &format!("load{n}"), 0.5) {
+                    Some(_) => _ = answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    None => std::thread::sleep(Duration::from_millis(50)),
                 }
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("the load is being answered", || answered.load(std::sync::atomic::Ordering::Relaxed) >= 5);
     redis.kill();
     // Long enough for every worker to see it go and for the supervisor to retry a while.
     std::thread::sleep(Duration::from_secs(3));
@@ -116,9 +118,16 @@ fn a_killed_supervisor_is_recovered_and_live_supervisors_keep_their_ids() {
             .collect()
     };
     let before = owners();
-    // Several times the stale period (5 heartbeats = 2.5 s): long enough for a steal to show.
-    std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(owners(), before, "no id changed hands");
+    // Several stale periods (5 heartbeats each) of heartbeats on every id: long enough for a
+    // steal to show. No id changes hands meanwhile.
+    let mut beats: Vec<HashSet<String>> = vec![HashSet::new(); 4];
+    wait_until("every id has had 12 heartbeats", || {
+        assert_eq!(owners(), before, "no id changed hands");
+        for (id, seen) in ["1", "2", "3", "4"].iter().zip(&mut beats) {
+            seen.extend(worker_hash(&url, id).get("seenAt").cloned());
+        }
+        beats.iter().all(|seen| seen.len() >= 12)
+    });
     for (name, s) in [("second", &second), ("third", &third)] {
         let log = s.stderr();
         assert_eq!(log.matches("recovered from a supervisor").count(), if name == "second" { 2 } else { 0 }, "{log}");

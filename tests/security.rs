@@ -440,13 +440,13 @@ fn a_types_acl_user_keeps_its_workers_to_their_own_keys() {
 fn replica_acks_are_checked_under_the_types_acl_user() {
     // A master with one replica; a handler type with `replicaAcks 1` under its ACL user.
     let (master_port, replica_port) = (free_port(), free_port());
-    let _master = spawn_redis_server(master_port, &[]);
+    let _master = Killed::new(spawn_redis_server(master_port, &[]));
     let url = format!("redis://127.0.0.1:{master_port}");
     let mut c = wait_for("the master answers", std::time::Duration::from_secs(10), || {
         redis::Client::open(url.as_str()).ok()?.get_connection().ok()
     });
     let replica_of = master_port.to_string();
-    let _replica = spawn_redis_server(replica_port, &["--replicaof", "127.0.0.1", &replica_of]);
+    let _replica = Killed::new(spawn_redis_server(replica_port, &["--replicaof", "127.0.0.1", &replica_of]));
     wait_until("the replica is connected", || {
         let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap();
         info.contains("connected_slaves:1") && info.contains("state=online")
