@@ -76,10 +76,10 @@ pub struct TrustArgs {
 #[derive(Debug, Args, Clone, Copy)]
 pub struct LimitArgs {
     /// A worker's V8 heap limit in MiB (hash field maxHeapMb); near it the worker alone ends
-    #[arg(long, value_name = "MIB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MIB", default_value_t = crate::spec::LimitDefaults::STANDARD.max_heap_mb, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_heap_mb: u64,
     /// Milliseconds a worker's JavaScript may run without yielding (hash field maxBlockMs)
-    #[arg(long, value_name = "MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MS", default_value_t = crate::spec::LimitDefaults::STANDARD.max_block_ms, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_block_ms: u64,
 }
 

@@ -53,15 +53,8 @@ impl WorkerConfig {
                  set it, e.g. redis-cli hset {key} workerUrl ./worker.ts workerVersion local"
             );
         };
-        let number = |name: &str| -> anyhow::Result<Option<u64>> {
-            match field(name, name) {
-                None => Ok(None),
-                Some(v) => match v.parse::<u64>() {
-                    Ok(n) if n > 0 => Ok(Some(n)),
-                    _ => bail!("worker hash '{key}': {name} '{v}' must be a whole number above 0; fix it with redis-cli hset {key} {name} ..."),
-                },
-            }
-        };
+        let number =
+            |name: &str| hash_number(key, name, hash.get(name).map(String::as_str), 1).map_err(anyhow::Error::msg);
         Ok(WorkerConfig {
             max_heap_mb: number("maxHeapMb")?,
             max_block_ms: number("maxBlockMs")?,
@@ -265,6 +258,22 @@ impl RedisTarget {
             Ok(Err(e)) => Err(fail(e.to_string())),
             Err(_) => Err(fail(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))),
         }
+    }
+}
+
+/// A whole number from field `name` of hash `key` (`value`): none when the field is missing
+/// or empty, else at least `least`, or an error that names the field and how to fix it. Every
+/// number in a worker's or a type's hash is read this way.
+pub fn hash_number(key: &str, name: &str, value: Option<&str>, least: u64) -> Result<Option<u64>, String> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if n >= least => Ok(Some(n)),
+            _ => Err(format!(
+                "worker hash '{key}': {name} '{v}' must be a whole number of at least {least}; \
+                 fix it with redis-cli hset {key} {name} ..."
+            )),
+        },
     }
 }
 

@@ -191,7 +191,7 @@ fn write_lock(args: &LockArgs, redis_url: &str) -> anyhow::Result<i32> {
     let redis = RedisTarget::parse(redis_url)?;
     let (config, _) = load_config(&redis, &args.worker_key)?;
     let trust = Trust { write_lock: true, ..Trust::from_args(&args.trust)? };
-    let limits = LimitDefaults { max_heap_mb: 512, max_block_ms: 10_000 };
+    let limits = LimitDefaults::STANDARD;
     let host = Host { redis: &redis, limits, allow_remote_inspect: false, trust: &trust };
     let mut spec = spec::assemble(&config, &host, Default::default())?;
     let lock = spec.provenance.locks[0].clone();

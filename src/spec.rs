@@ -25,6 +25,11 @@ pub struct LimitDefaults {
     pub max_block_ms: u64,
 }
 
+impl LimitDefaults {
+    /// Without flags: a 512 MiB heap, and 10 s at most without yielding (the flags' defaults).
+    pub const STANDARD: LimitDefaults = LimitDefaults { max_heap_mb: 512, max_block_ms: 10_000 };
+}
+
 /// What the host contributes to every worker it runs.
 pub struct Host<'a> {
     pub redis: &'a RedisTarget,
@@ -139,7 +144,7 @@ mod tests {
         WorkerConfig::from_hash("t:1:h", &hash).unwrap()
     }
 
-    const DEFAULTS: LimitDefaults = LimitDefaults { max_heap_mb: 512, max_block_ms: 10_000 };
+    const DEFAULTS: LimitDefaults = LimitDefaults::STANDARD;
 
     #[test]
     fn the_hash_overrides_the_host() {

@@ -67,32 +67,28 @@ impl Settings {
             _ => return Err(format!("worker key '{key}' must look like <type>:<id>:h")),
         };
         let text = |name: &str, default: String| hash.get(name).filter(|v| !v.is_empty()).cloned().unwrap_or(default);
-        let number = |name: &str, default: u64| -> Result<u64, String> {
-            match hash.get(name).filter(|v| !v.is_empty()) {
-                None => Ok(default),
-                Some(v) => v.trim().parse().map_err(|_| {
-                    format!("{key}: {name} '{v}' is not a whole number; fix it with redis-cli hset {key} {name} ...")
-                }),
-            }
+        let number = |name: &str, default: u64, least: u64| -> Result<u64, String> {
+            let value = hash.get(name).map(String::as_str);
+            Ok(crate::config::hash_number(key, name, value, least)?.unwrap_or(default))
         };
         Ok(Settings {
             key: key.to_string(),
             streams: shards::request_streams(worker_type, hash)?,
             consumer: text("consumerId", id.to_string()),
             response_stream: text("responseStream", format!("{worker_type}:res:x")),
-            response_maxlen: number("responseStreamMaxlen", 1000)?,
+            response_maxlen: number("responseStreamMaxlen", 1000, 0)?,
             dead_stream: format!("{worker_type}:dead:x"),
-            concurrency: number("concurrency", 1)?.clamp(1, 1024) as u32,
-            request_limit: number("requestLimit", 0)?,
-            reply_ttl: number("replyTtl", 10)?.max(1),
+            concurrency: number("concurrency", 1, 1)?.min(1024) as u32,
+            request_limit: number("requestLimit", 0, 0)?,
+            reply_ttl: number("replyTtl", 10, 1)?,
             trace: hash.get("trace").is_some_and(|v| v == "1" || v == "true"),
-            trace_ttl: number("traceTtl", 3600)?.max(1),
-            max_attempts: number("maxAttempts", 5)?.max(1) as u32,
-            retry_delay: Duration::from_millis(number("retryDelayMs", 1000)?),
-            claim_idle: Duration::from_millis(number("claimIdleMs", 30_000)?.max(1)),
-            request_timeout: Duration::from_millis(number("requestTimeoutMs", 30_000)?.max(1)),
-            replica_acks: number("replicaAcks", 0)?,
-            replica_ack_timeout: Duration::from_millis(number("replicaAckTimeoutMs", 1000)?.max(1)),
+            trace_ttl: number("traceTtl", 3600, 1)?,
+            max_attempts: number("maxAttempts", 5, 1)?.min(u32::MAX as u64) as u32,
+            retry_delay: Duration::from_millis(number("retryDelayMs", 1000, 0)?),
+            claim_idle: Duration::from_millis(number("claimIdleMs", 30_000, 1)?),
+            request_timeout: Duration::from_millis(number("requestTimeoutMs", 30_000, 1)?),
+            replica_acks: number("replicaAcks", 0, 0)?,
+            replica_ack_timeout: Duration::from_millis(number("replicaAckTimeoutMs", 1000, 1)?),
         })
     }
 }
@@ -603,14 +599,13 @@ impl Loop {
             }
         }
         pipe.xack(stream, GROUP, &[id]).ignore().set_ex(&marker, 1, s.reply_ttl.max(60)).ignore();
-        let mut wait = Duration::from_millis(100);
+        let mut backoff = topology::Backoff::default();
         loop {
             let mut writer = self.writer.clone();
             match pipe.query_async::<()>(&mut writer).await {
                 Ok(()) => break,
                 Err(e) if crate::config::is_outage(&e) => {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(1));
+                    backoff.wait().await;
                     let done: Option<String> = self.write("GET", redis::cmd("GET").arg(&marker)).await?;
                     if done.is_some() {
                         break;
@@ -757,6 +752,12 @@ mod tests {
         );
         let e = Settings::from_hash("g:1:h", &hash(&[("concurrency", "many")])).unwrap_err();
         assert!(e.contains("concurrency 'many'"), "{e}");
+        // One rule for every number of a hash (`config::hash_number`): 0 only where it means
+        // something (no limit, no replicas).
+        let e = Settings::from_hash("g:1:h", &hash(&[("concurrency", "0")])).unwrap_err();
+        assert!(e.contains("concurrency '0' must be a whole number of at least 1"), "{e}");
+        let s = Settings::from_hash("g:1:h", &hash(&[("requestLimit", "0"), ("replicaAcks", " 0 ")])).unwrap();
+        assert_eq!((s.request_limit, s.replica_acks), (0, 0));
         assert!(Settings::from_hash("nokey", &hash(&[])).is_err());
     }
 

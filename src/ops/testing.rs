@@ -194,7 +194,7 @@ pub async fn op_denorun_testing_spawn(
     let redis = crate::config::RedisTarget::parse(&url).map_err(harness_error)?;
     let (config, _) = crate::config::load(&redis, &key).await.map_err(harness_error)?;
     let trust = crate::spec::Trust::host_defaults().map_err(harness_error)?;
-    let limits = crate::spec::LimitDefaults { max_heap_mb: 512, max_block_ms: 10_000 };
+    let limits = crate::spec::LimitDefaults::STANDARD;
     let host = crate::spec::Host { redis: &redis, limits, allow_remote_inspect: false, trust: &trust };
     let stdin = crate::secret::pipe(&secret).map_err(harness_error)?;
     let lines = Arc::new(Mutex::new(Vec::new()));

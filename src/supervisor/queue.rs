@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::room::Room;
 use super::Event;
 use crate::config::RedisTarget;
-use crate::topology::Conn;
+use crate::topology::{Backoff, Conn};
 
 /// The keys of one worker type.
 #[derive(Debug, Clone)]
@@ -82,7 +82,7 @@ impl Taker {
         let (topology, keys) = (redis.topology.clone(), keys.clone());
         let (flag, id_slot, room_handle) = (stopping.clone(), client_id.clone(), room.clone());
         let task = tokio::spawn(async move {
-            let mut retry = Duration::from_millis(100);
+            let mut backoff = Backoff::default();
             let mut down = false;
             while !flag.load(Ordering::SeqCst) {
                 let config = redis::AsyncConnectionConfig::new()
@@ -102,13 +102,12 @@ impl Taker {
                             down = true;
                             let _ = events.send(Event::RedisDown(format!("{e}")));
                         }
-                        tokio::time::sleep(retry).await;
-                        retry = (retry * 2).min(Duration::from_secs(1));
+                        backoff.wait().await;
                         continue;
                     }
                 };
                 id_slot.store(id, Ordering::SeqCst);
-                retry = Duration::from_millis(100);
+                backoff.reset();
                 if std::mem::take(&mut down) {
                     let _ = events.send(Event::RedisUp);
                 }

@@ -108,22 +108,49 @@ impl Topology {
 }
 
 /// Runs a Redis call until Redis answers: while Redis is away (see `config::is_outage`) the
-/// call is tried again, 100 ms after the first failure, doubling to a second, for as long as
-/// it takes, so that an outage delays work rather than drops it. Any other error is returned.
+/// call is tried again after a [`Backoff`], for as long as it takes, so that an outage delays
+/// work rather than drops it. Any other error is returned.
 pub async fn through_outages<T, F, Fut>(mut call: F) -> RedisResult<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = RedisResult<T>>,
 {
-    let mut wait = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
     loop {
         match call().await {
-            Err(e) if crate::config::is_outage(&e) => {
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(1));
-            }
+            Err(e) if crate::config::is_outage(&e) => backoff.wait().await,
             result => return result,
         }
+    }
+}
+
+/// The wait between tries while Redis is away: 100 ms after the first failure, doubling to
+/// a second. Everything that retries Redis waits this way.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff(Duration::from_millis(100))
+    }
+}
+
+impl Backoff {
+    /// The wait now; the next one is twice as long, up to a second.
+    pub fn next(&mut self) -> Duration {
+        let now = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(1));
+        now
+    }
+
+    /// Sleeps for the next wait.
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.next()).await
+    }
+
+    /// After a success: the next failure waits 100 ms again.
+    pub fn reset(&mut self) {
+        *self = Backoff::default();
     }
 }
 
@@ -207,6 +234,15 @@ fn same_node(a: &ConnectionAddr, b: &ConnectionAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_backoff_doubles_from_100_ms_to_a_second_and_starts_over_after_a_success() {
+        let mut backoff = Backoff::default();
+        let waits: Vec<u128> = (0..6).map(|_| backoff.next().as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+        backoff.reset();
+        assert_eq!(backoff.next(), Duration::from_millis(100));
+    }
 
     #[test]
     fn cluster_urls() {
