@@ -202,10 +202,14 @@ pub async fn op_denorun_handler_open(state: Rc<RefCell<OpState>>, #[string] key:
         let mut create = redis::cmd("XGROUP");
         // From the stream's start: requests sent before any worker was there are served too.
         create.arg("CREATE").arg(stream).arg(GROUP).arg("0").arg("MKSTREAM");
-        if let Err(e) = query::<()>(&writer, "XGROUP CREATE", &create).await {
-            if !e.to_string().contains("BUSYGROUP") {
-                return Err(e);
-            }
+        let created: redis::RedisResult<()> = topology::through_outages(|| {
+            let (mut writer, create) = (writer.clone(), create.clone());
+            async move { create.query_async(&mut writer).await }
+        })
+        .await;
+        match created {
+            Err(e) if e.code() != Some("BUSYGROUP") => return Err(failed("XGROUP CREATE", e)),
+            _ => {}
         }
     }
     let pid = std::process::id().to_string();
