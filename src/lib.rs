@@ -3,11 +3,52 @@
 //! `denorun <WORKER_KEY>` reads the worker's Redis hash, derives its permissions from the hash
 //! and runs its module; `denorun run` runs a script like `deno run`. This library is all of
 //! denorun but the startup snapshot: the binary (`main.rs`) hands [`main`] the snapshot that
-//! its build script made with [`snapshot_extensions`]. The layout follows the
-//! concepts: `cli` (command line), `config` (worker hash), `flags` and `permissions` (what a
-//! worker may do), `loader`, `builtins` and `remote` (where modules come from), `ops` (Rust
-//! behind the built-in modules), `spec` (hash to worker), `worker` (the runtime, its limits
-//! and why it ended) and `supervisor` (many workers in one process).
+//! its build script made with [`snapshot_extensions`].
+//!
+//! # Layout
+//!
+//! One module per concept (the README's "Layout" lists the same, with the files beside them):
+//!
+//! - `cli`: the command line (clap): `denorun <WORKER_KEY>`, `run`, `test`, `supervise`, `sync` and
+//!   the admin commands
+//! - `config`: a worker's hash (`workerUrl`, `denoOptions`, limits), the Redis URL, and the one
+//!   rule for numbers in a hash
+//! - `flags`: Deno's flags, from `denoOptions` or `denorun run`
+//! - `permissions`: what a worker may do: Deno permissions from its flags and its Redis
+//! - `ceiling`: the most a hash may grant (`--max-permissions`)
+//! - `acl`: a worker type's Redis ACL user (`denorun acl`)
+//! - `secret`: the stdin secret line, and the pipe that hands it to a worker
+//! - `spec`: from a worker hash to a worker: flags, permissions, inspector address, limits
+//! - `loader`: module loading: built-ins, local files and cached remote modules, checked against
+//!   the allowed origins and the lock
+//! - `builtins`: the built-in modules (`js/`) by URL
+//! - `remote`: remote modules: fetched once, cached on disk
+//! - `transpile`: TypeScript to JavaScript, for the loader and for `runtime/build.rs`
+//! - `code_cache`: V8's code cache on disk
+//! - `lock`: lockfiles in deno.lock's format (`denorun lock`, `--lock`)
+//! - `audit`: the audit log of denied permission checks
+//! - `ops`: Rust ops behind the built-in modules (redis, pub/sub, crypto, encodings), the handler
+//!   loop (`handler.rs`, with `01_handler.js`), the `denorun:testing` harness, and the extension's
+//!   JS
+//! - `shared`: what the handler workers of a process share: a thread, and on it one reader per
+//!   request stream (`feed`)
+//! - `shards`: sharded request streams (`streamShards`): names, slots, the shard of a ref
+//! - `topology`: where a Redis URL leads (a server, a Sentinel-watched master, a Cluster), the
+//!   connection that follows failovers and slots, and the backoff of every retry
+//! - `worker`: the runtime: a deno_runtime `MainWorker` on its own thread; its limits (heap,
+//!   watchdog), its inspector, why it ended
+//! - `supervisor`: `denorun supervise`: the event loop, the id queues with heartbeats and recovery,
+//!   `--max-workers`, the restart policy, drain, launching, hash records, Redis outages, the stats
+//!   board
+//! - `sync`: `denorun sync`: a stream into a PostgreSQL table (reading, writing batches, the table,
+//!   the connection, the supervised form)
+//! - `metrics`: Prometheus metrics (prometheus-client), the process's RSS and CPU, the `/metrics`
+//!   and `/healthz` server
+//! - `logs`: denorun's log records (text or JSON), and workers' lines forwarded whole
+//! - `admin`: `status`, `top` (ratatui), `setup-worker`, `xadd-req`, `dead`, `encrypt` and the
+//!   other admin commands
+//! - `test_runner`: `denorun test`: test files found, run and reported like `deno test`
+//! - `scaffold`: `denorun new`: a new handler worker type's files
 
 mod acl;
 mod admin;
