@@ -72,14 +72,19 @@ pub struct TrustArgs {
     pub lock: Option<std::path::PathBuf>,
 }
 
+/// A worker's heap limit and longest run without yielding when nothing sets them: the
+/// defaults of `--max-heap-mb` and `--max-block-ms`, and of workers `denorun:testing` runs.
+pub const DEFAULT_MAX_HEAP_MB: u64 = 512;
+pub const DEFAULT_MAX_BLOCK_MS: u64 = 10_000;
+
 /// Each worker's limits, when neither its hash nor its type's hash sets them.
 #[derive(Debug, Args, Clone, Copy)]
 pub struct LimitArgs {
     /// A worker's V8 heap limit in MiB (hash field maxHeapMb); near it the worker alone ends
-    #[arg(long, value_name = "MIB", default_value_t = crate::spec::LimitDefaults::STANDARD.max_heap_mb, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MAX_HEAP_MB, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_heap_mb: u64,
     /// Milliseconds a worker's JavaScript may run without yielding (hash field maxBlockMs)
-    #[arg(long, value_name = "MS", default_value_t = crate::spec::LimitDefaults::STANDARD.max_block_ms, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_MAX_BLOCK_MS, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_block_ms: u64,
 }
 

@@ -133,7 +133,7 @@ pub async fn load_type(conn: &mut Conn, worker_type: &str) -> anyhow::Result<Has
     check_type(worker_type)?;
     let key = format!("{worker_type}:h");
     let hash: HashMap<String, String> = conn.hgetall(&key).await.with_context(|| format!("HGETALL {key} failed"))?;
-    if crate::sync::supervised::is_sync(&hash) {
+    if is_sync(&hash) {
         // A type of sync instances: no module to check (`sync::supervised` checks the rest).
         return Ok(hash);
     }
@@ -277,24 +277,10 @@ pub fn hash_number(key: &str, name: &str, value: Option<&str>, least: u64) -> Re
     }
 }
 
-/// Whether an error means Redis is away for now (down, unreachable, or still loading its data
-/// after a restart), or moving (a failover, Cluster slots changing hands), rather than that a
-/// command was wrong. A transaction aborted only for such reasons is too.
-pub fn is_outage(e: &redis::RedisError) -> bool {
-    // Still loading; a master demoted in a failover; no master known to the sentinels yet; a
-    // Cluster whose slots are moving, changing master or uncovered.
-    let passing = |code: &str| {
-        matches!(code, "LOADING" | "READONLY" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "MOVED" | "ASK")
-    };
-    e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.is_timeout()
-        || e.code().is_some_and(passing)
-        || (e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort)
-            && e.clone()
-                .into_server_errors()
-                .is_some_and(|errors| !errors.is_empty() && errors.iter().all(|(_, error)| passing(error.code()))))
+/// Whether a worker's fields (its hash over its type's) name a sync instance (`syncStream`)
+/// rather than a module.
+pub fn is_sync(fields: &HashMap<String, String>) -> bool {
+    fields.contains_key("syncStream")
 }
 
 /// Reads and checks a worker's hash, with its type's (`${type}:h`, empty if there is none)

@@ -26,8 +26,9 @@ pub struct LimitDefaults {
 }
 
 impl LimitDefaults {
-    /// Without flags: a 512 MiB heap, and 10 s at most without yielding (the flags' defaults).
-    pub const STANDARD: LimitDefaults = LimitDefaults { max_heap_mb: 512, max_block_ms: 10_000 };
+    /// Without flags: the flags' defaults (a 512 MiB heap, 10 s at most without yielding).
+    pub const STANDARD: LimitDefaults =
+        LimitDefaults { max_heap_mb: crate::cli::DEFAULT_MAX_HEAP_MB, max_block_ms: crate::cli::DEFAULT_MAX_BLOCK_MS };
 }
 
 /// What the host contributes to every worker it runs.

@@ -608,7 +608,7 @@ impl Loop {
             let mut writer = self.writer.clone();
             match pipe.query_async::<()>(&mut writer).await {
                 Ok(()) => break,
-                Err(e) if crate::config::is_outage(&e) => {
+                Err(e) if crate::topology::is_outage(&e) => {
                     backoff.wait().await;
                     let done: Option<String> = self.write("GET", redis::cmd("GET").arg(&marker)).await?;
                     if done.is_some() {

@@ -25,6 +25,7 @@ use redis::{AsyncConnectionConfig, RedisError, Value};
 use serde::Deserialize;
 
 use crate::topology::Topology;
+use crate::worker::exit::RedisLost;
 
 /// The first connect may take this long; commands have no time-out (BLOCK can be long).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,10 +52,6 @@ pub enum RedisOpError {
     #[error(transparent)]
     Resource(#[from] deno_core::error::ResourceError),
 }
-
-/// Put in the worker's `OpState` when a Redis connection is refused or drops: the worker's
-/// end, if it follows, is Redis's fault rather than the worker's.
-pub struct RedisLost(pub String);
 
 /// Converts a failed command, noting a lost connection in the worker's state.
 fn failed(state: &Rc<RefCell<OpState>>, e: RedisError, context: &str) -> RedisOpError {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::queue::Keys;
+use super::keys::Keys;
 use crate::metrics::{self, Metrics, StreamStats, WorkerLabels, WorkerStats};
 use crate::topology::Conn;
 

@@ -36,7 +36,7 @@ pub async fn launch(
     let own: HashMap<String, String> = conn.hgetall(key).await?;
     let mut fields = defaults.clone();
     fields.extend(own.clone());
-    if crate::sync::supervised::is_sync(&fields) {
+    if config::is_sync(&fields) {
         // A sync instance: no isolate, the same ending as a worker's.
         let stop = StopHandle::default();
         let (events, id) = (events.clone(), id.to_string());

@@ -3,7 +3,7 @@
 //!
 //! The concerns are modules: the id-queue protocol with heartbeats and crash recovery
 //! (`queue`), how many ids it takes at once (`room`), the restart policy (`policy`), draining
-//! on signals (`drain`), launching a worker (`launch`), what goes into hashes (`records`),
+//! on signals (`drain`), launching a worker (`launch`), its keys (`keys`), what goes into hashes (`records`),
 //! Redis outages (`outage`) and the stats published each second for `top` and Prometheus
 //! (`board`). This module is the event loop that ties them together. Nothing a worker does
 //! and no Redis restart ends the loop: workers end alone, and the bookkeeping connection and
@@ -11,6 +11,7 @@
 
 mod board;
 mod drain;
+mod keys;
 mod launch;
 mod outage;
 mod policy;
@@ -27,10 +28,11 @@ use tokio::sync::mpsc;
 
 use self::board::Board;
 use self::drain::{Drain, Step};
+use self::keys::Keys;
 use self::outage::Outage;
 pub use self::policy::Policy;
 use self::policy::{Decision, History};
-use self::queue::{Keys, Recovery, Taker};
+use self::queue::{Recovery, Taker};
 pub use self::records::hostname;
 use self::room::Room;
 pub use self::room::{default_max_workers, resources};

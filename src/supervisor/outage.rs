@@ -52,7 +52,7 @@ impl Outage {
                 self.answered();
                 Some(value)
             }
-            Err(e) if crate::config::is_outage(&e) => {
+            Err(e) if crate::topology::is_outage(&e) => {
                 self.lost(&e.to_string());
                 None
             }

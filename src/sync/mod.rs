@@ -333,7 +333,7 @@ impl Loop {
             };
             match sent {
                 Ok(()) => return self.redis_away.back(),
-                Err(e) if crate::config::is_outage(&e) => {
+                Err(e) if crate::topology::is_outage(&e) => {
                     self.redis_away.lost(&e.to_string());
                     tokio::time::sleep(self.redis_away.delay()).await;
                 }

@@ -55,7 +55,7 @@ impl Reader {
                     log::warn!("{}: {e}; joining again", self.group.stream);
                     self.group.join(&mut self.conn).await?;
                 }
-                Err(e) if crate::config::is_outage(&e) => {
+                Err(e) if crate::topology::is_outage(&e) => {
                     self.away.lost(&e.to_string());
                     tokio::time::sleep(self.away.delay()).await;
                 }

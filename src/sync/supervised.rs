@@ -20,11 +20,6 @@ use crate::metrics::WorkerStats;
 use crate::ops::crypto::{crypt, Mode, Padding};
 use crate::worker::{Exit, Reason, StopHandle};
 
-/// Whether a worker's fields (its hash over its type's) name a sync instance.
-pub fn is_sync(fields: &HashMap<String, String>) -> bool {
-    fields.contains_key("syncStream")
-}
-
 /// The instance's options: `syncStream`, `syncTo`, `syncTable`, `syncGroup`, `syncBatch`, `syncWriters`,
 /// `syncFlushMs`, `claimIdleMs`, `syncTrimAcked`; its consumer name is `<type>:<id>`.
 pub fn options(key: &str, fields: &HashMap<String, String>) -> anyhow::Result<Options> {

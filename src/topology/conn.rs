@@ -82,7 +82,7 @@ impl Master {
         }
         let result = command(self.manager()).await;
         match &result {
-            Err(e) if behind_sentinel && crate::config::is_outage(e) => {
+            Err(e) if behind_sentinel && super::is_outage(e) => {
                 self.suspect.store(true, Ordering::SeqCst);
                 self.follow().await;
             }

@@ -107,7 +107,7 @@ impl Topology {
     }
 }
 
-/// Runs a Redis call until Redis answers: while Redis is away (see `config::is_outage`) the
+/// Runs a Redis call until Redis answers: while Redis is away (see [`is_outage`]) the
 /// call is tried again after a [`Backoff`], for as long as it takes, so that an outage delays
 /// work rather than drops it. Any other error is returned.
 pub async fn through_outages<T, F, Fut>(mut call: F) -> RedisResult<T>
@@ -118,7 +118,7 @@ where
     let mut backoff = Backoff::default();
     loop {
         match call().await {
-            Err(e) if crate::config::is_outage(&e) => backoff.wait().await,
+            Err(e) if is_outage(&e) => backoff.wait().await,
             result => return result,
         }
     }
@@ -152,6 +152,26 @@ impl Backoff {
     pub fn reset(&mut self) {
         *self = Backoff::default();
     }
+}
+
+/// Whether an error means Redis is away for now (down, unreachable, or still loading its data
+/// after a restart), or moving (a failover, Cluster slots changing hands), rather than that a
+/// command was wrong. A transaction aborted only for such reasons is too.
+pub fn is_outage(e: &redis::RedisError) -> bool {
+    // Still loading; a master demoted in a failover; no master known to the sentinels yet; a
+    // Cluster whose slots are moving, changing master or uncovered.
+    let passing = |code: &str| {
+        matches!(code, "LOADING" | "READONLY" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "MOVED" | "ASK")
+    };
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.code().is_some_and(passing)
+        || (e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort)
+            && e.clone()
+                .into_server_errors()
+                .is_some_and(|errors| !errors.is_empty() && errors.iter().all(|(_, error)| passing(error.code()))))
 }
 
 /// What a URL naming several nodes says.

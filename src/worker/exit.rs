@@ -4,6 +4,10 @@
 
 use std::fmt;
 
+/// Put in the worker's `OpState` when a Redis connection is refused or drops: the worker's
+/// end, if it follows, is Redis's fault rather than the worker's.
+pub struct RedisLost(pub String);
+
 /// Why a worker ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {

@@ -220,7 +220,7 @@ pub async fn run(spec: WorkerSpec, stop: StopHandle) -> Exit {
     };
     let state = worker.js_runtime.op_state();
     let exited = state.borrow().try_borrow::<WatcherExited>().is_some();
-    let redis_lost = state.borrow().try_borrow::<crate::ops::redis::RedisLost>().map(|lost| lost.0.clone());
+    let redis_lost = state.borrow().try_borrow::<exit::RedisLost>().map(|lost| lost.0.clone());
     let exit = match (stop.reason(), result) {
         (Some(reason), _) => Exit::new(reason),
         _ if exited => Exit::new(Reason::Exited(worker.exit_code())),
