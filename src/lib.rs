@@ -47,6 +47,8 @@
 //! - `logs`: denorun's log records (text or JSON), and workers' lines forwarded whole
 //! - `admin`: `status`, `top` (ratatui), `setup-worker`, `xadd-req`, `dead`, `encrypt` and the
 //!   other admin commands
+//! - `test_report`: what `denorun test` and a test file's worker share: the run, its results, the
+//!   harness that runs `denorun:testing` workers
 //! - `test_runner`: `denorun test`: test files found, run and reported like `deno test`
 //! - `scaffold`: `denorun new`: a new handler worker type's files
 
@@ -73,6 +75,7 @@ mod shared;
 mod spec;
 mod supervisor;
 mod sync;
+mod test_report;
 mod test_runner;
 mod topology;
 mod transpile;

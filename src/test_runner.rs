@@ -12,8 +12,8 @@ use deno_runtime::deno_core::ModuleSpecifier;
 use crate::flags::DenoFlags;
 use crate::loader::Provenance;
 use crate::lock::Lock;
-use crate::ops::testing::{FileReport, TestRun};
 use crate::permissions;
+use crate::test_report::{FileReport, Harness, Spawned, TestRun};
 use crate::worker::{self, Limits, Mode, WorkerSpec};
 
 const SUFFIXES: [&str; 6] = [".ts", ".js", ".mjs", ".mts", ".tsx", ".jsx"];
@@ -103,6 +103,7 @@ pub fn run(argv: &[String]) -> anyhow::Result<i32> {
             cwd: cwd_url.to_string(),
             filter: filter.clone(),
             report: Default::default(),
+            harness: Arc::new(WorkerHarness),
         });
         let spec = WorkerSpec {
             name: test.display.clone(),
@@ -214,5 +215,36 @@ mod tests {
             summary(&mixed, &[], Duration::from_millis(148)),
             "\nFAILED | 4 passed (2 steps) | 2 failed (1 step) | 1 ignored | 1 filtered out (148ms)\n\n"
         );
+    }
+}
+
+/// The `denorun:testing` harness's workers: each runs as `denorun <key>` would, on the test
+/// file's throwaway Redis, in this process.
+#[derive(Debug)]
+struct WorkerHarness;
+
+impl Harness for WorkerHarness {
+    fn spawn(
+        &self,
+        url: String,
+        key: String,
+        stdio: deno_runtime::deno_io::Stdio,
+    ) -> futures::future::LocalBoxFuture<'static, anyhow::Result<Spawned>> {
+        Box::pin(async move {
+            let redis = crate::config::RedisTarget::parse(&url)?;
+            let (config, _) = crate::config::load(&redis, &key).await?;
+            let trust = crate::spec::Trust::host_defaults()?;
+            let limits = crate::spec::LimitDefaults::STANDARD;
+            let host = crate::spec::Host { redis: &redis, limits, allow_remote_inspect: false, trust: &trust };
+            let mut spec = crate::spec::assemble(&config, &host, stdio)?;
+            spec.redis_url = Some(url);
+            let permissions = spec.permissions.clone();
+            let stop = worker::StopHandle::default();
+            let (ended, receiver) = tokio::sync::oneshot::channel();
+            worker::spawn(spec, stop.clone(), move |exit| {
+                let _ = ended.send(exit.reason.to_string());
+            })?;
+            Ok(Spawned { stop, permissions, ended: receiver })
+        })
     }
 }

@@ -276,8 +276,8 @@ pub async fn op_denorun_handler_done(
 /// stays pending, to be run again (and dead-lettered after `maxAttempts`).
 #[op2(fast)]
 pub fn op_denorun_handler_overdue(state: &mut OpState, #[bigint] timeout_ms: u64) {
-    if let Some(stop) = state.try_borrow::<crate::worker::StopHandle>() {
-        stop.terminate(crate::worker::Reason::Timeout { timeout_ms });
+    if let Some(stop) = state.try_borrow::<crate::worker::stop::StopHandle>() {
+        stop.terminate(crate::worker::exit::Reason::Timeout { timeout_ms });
     }
 }
 

@@ -79,7 +79,7 @@ deno_core::extension!(
     options = {
         inspecting: bool,
         stats: Option<Arc<WorkerStats>>,
-        test: Option<Arc<testing::TestRun>>,
+        test: Option<Arc<crate::test_report::TestRun>>,
         redis_url: Option<String>,
     },
     middleware = |op| match op.name {

@@ -9,42 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use deno_core::{op2, v8, OpState};
 use deno_error::JsErrorBox;
-use serde::Deserialize;
 
-/// One test file's results.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FileReport {
-    pub passed: usize,
-    pub failed: usize,
-    pub ignored: usize,
-    pub filtered_out: usize,
-    pub passed_steps: usize,
-    pub failed_steps: usize,
-    pub ignored_steps: usize,
-    pub used_only: bool,
-    pub failures: Vec<Failure>,
-}
-
-/// A failed test or step: `name` (`test ... step` for steps), where it was declared, and its
-/// error as `deno test` prints it after `error: `.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Failure {
-    pub name: String,
-    pub origin: String,
-    pub error: String,
-}
-
-/// What `denorun test` asks of one file's worker, and where the worker puts its results.
-#[derive(Debug, Default)]
-pub struct TestRun {
-    /// `./x_test.ts`, as the report names the file.
-    pub display: String,
-    /// The current directory as a URL ending in `/`, to name declarations relative to it.
-    pub cwd: String,
-    pub filter: Option<String>,
-    pub report: Mutex<Option<FileReport>>,
-}
+use crate::test_report::{FileReport, Spawned, TestRun};
 
 /// An error or thrown value as `deno test` prints it: message, source line, caret, stack.
 #[op2]
@@ -158,7 +124,7 @@ fn json(value: redis::Value) -> serde_json::Value {
 /// A worker `denorun:testing` runs in this process, on the throwaway Redis, and the lines
 /// it has written (stdout and stderr).
 struct TestWorker {
-    stop: crate::worker::StopHandle,
+    stop: crate::worker::stop::StopHandle,
     ended: RefCell<Option<tokio::sync::oneshot::Receiver<String>>>,
     lines: Arc<Mutex<Vec<String>>>,
     /// Its permissions (shared with the running worker).
@@ -191,24 +157,14 @@ pub async fn op_denorun_testing_spawn(
 ) -> Result<u32, JsErrorBox> {
     let url =
         state.borrow().try_borrow::<Throwaway>().map(|r| r.url.clone()).ok_or_else(|| harness_error("no Redis"))?;
-    let redis = crate::config::RedisTarget::parse(&url).map_err(harness_error)?;
-    let (config, _) = crate::config::load(&redis, &key).await.map_err(harness_error)?;
-    let trust = crate::spec::Trust::host_defaults().map_err(harness_error)?;
-    let limits = crate::spec::LimitDefaults::STANDARD;
-    let host = crate::spec::Host { redis: &redis, limits, allow_remote_inspect: false, trust: &trust };
+    let harness = state.borrow().try_borrow::<Arc<TestRun>>().map(|run| run.harness.clone());
+    let harness = harness.ok_or_else(|| harness_error("works under `denorun test` only"))?;
     let stdin = crate::secret::pipe(&secret).map_err(harness_error)?;
     let lines = Arc::new(Mutex::new(Vec::new()));
     let (stdout, stderr) = (collect(&lines).map_err(harness_error)?, collect(&lines).map_err(harness_error)?);
     let stdio = deno_runtime::deno_io::Stdio { stdin, stdout, stderr };
-    let mut spec = crate::spec::assemble(&config, &host, stdio).map_err(|e| harness_error(format!("{e:#}")))?;
-    spec.redis_url = Some(url);
-    let permissions = spec.permissions.clone();
-    let stop = crate::worker::StopHandle::default();
-    let (ended, receiver) = tokio::sync::oneshot::channel();
-    crate::worker::spawn(spec, stop.clone(), move |exit| {
-        let _ = ended.send(exit.reason.to_string());
-    })
-    .map_err(harness_error)?;
+    let Spawned { stop, permissions, ended: receiver } =
+        harness.spawn(url, key, stdio).await.map_err(|e| harness_error(format!("{e:#}")))?;
     let worker = TestWorker { stop, ended: RefCell::new(Some(receiver)), lines, permissions };
     Ok(state.borrow_mut().resource_table.add(worker))
 }

@@ -6,13 +6,14 @@
 pub mod exit;
 pub mod inspector;
 pub mod limits;
+pub mod stop;
 
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use deno_resolver::npm::{DenoInNpmPackageChecker, NpmResolver};
 use deno_runtime::deno_core::error::{CoreError, CoreErrorKind};
-use deno_runtime::deno_core::{v8, JsRuntime, ModuleSpecifier};
+use deno_runtime::deno_core::{JsRuntime, ModuleSpecifier};
 use deno_runtime::deno_inspector_server::InspectorServer;
 use deno_runtime::deno_io::Stdio;
 use deno_runtime::deno_os::{WatcherExitHandle, WatcherExited};
@@ -24,6 +25,7 @@ use sys_traits::impls::RealSys;
 
 pub use self::exit::{Exit, Reason};
 pub use self::limits::Limits;
+pub use self::stop::StopHandle;
 use crate::code_cache::CodeCache;
 use crate::flags::{DenoFlags, InspectMode};
 use crate::loader::{Loader, Provenance};
@@ -78,7 +80,7 @@ pub enum Mode {
     /// A worker named by a key: a default-exported handler is served (`ops/01_handler.js`).
     Worker,
     /// `denorun test`: its `Deno.test`s run (`ops/02_test.js`) and report to the command.
-    Test(Arc<crate::ops::testing::TestRun>),
+    Test(Arc<crate::test_report::TestRun>),
 }
 
 /// Sets the process-wide V8 options (flags, seed) and starts V8. Call once, before the first
@@ -95,44 +97,6 @@ pub fn init_engine(flags: &DenoFlags) -> anyhow::Result<()> {
     }
     JsRuntime::init_platform(None);
     Ok(())
-}
-
-/// Asks a running worker to stop at once, from any thread: its event loop is dropped and any
-/// JavaScript it is running is terminated.
-#[derive(Clone, Default)]
-pub struct StopHandle(Arc<StopState>);
-
-#[derive(Default)]
-struct StopState {
-    requested: tokio::sync::Notify,
-    isolate: Mutex<Option<v8::IsolateHandle>>,
-    /// Why it was stopped; the first reason given wins.
-    reason: Mutex<Option<Reason>>,
-}
-
-impl StopHandle {
-    /// Stops the worker where it is (a drain's time-out, a second signal).
-    pub fn stop(&self) {
-        self.terminate(Reason::Stopped);
-    }
-
-    /// Ends the worker for `reason`: its JavaScript is terminated and its event loop dropped.
-    pub fn terminate(&self, reason: Reason) {
-        self.0.reason.lock().unwrap().get_or_insert(reason);
-        self.0.requested.notify_one();
-        if let Some(isolate) = self.0.isolate.lock().unwrap().as_ref() {
-            isolate.terminate_execution();
-        }
-    }
-
-    /// Resolves once a stop was asked for (for what runs beside isolates: a sync instance).
-    pub async fn requested(&self) {
-        self.0.requested.notified().await
-    }
-
-    fn reason(&self) -> Option<Reason> {
-        self.0.reason.lock().unwrap().clone()
-    }
 }
 
 /// Starts a worker on a thread named after it (the inspector shows that name). When the
@@ -202,7 +166,7 @@ pub async fn run(spec: WorkerSpec, stop: StopHandle) -> Exit {
         Ok(created) => created,
         Err(e) => return Exit::new(Reason::StartFailed(format!("{e:#}"))),
     };
-    *stop.0.isolate.lock().unwrap() = Some(worker.js_runtime.v8_isolate().thread_safe_handle());
+    stop.attach(worker.js_runtime.v8_isolate().thread_safe_handle());
     // Ops may end their worker too (a handler request far past its time-out).
     worker.js_runtime.op_state().borrow_mut().put(stop.clone());
     limits::install_heap_guard(&mut worker.js_runtime, &spec.limits, &stop);
@@ -215,7 +179,7 @@ pub async fn run(spec: WorkerSpec, stop: StopHandle) -> Exit {
             limits::Watchdog::watch(execute(&mut worker, &spec, inspecting), spec.limits.max_block, &stop);
         tokio::select! {
             result = execution => Some(result),
-            _ = stop.0.requested.notified() => None,
+            _ = stop.requested() => None,
         }
     };
     let state = worker.js_runtime.op_state();
@@ -307,7 +271,7 @@ fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Inspector
 }
 
 impl Mode {
-    fn test_run(&self) -> Option<Arc<crate::ops::testing::TestRun>> {
+    fn test_run(&self) -> Option<Arc<crate::test_report::TestRun>> {
         match self {
             Mode::Test(run) => Some(run.clone()),
             _ => None,
