@@ -36,7 +36,7 @@
 //! - `topology`: where a Redis URL leads (a server, a Sentinel-watched master, a Cluster), the
 //!   connection that follows failovers and slots, and the backoff of every retry
 //! - `worker`: the runtime: a deno_runtime `MainWorker` on its own thread; its limits (heap,
-//!   watchdog), its inspector, why it ended
+//!   watchdog), its inspector, why it ended, how it is stopped from outside
 //! - `supervisor`: `denorun supervise`: the event loop, the id queues with heartbeats and recovery,
 //!   `--max-workers`, the restart policy, drain, launching, hash records, Redis outages, the stats
 //!   board
