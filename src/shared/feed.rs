@@ -118,7 +118,7 @@ impl Intake {
             batch.extend(self.count(read)?);
         }
         // Said on every call, so that a busy worker stays the one read for.
-        let left = free.saturating_sub(batch.iter().map(|(_, entries)| entries.len()).sum());
+        let left = free.saturating_sub(entries(&batch));
         *self.want.lock().unwrap() = Want { free: left, received: self.received, until, asked: Instant::now() };
         if !batch.is_empty() {
             return Ok(batch);
@@ -139,7 +139,7 @@ impl Intake {
 
     fn count(&mut self, read: RedisResult<Batch>) -> RedisResult<Batch> {
         let batch = read?;
-        self.received += batch.iter().map(|(_, entries)| entries.len() as u64).sum::<u64>();
+        self.received += entries(&batch) as u64;
         Ok(batch)
     }
 }
@@ -201,7 +201,9 @@ async fn serve(feed: Weak<Feed>, target: Topology, streams: Vec<String>, mut tol
             None => match connect(&target).await {
                 Ok(conn) => reader.insert(conn).clone(),
                 Err(e) => {
-                    for taker in takers.values() {
+                    // Not an outage (those are waited out): each worker gets the error and
+                    // ends with it, and is read for no more, so the feed does not spin.
+                    for (_, taker) in takers.drain() {
                         let _ = taker.batches.send(Err(e.clone()));
                     }
                     continue;
@@ -243,13 +245,26 @@ async fn serve(feed: Weak<Feed>, target: Topology, streams: Vec<String>, mut tol
 }
 
 /// Hands what was read for worker `id` to it.
+/// A read that failed (not an outage: those are waited out) ends the worker, which is read
+/// for no more, so that the feed does not read and fail again while the worker ends.
 fn deliver(takers: &mut HashMap<u64, Taker>, id: u64, read: RedisResult<Batch>) {
+    if read.is_err() {
+        if let Some(taker) = takers.remove(&id) {
+            let _ = taker.batches.send(read);
+        }
+        return;
+    }
     let Some(taker) = takers.get_mut(&id) else { return };
-    let n = read.as_ref().map_or(0, |batch| batch.iter().map(|(_, entries)| entries.len()).sum());
+    let n = read.as_ref().map_or(0, entries);
     taker.sent += n as u64;
-    if n > 0 || read.is_err() {
+    if n > 0 {
         let _ = taker.batches.send(read);
     }
+}
+
+/// How many entries a batch holds.
+fn entries(batch: &Batch) -> usize {
+    batch.iter().map(|(_, entries)| entries.len()).sum()
 }
 
 impl Message {
