@@ -12,7 +12,8 @@ use base64::Engine;
 use redis::AsyncCommands;
 use zeroize::Zeroizing;
 
-use crate::ops::crypto::{crypt, Mode, Padding};
+use crate::cipher::cbc_pkcs7;
+use crate::keys::Keys;
 use crate::topology::Conn;
 
 /// The commands a worker may run: connection set-up, hashes, lists, streams, transactions,
@@ -97,12 +98,12 @@ pub fn user(worker_type: &str) -> String {
 
 /// `ACL SETUSER <user> ...` rules for a type: its keys, the shared reply and trace keys, and
 /// [`COMMANDS`]. `reset` first, so that re-running replaces what was there.
-pub fn rules(worker_type: &str, password: &str) -> Vec<String> {
+pub fn rules(keys: &Keys, password: &str) -> Vec<String> {
     let mut rules = vec![
         "reset".to_string(),
         "on".to_string(),
         format!(">{password}"),
-        format!("~{worker_type}:*"),
+        format!("~{}", keys.pattern()),
         "~res:*".to_string(),
         "~req:*".to_string(),
         "resetchannels".to_string(),
@@ -114,25 +115,24 @@ pub fn rules(worker_type: &str, password: &str) -> Vec<String> {
 
 /// Creates (or replaces) the type's user with a new random password, and seals the password
 /// into the type hash (`aclUser`, `aclIv`, `aclPassword`) with `key`.
-pub async fn create(conn: &mut Conn, worker_type: &str, key: &[u8]) -> anyhow::Result<String> {
+pub async fn create(conn: &mut Conn, keys: &Keys, key: &[u8]) -> anyhow::Result<String> {
     let password = Zeroizing::new(hex::encode(rand::random::<[u8; 24]>()));
-    let user = user(worker_type);
+    let user = user(keys.worker_type());
     let () = redis::cmd("ACL")
         .arg("SETUSER")
         .arg(&user)
-        .arg(rules(worker_type, &password))
+        .arg(rules(keys, &password))
         .query_async(conn)
         .await
         .with_context(|| format!("ACL SETUSER {user}: does the Redis URL's user have the ACL permission?"))?;
     let iv: [u8; 16] = rand::random();
-    let (sealed, _) = crypt(Mode::Cbc, true, key, &iv, password.as_bytes(), Padding::Pkcs7 as u32)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sealed = cbc_pkcs7(true, key, &iv, password.as_bytes())?;
     let fields = [
         ("aclUser", user.clone()),
         ("aclIv", hex::encode(iv)),
         ("aclPassword", base64::engine::general_purpose::STANDARD.encode(sealed)),
     ];
-    let () = conn.hset_multiple(format!("{worker_type}:h"), &fields).await?;
+    let () = conn.hset_multiple(&keys.hash, &fields).await?;
     Ok(user)
 }
 
@@ -147,8 +147,7 @@ pub fn unseal(defaults: &HashMap<String, String>, key: &[u8]) -> anyhow::Result<
     let sealed = base64::engine::general_purpose::STANDARD
         .decode(sealed)
         .context("aclPassword is not base64; run denorun acl <type> again")?;
-    let (plain, _) =
-        crypt(Mode::Cbc, false, key, &iv, &sealed, Padding::Pkcs7 as u32).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plain = cbc_pkcs7(false, key, &iv, &sealed)?;
     let password = Zeroizing::new(String::from_utf8(plain).map_err(|_| {
         anyhow::anyhow!("aclPassword does not unseal with the key on stdin: is it the key `denorun acl` was given?")
     })?);
@@ -191,7 +190,7 @@ mod tests {
 
     #[test]
     fn rules_cover_only_the_type_and_no_admin_commands() {
-        let rules = rules("greeter", "pw");
+        let rules = rules(&Keys::of("greeter").unwrap(), "pw");
         assert_eq!(&rules[..8], ["reset", "on", ">pw", "~greeter:*", "~res:*", "~req:*", "resetchannels", "-@all"]);
         for forbidden in
             ["+config", "+acl", "+module", "+debug", "+flushall", "+flushdb", "+keys", "+scan", "+shutdown", "+@all"]
@@ -205,7 +204,7 @@ mod tests {
     fn sealed_passwords_unseal_with_the_same_key_only() {
         let key = [7u8; 16];
         let iv = [9u8; 16];
-        let (sealed, _) = crypt(Mode::Cbc, true, &key, &iv, b"abc123", Padding::Pkcs7 as u32).unwrap();
+        let sealed = cbc_pkcs7(true, &key, &iv, b"abc123").unwrap();
         let fields: HashMap<String, String> = [
             ("aclUser", "denorun-t".to_string()),
             ("aclIv", hex::encode(iv)),

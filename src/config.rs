@@ -12,6 +12,8 @@ use anyhow::{bail, Context};
 use deno_runtime::deno_core::ModuleSpecifier;
 use redis::{AsyncCommands, ConnectionAddr};
 
+use crate::fields::Fields;
+use crate::keys::{Keys, WorkerKey};
 use crate::permissions;
 use crate::topology::{Conn, Patience, Sentinels, Topology};
 
@@ -53,8 +55,8 @@ impl WorkerConfig {
                  set it, e.g. redis-cli hset {key} workerUrl ./worker.ts workerVersion local"
             );
         };
-        let number =
-            |name: &str| hash_number(key, name, hash.get(name).map(String::as_str), 1).map_err(anyhow::Error::msg);
+        let fields = Fields::new(key, hash);
+        let number = |name: &str| fields.number(name, 1);
         Ok(WorkerConfig {
             max_heap_mb: number("maxHeapMb")?,
             max_block_ms: number("maxBlockMs")?,
@@ -108,36 +110,17 @@ impl WorkerConfig {
     }
 }
 
-/// A worker key must look like the original's: `${type}:${id}:h`.
-pub fn check_key(key: &str) -> anyhow::Result<()> {
-    if !key.ends_with(":h") || key.len() < 3 {
-        bail!("worker key '{key}' must name a hash ending in ':h', e.g. demo-worker:1:h");
-    }
-    Ok(())
-}
-
-/// A worker type names its keys (`${type}:h`, `${type}:start:q`, ...): `^[a-z][-a-z0-9_]*$`.
-pub fn check_type(worker_type: &str) -> anyhow::Result<()> {
-    let mut chars = worker_type.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
-    if !first_ok || !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
-        bail!("worker type '{worker_type}' must match ^[a-z][-a-z0-9_]*$, e.g. demo-worker");
-    }
-    Ok(())
-}
-
 /// Reads and checks a worker type's defaults, `${type}:h`, as the original bootstrap did:
 /// the hash exists, has a URL, its version is `local`, `main` or `vN.N.N`, and a local
 /// module exists.
-pub async fn load_type(conn: &mut Conn, worker_type: &str) -> anyhow::Result<HashMap<String, String>> {
-    check_type(worker_type)?;
-    let key = format!("{worker_type}:h");
-    let hash: HashMap<String, String> = conn.hgetall(&key).await.with_context(|| format!("HGETALL {key} failed"))?;
+pub async fn load_type(conn: &mut Conn, keys: &Keys) -> anyhow::Result<HashMap<String, String>> {
+    let key = &keys.hash;
+    let hash: HashMap<String, String> = conn.hgetall(key).await.with_context(|| format!("HGETALL {key} failed"))?;
     if is_sync(&hash) {
         // A type of sync instances: no module to check (`sync::supervised` checks the rest).
         return Ok(hash);
     }
-    let config = WorkerConfig::from_hash(&key, &hash)?;
+    let config = WorkerConfig::from_hash(key, &hash)?;
     let version = &config.version;
     let tag = version.strip_prefix('v').map(|v| v.split('.').collect::<Vec<_>>());
     let is_tag = tag.is_some_and(|parts| {
@@ -261,22 +244,6 @@ impl RedisTarget {
     }
 }
 
-/// A whole number from field `name` of hash `key` (`value`): none when the field is missing
-/// or empty, else at least `least`, or an error that names the field and how to fix it. Every
-/// number in a worker's or a type's hash is read this way.
-pub fn hash_number(key: &str, name: &str, value: Option<&str>, least: u64) -> Result<Option<u64>, String> {
-    match value.map(str::trim).filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some(v) => match v.parse::<u64>() {
-            Ok(n) if n >= least => Ok(Some(n)),
-            _ => Err(format!(
-                "worker hash '{key}': {name} '{v}' must be a whole number of at least {least}; \
-                 fix it with redis-cli hset {key} {name} ..."
-            )),
-        },
-    }
-}
-
 /// Whether a worker's fields (its hash over its type's) name a sync instance (`syncStream`)
 /// rather than a module.
 pub fn is_sync(fields: &HashMap<String, String>) -> bool {
@@ -285,21 +252,19 @@ pub fn is_sync(fields: &HashMap<String, String>) -> bool {
 
 /// Reads and checks a worker's hash, with its type's (`${type}:h`, empty if there is none)
 /// as defaults, in one round trip; also returns the type's.
-pub async fn load(redis: &RedisTarget, key: &str) -> anyhow::Result<(WorkerConfig, HashMap<String, String>)> {
-    check_key(key)?;
-    let worker_type = key.split(':').next().unwrap_or_default();
+pub async fn load(redis: &RedisTarget, key: &WorkerKey) -> anyhow::Result<(WorkerConfig, HashMap<String, String>)> {
     let conn = redis.connect().await?;
     // Two commands rather than a pipeline, which a Cluster refuses across slots; sent
     // together, they still take one round trip.
     let (mut own, mut of_type) = (conn.clone(), conn);
     let (hash, type_hash): (HashMap<String, String>, HashMap<String, String>) =
-        tokio::try_join!(own.hgetall(key), of_type.hgetall(format!("{worker_type}:h")))
+        tokio::try_join!(own.hgetall(key), of_type.hgetall(key.keys().hash))
             .with_context(|| format!("HGETALL {key} failed"))?;
     if hash.is_empty() {
-        WorkerConfig::from_hash(key, &hash)?; // says the hash does not exist
+        WorkerConfig::from_hash(key.as_str(), &hash)?; // says the hash does not exist
     }
     // Its type's hash gives the defaults, as under `denorun supervise`.
-    Ok((merged(key, &type_hash, hash)?, type_hash))
+    Ok((merged(key.as_str(), &type_hash, hash)?, type_hash))
 }
 
 #[cfg(test)]
@@ -351,11 +316,5 @@ mod tests {
         let c =
             WorkerConfig::from_hash("t:1:h", &hash(&[("workerUrl", "nope.ts"), ("workerVersion", "local")])).unwrap();
         assert!(c.main_module(Path::new("/")).unwrap_err().to_string().contains("not found"));
-        assert!(check_key("t:1").is_err());
-        assert!(check_type("demo-worker_2").is_ok());
-        for bad in ["", "Demo", "1demo", "demo:worker", "demo worker"] {
-            assert!(check_type(bad).is_err(), "{bad}");
-        }
-        assert!(check_key("t:1:h").is_ok());
     }
 }

@@ -11,13 +11,17 @@
 //!
 //! - `cli`: the command line (clap): `denorun <WORKER_KEY>`, `run`, `test`, `supervise`, `sync` and
 //!   the admin commands
-//! - `config`: a worker's hash (`workerUrl`, `denoOptions`, limits), the Redis URL, and the one
-//!   rule for numbers in a hash
+//! - `keys`: every Redis key name: a worker key parsed once, a type's keys and streams, a
+//!   request's
+//! - `fields`: a hash's fields, read by one rule (text trimmed, numbers within bounds)
+//! - `config`: a worker's hash (`workerUrl`, `denoOptions`, limits) and the Redis URL
 //! - `flags`: Deno's flags, from `denoOptions` or `denorun run`
 //! - `permissions`: what a worker may do: Deno permissions from its flags and its Redis
 //! - `ceiling`: the most a hash may grant (`--max-permissions`)
 //! - `acl`: a worker type's Redis ACL user (`denorun acl`)
 //! - `secret`: the stdin secret line, and the pipe that hands it to a worker
+//! - `cipher`: AES (CBC, ECB, CFB, OFB, CTR) with the 2021 paddings: for the crypto op, `acl`,
+//!   `encrypt` and sync's password
 //! - `spec`: from a worker hash to a worker: flags, permissions, inspector address, limits
 //! - `loader`: module loading: built-ins, local files and cached remote modules, checked against
 //!   the allowed origins and the lock
@@ -27,12 +31,11 @@
 //! - `code_cache`: V8's code cache on disk
 //! - `lock`: lockfiles in deno.lock's format (`denorun lock`, `--lock`)
 //! - `audit`: the audit log of denied permission checks
-//! - `ops`: Rust ops behind the built-in modules (redis, pub/sub, crypto, encodings), the handler
-//!   loop (`handler.rs`, with `01_handler.js`), the `denorun:testing` harness, and the extension's
-//!   JS
-//! - `shared`: what the handler workers of a process share: a thread, and on it one reader per
-//!   request stream (`feed`)
-//! - `shards`: sharded request streams (`streamShards`): names, slots, the shard of a ref
+//! - `ops`: Rust ops behind the built-in modules (redis, pub/sub, crypto, encodings, handler
+//!   workers, the `denorun:testing` harness), and the extension's JS
+//! - `delivery`: at-least-once delivery for handler workers: settings, intake (with the process's
+//!   one reader per stream, `feed`), reply and ack, retries, dead letters, outages
+//! - `shards`: sharded request streams (`streamShards`): slots, each shard's tag, the shard of a ref
 //! - `topology`: where a Redis URL leads (a server, a Sentinel-watched master, a Cluster), the
 //!   connection that follows failovers and slots, and the backoff of every retry
 //! - `worker`: the runtime: a deno_runtime `MainWorker` on its own thread; its limits (heap,
@@ -57,10 +60,14 @@ mod admin;
 mod audit;
 mod builtins;
 mod ceiling;
+mod cipher;
 mod cli;
 mod code_cache;
 mod config;
+mod delivery;
+mod fields;
 mod flags;
+mod keys;
 mod loader;
 mod lock;
 mod logs;
@@ -71,7 +78,6 @@ mod remote;
 mod scaffold;
 mod secret;
 mod shards;
-mod shared;
 mod spec;
 mod supervisor;
 mod sync;
@@ -89,6 +95,7 @@ use std::sync::Arc;
 
 use crate::cli::{Cli, Command, LimitArgs, LockArgs, ObserveArgs, RunArgs};
 use crate::config::RedisTarget;
+use crate::keys::WorkerKey;
 use crate::loader::Provenance;
 use crate::lock::Lock;
 use crate::metrics::{Metrics, WorkerLabels, WorkerStats};
@@ -177,7 +184,7 @@ pub fn main(snapshot: Snapshot) -> ! {
                 let limits = limit_defaults(cli.limits);
                 let host =
                     Host { redis: &redis, limits, allow_remote_inspect: cli.allow_remote_inspect, trust: &trust };
-                run_worker(&key, &host, &cli.observe)
+                run_worker(&WorkerKey::parse(&key)?, &host, &cli.observe)
             };
             run()
         }
@@ -204,7 +211,7 @@ fn limit_defaults(args: LimitArgs) -> LimitDefaults {
 }
 
 /// `denorun <WORKER_KEY>`: the worker named by a Redis hash.
-fn run_worker(key: &str, host: &Host, observe: &ObserveArgs) -> anyhow::Result<i32> {
+fn run_worker(key: &WorkerKey, host: &Host, observe: &ObserveArgs) -> anyhow::Result<i32> {
     let (config, type_hash) = load_config(host.redis, key)?;
     let redis_url = host.redis.worker_url.as_str();
     // Its stdin is denorun's, unless its type has an ACL user (`denorun acl`): then denorun
@@ -233,7 +240,7 @@ fn run_worker(key: &str, host: &Host, observe: &ObserveArgs) -> anyhow::Result<i
 /// a recording lock, and writes that lock.
 fn write_lock(args: &LockArgs, redis_url: &str) -> anyhow::Result<i32> {
     let redis = RedisTarget::parse(redis_url)?;
-    let (config, _) = load_config(&redis, &args.worker_key)?;
+    let (config, _) = load_config(&redis, &WorkerKey::parse(&args.worker_key)?)?;
     let trust = Trust { write_lock: true, ..Trust::from_args(&args.trust)? };
     let limits = LimitDefaults::STANDARD;
     let host = Host { redis: &redis, limits, allow_remote_inspect: false, trust: &trust };
@@ -248,12 +255,10 @@ fn write_lock(args: &LockArgs, redis_url: &str) -> anyhow::Result<i32> {
 }
 
 /// `--metrics` for a single worker: its numbers, served from a thread of their own.
-fn serve_metrics(key: &str, addr: std::net::SocketAddr, allow_remote: bool) -> anyhow::Result<Arc<WorkerStats>> {
+fn serve_metrics(key: &WorkerKey, addr: std::net::SocketAddr, allow_remote: bool) -> anyhow::Result<Arc<WorkerStats>> {
     metrics::server::check_address(addr, allow_remote)?;
     let metrics = Metrics::new();
-    let mut parts = key.split(':');
-    let labels =
-        WorkerLabels { r#type: parts.next().unwrap_or_default().into(), id: parts.next().unwrap_or_default().into() };
+    let labels = WorkerLabels { r#type: key.worker_type().into(), id: key.id().into() };
     let stats = metrics.worker(&labels.r#type, &labels.id);
     metrics.started(&labels);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -269,7 +274,7 @@ fn serve_metrics(key: &str, addr: std::net::SocketAddr, allow_remote: bool) -> a
 /// A worker's hash, and its type's (`${type}:h`, empty if there is none).
 fn load_config(
     redis: &RedisTarget,
-    key: &str,
+    key: &WorkerKey,
 ) -> anyhow::Result<(config::WorkerConfig, std::collections::HashMap<String, String>)> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(config::load(redis, key))
 }

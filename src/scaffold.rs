@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::config::check_type;
+use crate::keys::check_type;
 
 const WORKER: &str = r#"// The __TYPE__ handler worker: denorun reads __TYPE__:req:x for it, and sends what `request`
 // returns to the client (BRPOP res:{ref}). Run it with the lines in README.md.

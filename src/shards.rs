@@ -26,33 +26,11 @@ fn part(slot: u16, n: usize) -> usize {
     (slot as usize * n) / SLOTS as usize
 }
 
-/// The request streams of a type with `shards` shards (0 or 1: the one stream `single`).
-pub fn streams(worker_type: &str, shards: usize, single: &str) -> Vec<String> {
-    if shards <= 1 {
-        return vec![single.to_string()];
-    }
+/// The hash tag of each of `shards` shards, in order: the smallest number whose slot lies in
+/// that shard's part of the slot space (`keys::Keys::request_streams` makes the keys).
+pub fn tags(shards: usize) -> impl Iterator<Item = u32> {
     (0..shards)
-        .map(|s| {
-            let tag = (0u32..).find(|t| part(slot(&t.to_string()), shards) == s).expect("every part has a number");
-            format!("{worker_type}:req:{{{tag}}}:x")
-        })
-        .collect()
-}
-
-/// The request streams a type's (or worker's) hash names: `streamShards` shards, or
-/// `requestStream` (default `<type>:req:x`).
-pub fn request_streams(
-    worker_type: &str,
-    hash: &std::collections::HashMap<String, String>,
-) -> Result<Vec<String>, String> {
-    let shards = match hash.get("streamShards").map(|v| v.trim()).filter(|v| !v.is_empty()) {
-        None => 1,
-        Some(v) => v.parse::<usize>().ok().filter(|n| (1..=1024).contains(n)).ok_or_else(|| {
-            format!("streamShards '{v}' is not a number from 1 to 1024; fix it with redis-cli hset {worker_type}:h streamShards ...")
-        })?,
-    };
-    let single = hash.get("requestStream").filter(|v| !v.is_empty()).cloned();
-    Ok(streams(worker_type, shards, &single.unwrap_or_else(|| format!("{worker_type}:req:x"))))
+        .map(move |s| (0u32..).find(|t| part(slot(&t.to_string()), shards) == s).expect("every part has a number"))
 }
 
 /// The shard a request with this `ref` goes to.
@@ -78,13 +56,11 @@ mod tests {
 
     #[test]
     fn shards_spread_over_the_slot_space() {
-        let six = streams("greeter", 6, "greeter:req:x");
+        let six: Vec<u32> = tags(6).collect();
         assert_eq!(six.len(), 6);
-        for (s, stream) in six.iter().enumerate() {
-            assert!(stream.starts_with("greeter:req:{") && stream.ends_with("}:x"), "{stream}");
-            assert_eq!(part(slot(stream), 6), s, "{stream}");
+        for (s, tag) in six.iter().enumerate() {
+            assert_eq!(part(slot(&format!("greeter:req:{{{tag}}}:x")), 6), s, "{tag}");
         }
-        assert_eq!(streams("greeter", 1, "in"), ["in"]);
         let mut counts = [0; 6];
         for n in 0..6000 {
             counts[for_ref(&format!("r{n}"), 6)] += 1;

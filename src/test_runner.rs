@@ -232,7 +232,7 @@ impl Harness for WorkerHarness {
     ) -> futures::future::LocalBoxFuture<'static, anyhow::Result<Spawned>> {
         Box::pin(async move {
             let redis = crate::config::RedisTarget::parse(&url)?;
-            let (config, _) = crate::config::load(&redis, &key).await?;
+            let (config, _) = crate::config::load(&redis, &crate::keys::WorkerKey::parse(&key)?).await?;
             let trust = crate::spec::Trust::host_defaults()?;
             let limits = crate::spec::LimitDefaults::STANDARD;
             let host = crate::spec::Host { redis: &redis, limits, allow_remote_inspect: false, trust: &trust };

@@ -566,3 +566,22 @@ fn ctx_redis_connects_before_the_first_request_not_at_start() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn a_worker_whose_group_is_destroyed_ends_naming_the_error() {
+    // Not an outage: waiting does not bring the group back, so the worker ends (its
+    // supervisor's restart creates the group again) instead of reading on and on.
+    let db = 8;
+    let dir = temp_dir();
+    let key = handler_worker(db, dir.path(), HANDLER, &[]);
+    let worker = start(db, &key, "");
+    let mut c = redis().db(db);
+    send(&mut c, Some("before"), r#"{"name":"ann"}"#);
+    assert!(reply(&mut c, "before", 10.0).is_some());
+    let destroyed: i64 = redis::cmd("XGROUP").arg("DESTROY").arg("greeter:req:x").arg("worker").query(&mut c).unwrap();
+    assert_eq!(destroyed, 1);
+    let run = finish(worker);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("NOGROUP"), "{run:?}");
+    assert!(run.stderr.contains("XREADGROUP"), "{run:?}");
+}

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use crate::keys::Keys;
 use crate::topology::Conn;
 use redis::AsyncCommands;
 
@@ -35,8 +36,8 @@ pub struct Board {
     pub rows: Vec<WorkerRow>,
 }
 
-pub async fn read(conn: &mut Conn, worker_type: &str) -> anyhow::Result<Board> {
-    let type_hash: HashMap<String, String> = conn.hgetall(format!("{worker_type}:h")).await?;
+pub async fn read(conn: &mut Conn, keys: &Keys) -> anyhow::Result<Board> {
+    let type_hash: HashMap<String, String> = conn.hgetall(&keys.hash).await?;
     let supervisor = type_hash.get("pid").map(|pid| {
         format!(
             "pid {pid} on {}, started {} time(s)",
@@ -44,10 +45,10 @@ pub async fn read(conn: &mut Conn, worker_type: &str) -> anyhow::Result<Board> {
             type_hash.get("startedCount").map(String::as_str).unwrap_or("?")
         )
     });
-    let stream: HashMap<String, String> = conn.hgetall(format!("{worker_type}:stats:h")).await?;
+    let stream: HashMap<String, String> = conn.hgetall(keys.type_stats()).await?;
     let mut ids: Vec<(String, &str)> = Vec::new();
-    for (queue, state) in [("started", "started"), ("start", "queued"), ("failed", "failed")] {
-        let listed: Vec<String> = conn.lrange(format!("{worker_type}:{queue}:q"), 0, -1).await?;
+    for (queue, state) in [(&keys.started, "started"), (&keys.start, "queued"), (&keys.failed, "failed")] {
+        let listed: Vec<String> = conn.lrange(queue, 0, -1).await?;
         for id in listed {
             if !ids.iter().any(|(known, _)| *known == id) {
                 ids.push((id, state));
@@ -59,7 +60,7 @@ pub async fn read(conn: &mut Conn, worker_type: &str) -> anyhow::Result<Board> {
     // across slots.
     let reads = ids.iter().map(|(id, _)| {
         let mut conn = conn.clone();
-        let (hash, stats) = (format!("{worker_type}:{id}:h"), format!("{worker_type}:{id}:stats:h"));
+        let (hash, stats) = (keys.worker(id), keys.stats(id));
         async move {
             let hash: HashMap<String, String> = conn.hgetall(hash).await?;
             let stats: HashMap<String, String> = conn.hgetall(stats).await?;

@@ -4,7 +4,7 @@
 use redis::streams::StreamRangeReply;
 use redis::AsyncCommands;
 
-use crate::config::check_type;
+use crate::keys::Keys;
 use crate::topology::Conn;
 
 /// Fields the handler loop adds to a dead entry; the rest are the request's own.
@@ -15,16 +15,15 @@ const DEAD_FIELDS: [&str; 4] = ["deadId", "deadError", "deadAttempts", "deadWork
 /// to) with its own fields and is removed from the dead stream, in one MULTI.
 pub async fn dead(
     conn: &mut Conn,
-    worker_type: &str,
+    keys: &Keys,
     requeue: bool,
     stream: Option<String>,
     count: usize,
 ) -> anyhow::Result<i32> {
-    check_type(worker_type)?;
-    let dead = format!("{worker_type}:dead:x");
+    let dead = keys.dead_stream();
     let requests = match stream {
         Some(stream) => vec![stream],
-        None => super::request_streams(conn, worker_type).await?,
+        None => super::request_streams(conn, keys).await?,
     };
     let reply: StreamRangeReply = conn.xrange_count(&dead, "-", "+", count).await?;
     if reply.ids.is_empty() {

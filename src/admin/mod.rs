@@ -16,9 +16,11 @@ use base64::Engine;
 use redis::streams::{StreamRangeReply, StreamTrimOptions, StreamTrimmingMode};
 use redis::AsyncCommands;
 
+use crate::cipher::cbc_pkcs7;
 use crate::cli::Admin;
-use crate::config::{check_type, RedisTarget};
-use crate::ops::crypto::{cbc_encrypt, Padding};
+use crate::config::RedisTarget;
+use crate::fields::Fields;
+use crate::keys::{self, Keys};
 use crate::topology::Conn;
 
 /// Runs an admin command and returns the exit code.
@@ -33,31 +35,44 @@ pub fn run(redis: &RedisTarget, command: Admin) -> anyhow::Result<i32> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
         let mut conn = redis.connect().await?;
         match command {
-            Admin::Status { worker_type } => status(&mut conn, &worker_type).await,
-            Admin::Top { worker_type } => top::run(&mut conn, &worker_type).await,
+            Admin::Status { worker_type } => status(&mut conn, &Keys::of(&worker_type)?).await,
+            Admin::Top { worker_type } => top::run(&mut conn, &Keys::of(&worker_type)?).await,
             Admin::SetupWorker { worker_type, id, request_limit, start } => {
-                setup_worker(&mut conn, &worker_type, &id, request_limit, start).await
+                setup_worker(&mut conn, &Keys::of(&worker_type)?, &id, request_limit, start).await
             }
-            Admin::ShowWorker { worker_type, id } => {
-                check_type(&worker_type)?;
-                show_hash(&mut conn, &format!("{worker_type}:{id}:h")).await
-            }
-            Admin::CreateReqStream { worker_type } => create_req_stream(&mut conn, &worker_type).await,
+            Admin::ShowWorker { worker_type, id } => show_hash(&mut conn, &Keys::of(&worker_type)?.worker(&id)).await,
+            Admin::CreateReqStream { worker_type } => create_req_stream(&mut conn, &Keys::of(&worker_type)?).await,
             Admin::XaddReq { worker_type, reference, data, timeout } => {
-                xadd_req(&mut conn, &worker_type, reference, &data, timeout).await
+                xadd_req(&mut conn, &Keys::of(&worker_type)?, reference, &data, timeout).await
             }
-            Admin::XrangeReq { worker_type, count } => xrange(&mut conn, &stream(&worker_type, "req")?, count).await,
-            Admin::XrangeRes { worker_type, count } => xrange(&mut conn, &stream(&worker_type, "res")?, count).await,
-            Admin::XtrimReq { worker_type, maxlen } => xtrim(&mut conn, &stream(&worker_type, "req")?, maxlen).await,
-            Admin::XtrimRes { worker_type, maxlen } => xtrim(&mut conn, &stream(&worker_type, "res")?, maxlen).await,
-            Admin::Info { worker_type } => info(&mut conn, &worker_type).await,
+            Admin::XrangeReq { worker_type, count } => {
+                for stream in request_streams(&mut conn, &Keys::of(&worker_type)?).await? {
+                    xrange(&mut conn, &stream, count).await?;
+                }
+                Ok(0)
+            }
+            Admin::XrangeRes { worker_type, count } => {
+                let stream = response_stream(&mut conn, &Keys::of(&worker_type)?).await?;
+                xrange(&mut conn, &stream, count).await
+            }
+            Admin::XtrimReq { worker_type, maxlen } => {
+                for stream in request_streams(&mut conn, &Keys::of(&worker_type)?).await? {
+                    xtrim(&mut conn, &stream, maxlen).await?;
+                }
+                Ok(0)
+            }
+            Admin::XtrimRes { worker_type, maxlen } => {
+                let stream = response_stream(&mut conn, &Keys::of(&worker_type)?).await?;
+                xtrim(&mut conn, &stream, maxlen).await
+            }
+            Admin::Info { worker_type } => info(&mut conn, &Keys::of(&worker_type)?).await,
             Admin::Dead { worker_type, requeue, stream, count } => {
-                dead::dead(&mut conn, &worker_type, requeue, stream, count).await
+                dead::dead(&mut conn, &Keys::of(&worker_type)?, requeue, stream, count).await
             }
             Admin::Acl { worker_type } => {
-                check_type(&worker_type)?;
+                let keys = Keys::of(&worker_type)?;
                 let key = crate::secret::key(secret.as_deref().expect("read above"))?;
-                let user = crate::acl::create(&mut conn, &worker_type, &key).await?;
+                let user = crate::acl::create(&mut conn, &keys, &key).await?;
                 println!(
                     "ACL user {user}: keys {worker_type}:*, res:*, req:*; its password is sealed in {worker_type}:h, \
                      and `denorun supervise {worker_type}` gives it to its workers"
@@ -69,22 +84,16 @@ pub fn run(redis: &RedisTarget, command: Admin) -> anyhow::Result<i32> {
     })
 }
 
-fn stream(worker_type: &str, which: &str) -> anyhow::Result<String> {
-    check_type(worker_type)?;
-    Ok(format!("{worker_type}:{which}:x"))
-}
-
 /// Each worker of a type (from its queues): state, supervisor, restarts, last exit (reason
 /// and code) and error, and what its supervisor publishes: requests/s, p99 and heap.
-async fn status(conn: &mut Conn, worker_type: &str) -> anyhow::Result<i32> {
-    check_type(worker_type)?;
-    let board = board::read(conn, worker_type).await?;
+async fn status(conn: &mut Conn, keys: &Keys) -> anyhow::Result<i32> {
+    let board = board::read(conn, keys).await?;
     match &board.supervisor {
         Some(supervisor) => println!("supervisor: {supervisor}"),
         None => println!("supervisor: not running"),
     }
     if board.rows.is_empty() {
-        println!("no workers: push ids on {worker_type}:start:q");
+        println!("no workers: push ids on {}", keys.start);
         return Ok(0);
     }
     println!("{}", board::stream_line(&board));
@@ -111,17 +120,16 @@ async fn status(conn: &mut Conn, worker_type: &str) -> anyhow::Result<i32> {
 
 async fn setup_worker(
     conn: &mut Conn,
-    worker_type: &str,
+    keys: &Keys,
     id: &str,
     request_limit: Option<u32>,
     start: bool,
 ) -> anyhow::Result<i32> {
-    check_type(worker_type)?;
-    let key = format!("{worker_type}:{id}:h");
+    let key = keys.worker(id);
     let mut fields = vec![
-        ("workerType", worker_type.to_string()),
-        ("requestStream", format!("{worker_type}:req:x")),
-        ("responseStream", format!("{worker_type}:res:x")),
+        ("workerType", keys.worker_type().to_string()),
+        ("requestStream", keys.request_stream()),
+        ("responseStream", keys.response_stream()),
         ("consumerId", id.to_string()),
     ];
     if let Some(limit) = request_limit {
@@ -130,7 +138,7 @@ async fn setup_worker(
     let mut pipe = redis::pipe();
     pipe.atomic().del(&key).ignore().hset_multiple(&key, &fields).ignore();
     if start {
-        pipe.lpush(format!("{worker_type}:start:q"), id).ignore();
+        pipe.lpush(&keys.start, id).ignore();
     }
     let () = pipe.query_async(conn).await?;
     show_hash(conn, &key).await
@@ -150,16 +158,21 @@ async fn show_hash(conn: &mut Conn, key: &str) -> anyhow::Result<i32> {
 
 /// The type's request streams, as its hash (`<type>:h`) names them: `requestStream`, or the
 /// `streamShards` shards.
-async fn request_streams(conn: &mut Conn, worker_type: &str) -> anyhow::Result<Vec<String>> {
-    let type_hash: HashMap<String, String> = conn.hgetall(format!("{worker_type}:h")).await?;
-    crate::shards::request_streams(worker_type, &type_hash).map_err(anyhow::Error::msg)
+async fn request_streams(conn: &mut Conn, keys: &Keys) -> anyhow::Result<Vec<String>> {
+    let type_hash: HashMap<String, String> = conn.hgetall(&keys.hash).await?;
+    Ok(keys.type_streams(&type_hash)?)
+}
+
+/// The type's response stream, as its hash names it (`responseStream`).
+async fn response_stream(conn: &mut Conn, keys: &Keys) -> anyhow::Result<String> {
+    let type_hash: HashMap<String, String> = conn.hgetall(&keys.hash).await?;
+    Ok(keys.responses(&Fields::new(&keys.hash, &type_hash)))
 }
 
 /// Creates the type's request stream (each shard, with `streamShards`) and its group.
-async fn create_req_stream(conn: &mut Conn, worker_type: &str) -> anyhow::Result<i32> {
-    check_type(worker_type)?;
-    for key in request_streams(conn, worker_type).await? {
-        let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(&key, "worker", "0").await;
+async fn create_req_stream(conn: &mut Conn, keys: &Keys) -> anyhow::Result<i32> {
+    for key in request_streams(conn, keys).await? {
+        let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(&key, keys::GROUP, "0").await;
         match created {
             Ok(()) => println!("created {key} with consumer group worker"),
             Err(e) if e.code() == Some("BUSYGROUP") => println!("{key} exists with consumer group worker"),
@@ -172,19 +185,19 @@ async fn create_req_stream(conn: &mut Conn, worker_type: &str) -> anyhow::Result
 /// Adds a request as the original CLI did, then waits for the worker's reply, like xadd.sh.
 async fn xadd_req(
     conn: &mut Conn,
-    worker_type: &str,
+    keys: &Keys,
     reference: Option<String>,
     data: &str,
     timeout: u64,
 ) -> anyhow::Result<i32> {
-    check_type(worker_type)?;
+    let worker_type = keys.worker_type();
     serde_json::from_str::<serde_json::Value>(data).with_context(|| format!("--data is not JSON: {data}"))?;
     let reference = reference.unwrap_or_else(|| hex::encode(rand::random::<[u8; 6]>()));
     // The type's request stream, or with `streamShards` the shard of the ref.
-    let streams = request_streams(conn, worker_type).await?;
+    let streams = request_streams(conn, keys).await?;
     let key = &streams[crate::shards::for_ref(&reference, streams.len())];
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let request_hash = format!("req:{reference}:h");
+    let request_hash = keys::trace(&reference);
     let fields = [("ref", reference.as_str()), ("type", worker_type), ("requestData", data), ("created", &now)];
     let () = redis::pipe()
         .atomic()
@@ -198,7 +211,7 @@ async fn xadd_req(
         .xadd(key, "*", &[("ref", reference.as_str()), ("time", &now), ("type", worker_type), ("data", data)])
         .await?;
     println!("ref={reference} id={id}");
-    let reply: Option<[String; 2]> = conn.brpop(format!("res:{reference}"), timeout as f64).await?;
+    let reply: Option<[String; 2]> = conn.brpop(keys::reply(&reference), timeout as f64).await?;
     match reply {
         Some([_, reply]) => {
             println!("{reply}");
@@ -237,19 +250,15 @@ async fn xtrim(conn: &mut Conn, key: &str, maxlen: usize) -> anyhow::Result<i32>
     Ok(0)
 }
 
-async fn info(conn: &mut Conn, worker_type: &str) -> anyhow::Result<i32> {
-    check_type(worker_type)?;
-    let streams = request_streams(conn, worker_type).await?;
+async fn info(conn: &mut Conn, keys: &Keys) -> anyhow::Result<i32> {
+    let worker_type = keys.worker_type();
+    let streams = request_streams(conn, keys).await?;
     for key in &streams {
-        let groups: redis::RedisResult<Vec<HashMap<String, redis::Value>>> =
-            redis::cmd("XINFO").arg("GROUPS").arg(key).query_async(conn).await;
-        let groups = match groups {
-            Ok(groups) => groups,
-            Err(e) if e.detail().is_some_and(|d| d.contains("no such key")) => {
-                bail!("{key} does not exist; create it with denorun create-req-stream {worker_type}")
-            }
-            Err(e) => return Err(e.into()),
-        };
+        if !conn.exists::<_, bool>(key).await? {
+            bail!("{key} does not exist; create it with denorun create-req-stream {worker_type}")
+        }
+        let groups: Vec<HashMap<String, redis::Value>> =
+            redis::cmd("XINFO").arg("GROUPS").arg(key).query_async(conn).await?;
         if groups.is_empty() {
             bail!("{key} has no consumer groups yet; create one with denorun create-req-stream {worker_type}");
         }
@@ -300,7 +309,7 @@ fn encrypt(
         }
     }
     serde_json::from_slice::<serde_json::Value>(&json).context("the secret config is not valid JSON")?;
-    let encrypted = cbc_encrypt(&key, &iv, &json, Padding::Pkcs7 as u32).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let encrypted = cbc_pkcs7(true, &key, &iv, &json)?;
     let fields = [
         ("encryptedAlg", format!("aes-{}-cbc", key.len() * 8)),
         ("encryptedIv", hex::encode(&iv)),

@@ -11,19 +11,18 @@ use ratatui::widgets::{Block, Paragraph, Row, Table};
 use ratatui::Frame;
 
 use super::board::{self, Board};
-use crate::config::check_type;
+use crate::keys::Keys;
 use crate::topology::Conn;
 
 const REFRESH: Duration = Duration::from_secs(1);
 
-pub async fn run(conn: &mut Conn, worker_type: &str) -> anyhow::Result<i32> {
-    check_type(worker_type)?;
-    let mut board = board::read(conn, worker_type).await?;
+pub async fn run(conn: &mut Conn, keys: &Keys) -> anyhow::Result<i32> {
+    let mut board = board::read(conn, keys).await?;
     let mut terminal = ratatui::init();
     let result = async {
         let mut last = Instant::now();
         loop {
-            terminal.draw(|frame| draw(frame, worker_type, &board))?;
+            terminal.draw(|frame| draw(frame, keys, &board))?;
             let wait = REFRESH.saturating_sub(last.elapsed());
             if event::poll(wait)? {
                 if let Event::Key(key) = event::read()? {
@@ -36,7 +35,7 @@ pub async fn run(conn: &mut Conn, worker_type: &str) -> anyhow::Result<i32> {
                 }
             }
             if last.elapsed() >= REFRESH {
-                board = board::read(conn, worker_type).await?;
+                board = board::read(conn, keys).await?;
                 last = Instant::now();
             }
         }
@@ -46,11 +45,11 @@ pub async fn run(conn: &mut Conn, worker_type: &str) -> anyhow::Result<i32> {
     result
 }
 
-fn draw(frame: &mut Frame, worker_type: &str, board: &Board) {
+fn draw(frame: &mut Frame, keys: &Keys, board: &Board) {
     let [head, table] = Layout::vertical([Constraint::Length(4), Constraint::Fill(1)]).areas(frame.area());
     let supervisor = board.supervisor.as_deref().unwrap_or("not running");
     let summary = format!("supervisor: {supervisor}\n{}", board::stream_line(board));
-    let title = format!(" denorun top {worker_type} — q quits ");
+    let title = format!(" denorun top {} — q quits ", keys.worker_type());
     frame.render_widget(Paragraph::new(summary).block(Block::bordered().title(title)), head);
 
     let header =
@@ -82,7 +81,6 @@ fn draw(frame: &mut Frame, worker_type: &str, board: &Board) {
         Constraint::Length(9),
         Constraint::Fill(1),
     ];
-    let empty =
-        if board.rows.is_empty() { format!(" no workers: push ids on {worker_type}:start:q ") } else { String::new() };
+    let empty = if board.rows.is_empty() { format!(" no workers: push ids on {} ", keys.start) } else { String::new() };
     frame.render_widget(Table::new(rows, widths).header(header).block(Block::bordered().title(empty)), table);
 }

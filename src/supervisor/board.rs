@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::keys::Keys;
+use crate::keys::{self, Keys};
 use crate::metrics::{self, Metrics, StreamStats, WorkerLabels, WorkerStats};
 use crate::topology::Conn;
 
@@ -37,22 +37,21 @@ pub struct Board {
 }
 
 impl Board {
-    pub fn new(worker_type: &str, defaults: &HashMap<String, String>, host: String) -> Board {
+    pub fn new(keys: &Keys, defaults: &HashMap<String, String>, host: String) -> Board {
         // A type of sync instances shows the stream it persists, as its sync group sees it.
         let (streams, group, dead_stream) = match defaults.get("syncStream") {
             Some(stream) => {
                 let group = defaults.get("syncGroup").cloned().unwrap_or_else(|| "sync".into());
-                (vec![stream.clone()], group, format!("{stream}:dead:x"))
+                (vec![stream.clone()], group, keys::dead_of(stream))
             }
             None => {
                 // A bad `streamShards` stops each worker at its start, saying so; the board
                 // then shows the one stream.
-                let streams = crate::shards::request_streams(worker_type, defaults)
-                    .unwrap_or_else(|_| vec![format!("{worker_type}:req:x")]);
-                (streams, "worker".into(), format!("{worker_type}:dead:x"))
+                let streams = keys.type_streams(defaults).unwrap_or_else(|_| vec![keys.request_stream()]);
+                (streams, keys::GROUP.into(), keys.dead_stream())
             }
         };
-        Board { keys: Keys::new(worker_type), host, streams, group, dead_stream, last: HashMap::new(), ticks: 0 }
+        Board { keys: keys.clone(), host, streams, group, dead_stream, last: HashMap::new(), ticks: 0 }
     }
 
     /// Publishes every row (and, every other call, the stream's numbers) in one round trip,

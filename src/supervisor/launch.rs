@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::Event;
 use crate::config;
+use crate::keys::WorkerKey;
 use crate::metrics::WorkerStats;
 use crate::spec::{self, Host};
 use crate::topology::Conn;
@@ -19,7 +20,7 @@ use crate::worker::{self, StopHandle};
 /// The worker to launch: its id, its hash's key, and the numbers it records into.
 pub struct Launch<'a> {
     pub id: &'a str,
-    pub key: &'a str,
+    pub key: &'a WorkerKey,
     pub stats: Arc<WorkerStats>,
 }
 

@@ -3,7 +3,7 @@
 //!
 //! The concerns are modules: the id-queue protocol with heartbeats and crash recovery
 //! (`queue`), how many ids it takes at once (`room`), the restart policy (`policy`), draining
-//! on signals (`drain`), launching a worker (`launch`), its keys (`keys`), what goes into hashes (`records`),
+//! on signals (`drain`), launching a worker (`launch`), what goes into hashes (`records`),
 //! Redis outages (`outage`) and the stats published each second for `top` and Prometheus
 //! (`board`). This module is the event loop that ties them together. Nothing a worker does
 //! and no Redis restart ends the loop: workers end alone, and the bookkeeping connection and
@@ -11,7 +11,6 @@
 
 mod board;
 mod drain;
-mod keys;
 mod launch;
 mod outage;
 mod policy;
@@ -28,7 +27,6 @@ use tokio::sync::mpsc;
 
 use self::board::Board;
 use self::drain::{Drain, Step};
-use self::keys::Keys;
 use self::outage::Outage;
 pub use self::policy::Policy;
 use self::policy::{Decision, History};
@@ -38,6 +36,7 @@ use self::room::Room;
 pub use self::room::{default_max_workers, resources};
 use crate::config::{self, RedisTarget};
 use crate::flags;
+use crate::keys::Keys;
 use crate::metrics::server::Health;
 use crate::metrics::{self, Metrics, WorkerLabels, WorkerStats};
 use crate::secret::{self, Secret};
@@ -85,7 +84,7 @@ struct Running {
 
 /// Reads the secret line, then supervises until drained; returns the exit code.
 pub fn supervise(redis: RedisTarget, options: Options) -> anyhow::Result<i32> {
-    config::check_type(&options.worker_type)?;
+    let keys = Keys::of(&options.worker_type)?;
     if redis.topology.is_cluster() {
         anyhow::bail!(
             "denorun supervise needs one Redis or a Sentinel-watched master: its id queues move ids \
@@ -100,7 +99,7 @@ pub fn supervise(redis: RedisTarget, options: Options) -> anyhow::Result<i32> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(async move { Supervisor::start(redis, options, secret).await?.run().await })
+        .block_on(async move { Supervisor::start(redis, keys, options, secret).await?.run().await })
 }
 
 struct Supervisor {
@@ -134,10 +133,9 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    async fn start(redis: RedisTarget, options: Options, secret: Secret) -> anyhow::Result<Supervisor> {
-        let keys = Keys::new(&options.worker_type);
+    async fn start(redis: RedisTarget, keys: Keys, options: Options, secret: Secret) -> anyhow::Result<Supervisor> {
         let mut first = redis.connect().await?;
-        let defaults = config::load_type(&mut first, &options.worker_type).await?;
+        let defaults = config::load_type(&mut first, &keys).await?;
         drop(first);
         let type_flags = flags::parse_options(defaults.get("denoOptions").map(String::as_str).unwrap_or(""))
             .with_context(|| format!("{}: bad denoOptions", keys.hash))?;
@@ -163,7 +161,7 @@ impl Supervisor {
             let bound = metrics::server::serve(addr, metrics.clone(), health.clone()).await?;
             log::info!("{}: metrics on http://{bound}/metrics, health on /healthz", keys.hash);
         }
-        let board = Board::new(&options.worker_type, &defaults, records::hostname());
+        let board = Board::new(&keys, &defaults, records::hostname());
         let (events, inbox) = mpsc::unbounded_channel();
         let room = Arc::new(Room::new(options.max_workers));
         let taker = Taker::start(&redis, &keys, room.clone(), events.clone());

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
 
-use super::keys::Keys;
 use super::room::Room;
 use super::Event;
 use crate::config::RedisTarget;
+use crate::keys::Keys;
 use crate::topology::{Backoff, Conn};
 
 /// How long a BLMOVE blocks before it looks whether it should stop.

@@ -2,7 +2,7 @@
 //! hash's `pid`, `host` and `startedCount`, and each worker hash's `lastExit`, `lastReason`,
 //! `lastError` and `restarts` after its worker ends.
 
-use super::keys::Keys;
+use crate::keys::Keys;
 use crate::topology::Conn;
 use crate::worker::Reason;
 

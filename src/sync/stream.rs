@@ -25,7 +25,7 @@ pub struct Read {
 impl Group {
     /// The dead-letter stream: `<stream>:dead:x`.
     pub fn dead_letters(&self) -> String {
-        format!("{}:dead:x", self.stream)
+        crate::keys::dead_of(&self.stream)
     }
 
     /// Checks that the stream exists, and creates the group (from the stream's first entry)

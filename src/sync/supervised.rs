@@ -15,17 +15,20 @@ use base64::Engine;
 use zeroize::Zeroizing;
 
 use super::{pg, Options, Stop};
+use crate::cipher::cbc_pkcs7;
 use crate::config::RedisTarget;
+use crate::fields::{BadNumber, Fields};
+use crate::keys::WorkerKey;
 use crate::metrics::WorkerStats;
-use crate::ops::crypto::{crypt, Mode, Padding};
 use crate::worker::{Exit, Reason, StopHandle};
 
 /// The instance's options: `syncStream`, `syncTo`, `syncTable`, `syncGroup`, `syncBatch`, `syncWriters`,
 /// `syncFlushMs`, `claimIdleMs`, `syncTrimAcked`; its consumer name is `<type>:<id>`.
-pub fn options(key: &str, fields: &HashMap<String, String>) -> anyhow::Result<Options> {
-    let field = |name: &str| fields.get(name).map(String::as_str).filter(|v| !v.is_empty());
-    let number = |name: &str, default: u64| -> anyhow::Result<u64> {
-        field(name).map_or(Ok(default), |v| v.parse().with_context(|| format!("{key}: {name} '{v}' is not a number")))
+pub fn options(key: &WorkerKey, fields: &HashMap<String, String>) -> anyhow::Result<Options> {
+    let fields = Fields::new(key, fields);
+    let field = |name: &str| fields.text(name);
+    let number = |name: &str, default: u64, least: u64| -> Result<u64, BadNumber> {
+        Ok(fields.number(name, least)?.unwrap_or(default))
     };
     let to = field("syncTo").unwrap_or("postgres:///").to_string();
     if has_password(&to) {
@@ -34,17 +37,16 @@ pub fn options(key: &str, fields: &HashMap<String, String>) -> anyhow::Result<Op
              encryptedJson (denorun encrypt --hset {key}) or PGPASSWORD in the supervisor's environment"
         );
     }
-    let consumer = key.strip_suffix(":h").unwrap_or(key).to_string();
     Ok(Options {
         stream: field("syncStream").context("no syncStream")?.to_string(),
         to,
         table: field("syncTable").map(str::to_string),
         group: field("syncGroup").unwrap_or("sync").to_string(),
-        consumer,
-        batch: number("syncBatch", 2000)?.max(1) as usize,
-        writers: number("syncWriters", 2)?.max(1) as usize,
-        flush: Duration::from_millis(number("syncFlushMs", 50)?),
-        claim_idle: Duration::from_millis(number("claimIdleMs", 30_000)?),
+        consumer: key.name().to_string(),
+        batch: number("syncBatch", 2000, 1)? as usize,
+        writers: number("syncWriters", 2, 1)? as usize,
+        flush: Duration::from_millis(number("syncFlushMs", 50, 0)?),
+        claim_idle: Duration::from_millis(number("claimIdleMs", 30_000, 1)?),
         trim_acked: matches!(field("syncTrimAcked"), Some("1" | "true" | "yes")),
         metrics: None,
         allow_remote_metrics: false,
@@ -71,8 +73,8 @@ fn password(key: &str, fields: &HashMap<String, String>, secret: &str) -> anyhow
     let sealed = base64::engine::general_purpose::STANDARD
         .decode(sealed)
         .with_context(|| format!("{key}: encryptedJson is not base64"))?;
-    let (plain, _) = crypt(Mode::Cbc, false, &aes, &iv, &sealed, Padding::Pkcs7 as u32)
-        .map_err(|e| anyhow::anyhow!("{key}: encryptedJson does not open with the key on stdin: {e}"))?;
+    let plain = cbc_pkcs7(false, &aes, &iv, &sealed)
+        .with_context(|| format!("{key}: encryptedJson does not open with the key on stdin"))?;
     let plain = Zeroizing::new(plain);
     let config: serde_json::Value = serde_json::from_slice(&plain)
         .map_err(|_| anyhow::anyhow!("{key}: encryptedJson does not open with the key on stdin"))?;
@@ -81,7 +83,7 @@ fn password(key: &str, fields: &HashMap<String, String>, secret: &str) -> anyhow
 
 /// Starts the instance on a thread of its own; `done` hears how it ended.
 pub fn spawn(
-    key: &str,
+    key: &WorkerKey,
     fields: &HashMap<String, String>,
     secret: &str,
     redis: &RedisTarget,
@@ -166,21 +168,27 @@ mod tests {
     #[test]
     fn options_from_the_hash() {
         let o = options(
-            "orders-sync:1:h",
+            &WorkerKey::parse("orders-sync:1:h").unwrap(),
             &fields(&[("syncStream", "orders:x"), ("syncTo", "postgres://app@db/orders"), ("syncBatch", "500")]),
         )
         .unwrap();
         assert_eq!((o.stream.as_str(), o.consumer.as_str(), o.batch), ("orders:x", "orders-sync:1", 500));
         assert_eq!(o.group, "sync");
-        let e = options("t:1:h", &fields(&[("syncStream", "s"), ("syncBatch", "many")])).unwrap_err().to_string();
+        let t = WorkerKey::parse("t:1:h").unwrap();
+        let e = options(&t, &fields(&[("syncStream", "s"), ("syncBatch", "many")])).unwrap_err().to_string();
         assert!(e.contains("syncBatch 'many'"), "{e}");
+        let e = options(&t, &fields(&[("syncStream", "s"), ("syncWriters", "0")])).unwrap_err().to_string();
+        assert!(e.contains("syncWriters '0' must be a whole number of at least 1"), "{e}");
     }
 
     #[test]
     fn a_password_in_clear_is_refused() {
-        let e = options("t:1:h", &fields(&[("syncStream", "s"), ("syncTo", "postgres://app:pw@db/x")]))
-            .unwrap_err()
-            .to_string();
+        let e = options(
+            &WorkerKey::parse("t:1:h").unwrap(),
+            &fields(&[("syncStream", "s"), ("syncTo", "postgres://app:pw@db/x")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("password in clear") && !e.contains("pw@"), "{e}");
         assert!(has_password("host=db password=x") && !has_password("postgres://app@db:5432/x"));
     }

@@ -4,8 +4,8 @@
 //! A handler worker joins the feed of its streams ([`Feed::join`]) and, when it has free
 //! slots, says how many ([`Intake::read`]) instead of blocking in XREADGROUP on a connection of
 //! its own. The feed has one read in flight at a time, on one connection, on the shared
-//! thread (`super::runtime`). It reads for the worker with the fewest free slots left (the one that asked first
-//! among equals), under that worker's consumer name and for at most those slots, and keeps
+//! thread ([`runtime`]). It reads for the worker with the fewest free slots left (the one that
+//! asked first among equals), under that worker's consumer name and for at most those slots, and keeps
 //! reading for it while it has slots left, even before it asks again. So a light load stays
 //! on few workers, which take entries in batches, and a heavy one spreads as workers fill up.
 //! Entries are pending under the worker that runs them, as when each worker read for itself:
@@ -18,21 +18,34 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use redis::streams::{StreamId, StreamReadReply};
 use redis::RedisResult;
 use tokio::sync::{mpsc, Notify};
 
-use super::runtime;
 use crate::topology::{self, Conn, Patience, Topology};
 
-/// The group every worker reads in, as in the 2021 design.
-pub const GROUP: &str = "worker";
+use crate::keys::GROUP;
 
 /// What one read brought: entries by stream.
 pub type Batch = Vec<(String, Vec<StreamId>)>;
+
+/// The thread the process's feeds run on: a current-thread tokio runtime, started with the
+/// first worker that needs it and kept for the life of the process.
+fn runtime() -> &'static tokio::runtime::Handle {
+    static RUNTIME: OnceLock<tokio::runtime::Handle> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("denorun-shared".into())
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))
+            .expect("a thread for the feeds");
+        handle
+    })
+}
 
 /// The reader of one stream (or set of shards) of one Redis, shared by the workers that read it.
 pub struct Feed {
