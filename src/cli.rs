@@ -38,7 +38,15 @@ pub struct Cli {
     #[arg(long, value_name = "DEST", env = "DENORUN_AUDIT", global = true)]
     pub audit: Option<String>,
 
-    /// Let the hash's --inspect listen on a non-loopback address. Whoever connects to the
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// What the operator grants the workers of this process, and how they are watched: the
+/// flags `denorun <WORKER_KEY>` and `denorun supervise` share.
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    /// Let a hash's --inspect listen on a non-loopback address. Whoever connects to the
     /// inspector runs code as the worker, and anyone who can write the hash could ask for it.
     #[arg(long)]
     pub allow_remote_inspect: bool,
@@ -225,15 +233,8 @@ pub struct SuperviseArgs {
     /// supervisors. Default: as many as its memory holds at 32 MiB each, at most 250 per CPU
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_workers: Option<u32>,
-    /// Let workers' --inspect listen on non-loopback addresses
-    #[arg(long)]
-    pub allow_remote_inspect: bool,
     #[command(flatten)]
-    pub trust: TrustArgs,
-    #[command(flatten)]
-    pub limits: LimitArgs,
-    #[command(flatten)]
-    pub observe: ObserveArgs,
+    pub host: HostArgs,
     /// How lines are written: `prefix` (each worker's lines after its name) or `json` (one
     /// object per line, denorun's and the workers')
     #[arg(long, value_enum, default_value_t = crate::logs::Format::Prefix)]
@@ -384,7 +385,7 @@ mod tests {
         assert_eq!(refused(parse(&[])), ErrorKind::MissingRequiredArgument);
         let cli = parse(&["demo-worker:1:h"]).unwrap();
         assert_eq!(cli.worker_key.as_deref(), Some("demo-worker:1:h"));
-        assert!(cli.command.is_none() && !cli.allow_remote_inspect && cli.observe.metrics.is_none());
+        assert!(cli.command.is_none() && !cli.host.allow_remote_inspect && cli.host.observe.metrics.is_none());
     }
 
     #[test]
@@ -393,7 +394,7 @@ mod tests {
             parse(&["k:1:h", "--redis", "redis://10.0.0.1:6380/2", "--audit", "-", "--allow-remote-inspect"]).unwrap();
         assert_eq!(cli.redis.url, "redis://10.0.0.1:6380/2");
         assert_eq!(cli.audit.as_deref(), Some("-"));
-        assert!(cli.allow_remote_inspect);
+        assert!(cli.host.allow_remote_inspect);
     }
 
     #[test]
@@ -410,17 +411,20 @@ mod tests {
             "deno.lock",
         ])
         .unwrap();
-        assert_eq!(cli.trust.max_permissions.as_deref(), Some("--allow-net=api.example.com --allow-env=REDIS_URL"));
-        assert_eq!(cli.trust.allow_module_from, ["https://a.example/", "file:///srv/", "https://b.example/"]);
-        assert_eq!(cli.trust.lock.as_deref(), Some(std::path::Path::new("deno.lock")));
+        assert_eq!(
+            cli.host.trust.max_permissions.as_deref(),
+            Some("--allow-net=api.example.com --allow-env=REDIS_URL")
+        );
+        assert_eq!(cli.host.trust.allow_module_from, ["https://a.example/", "file:///srv/", "https://b.example/"]);
+        assert_eq!(cli.host.trust.lock.as_deref(), Some(std::path::Path::new("deno.lock")));
     }
 
     #[test]
     fn worker_limit_flags_are_positive() {
         let cli = parse(&["k:1:h"]).unwrap();
-        assert_eq!((cli.limits.max_heap_mb, cli.limits.max_block_ms), (512, 10_000));
+        assert_eq!((cli.host.limits.max_heap_mb, cli.host.limits.max_block_ms), (512, 10_000));
         let cli = parse(&["k:1:h", "--max-heap-mb", "64", "--max-block-ms", "250"]).unwrap();
-        assert_eq!((cli.limits.max_heap_mb, cli.limits.max_block_ms), (64, 250));
+        assert_eq!((cli.host.limits.max_heap_mb, cli.host.limits.max_block_ms), (64, 250));
         assert_eq!(refused(parse(&["k:1:h", "--max-heap-mb", "0"])), ErrorKind::ValueValidation);
         assert_eq!(refused(parse(&["k:1:h", "--max-block-ms", "soon"])), ErrorKind::ValueValidation);
     }
@@ -428,10 +432,10 @@ mod tests {
     #[test]
     fn worker_metrics_flags() {
         let cli = parse(&["k:1:h", "--metrics"]).unwrap();
-        assert_eq!(cli.observe.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(cli.host.observe.metrics, Some("127.0.0.1:9464".parse().unwrap()));
         let cli = parse(&["k:1:h", "--metrics", "0.0.0.0:9000", "--allow-remote-metrics"]).unwrap();
-        assert_eq!(cli.observe.metrics, Some("0.0.0.0:9000".parse().unwrap()));
-        assert!(cli.observe.allow_remote_metrics);
+        assert_eq!(cli.host.observe.metrics, Some("0.0.0.0:9000".parse().unwrap()));
+        assert!(cli.host.observe.allow_remote_metrics);
         assert_eq!(refused(parse(&["k:1:h", "--metrics", "nowhere"])), ErrorKind::ValueValidation);
     }
 
@@ -441,7 +445,7 @@ mod tests {
         assert_eq!(args.worker_type, "greeter");
         assert_eq!((args.drain_timeout, args.quick_exit, args.backoff, args.backoff_max), (10.0, 10.0, 0.5, 30.0));
         assert_eq!((args.max_failures, args.heartbeat, args.max_workers), (5, 2.0, None));
-        assert!(!args.allow_remote_inspect && args.observe.metrics.is_none());
+        assert!(!args.host.allow_remote_inspect && args.host.observe.metrics.is_none());
         assert_eq!(args.log_format, crate::logs::Format::Prefix);
         assert_eq!(refused(supervise(&[])), ErrorKind::MissingRequiredArgument);
     }
@@ -492,10 +496,10 @@ mod tests {
             "json",
         ])
         .unwrap();
-        assert!(args.allow_remote_inspect);
-        assert_eq!(args.trust.max_permissions.as_deref(), Some("-A"));
-        assert_eq!((args.limits.max_heap_mb, args.limits.max_block_ms), (128, 1000));
-        assert_eq!(args.observe.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        assert!(args.host.allow_remote_inspect);
+        assert_eq!(args.host.trust.max_permissions.as_deref(), Some("-A"));
+        assert_eq!((args.host.limits.max_heap_mb, args.host.limits.max_block_ms), (128, 1000));
+        assert_eq!(args.host.observe.metrics, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(args.log_format, crate::logs::Format::Json);
         assert_eq!(refused(supervise(&["greeter", "--log-format", "xml"])), ErrorKind::InvalidValue);
     }

@@ -137,12 +137,12 @@ pub fn main(snapshot: Snapshot) -> ! {
                         backoff_max: seconds(args.backoff_max),
                         max_failures: args.max_failures.max(1),
                     },
-                    limits: limit_defaults(args.limits),
-                    trust: Trust::from_args(&args.trust).unwrap_or_else(|e| fail(e)),
+                    limits: limit_defaults(args.host.limits),
+                    trust: Trust::from_args(&args.host.trust).unwrap_or_else(|e| fail(e)),
                     heartbeat: seconds(args.heartbeat).max(std::time::Duration::from_millis(100)),
-                    allow_remote_inspect: args.allow_remote_inspect,
-                    metrics: args.observe.metrics,
-                    allow_remote_metrics: args.observe.allow_remote_metrics,
+                    allow_remote_inspect: args.host.allow_remote_inspect,
+                    metrics: args.host.observe.metrics,
+                    allow_remote_metrics: args.host.observe.allow_remote_metrics,
                     max_workers: args.max_workers.map_or_else(
                         || {
                             let (cpus, memory) = supervisor::resources();
@@ -180,11 +180,12 @@ pub fn main(snapshot: Snapshot) -> ! {
         None => {
             let key = cli.worker_key.expect("clap requires WORKER_KEY");
             let run = || {
-                let (trust, redis) = (Trust::from_args(&cli.trust)?, RedisTarget::parse(&cli.redis.url)?);
-                let limits = limit_defaults(cli.limits);
+                let args = &cli.host;
+                let (trust, redis) = (Trust::from_args(&args.trust)?, RedisTarget::parse(&cli.redis.url)?);
+                let limits = limit_defaults(args.limits);
                 let host =
-                    Host { redis: &redis, limits, allow_remote_inspect: cli.allow_remote_inspect, trust: &trust };
-                run_worker(&WorkerKey::parse(&key)?, &host, &cli.observe)
+                    Host { redis: &redis, limits, allow_remote_inspect: args.allow_remote_inspect, trust: &trust };
+                run_worker(&WorkerKey::parse(&key)?, &host, &args.observe)
             };
             run()
         }

@@ -84,36 +84,54 @@ impl RemoteModules {
         self.dir.join(format!("{}.json", hex::encode(digest)))
     }
 
-    async fn fetch(&self, url: &ModuleSpecifier) -> Result<RemoteModule, String> {
+    async fn fetch(&self, url: &ModuleSpecifier) -> Result<RemoteModule, FetchError> {
         let mut current = url.clone();
         for _ in 0..=MAX_REDIRECTS {
-            let request = http::Request::get(current.as_str())
-                .body(ReqBody::empty())
-                .map_err(|e| format!("cannot fetch {current}: {e}"))?;
-            let response =
-                self.client.clone().send(request).await.map_err(|e| format!("cannot fetch {current}: {e}"))?;
+            let unreachable = |e: &dyn std::fmt::Display| FetchError::Unreachable(current.clone(), e.to_string());
+            let request = http::Request::get(current.as_str()).body(ReqBody::empty()).map_err(|e| unreachable(&e))?;
+            let response = self.client.clone().send(request).await.map_err(|e| unreachable(&e))?;
             let status = response.status();
             if status.is_redirection() {
                 let location = response
                     .headers()
                     .get(http::header::LOCATION)
                     .and_then(|l| l.to_str().ok())
-                    .ok_or_else(|| format!("cannot fetch {current}: HTTP {status} without a Location"))?;
-                current = current.join(location).map_err(|e| format!("bad redirect from {current}: {e}"))?;
+                    .ok_or_else(|| FetchError::NoLocation(current.clone(), status))?;
+                current = current.join(location).map_err(|e| FetchError::BadRedirect(current.clone(), e))?;
                 continue;
             }
             if !status.is_success() {
-                return Err(format!("cannot fetch {current}: HTTP {status}"));
+                return Err(FetchError::Status(current, status));
             }
             let content_type =
                 response.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from);
             let body =
-                response.into_body().collect().await.map_err(|e| format!("cannot read {current}: {e}"))?.to_bytes();
-            let source = String::from_utf8(body.to_vec()).map_err(|_| format!("{current} is not UTF-8 text"))?;
+                response.into_body().collect().await.map_err(|e| FetchError::Body(current.clone(), e.to_string()))?;
+            let source =
+                String::from_utf8(body.to_bytes().to_vec()).map_err(|_| FetchError::NotText(current.clone()))?;
             return Ok(RemoteModule { url: current.to_string(), content_type, source });
         }
-        Err(format!("cannot fetch {url}: more than {MAX_REDIRECTS} redirects"))
+        Err(FetchError::Redirects(url.clone()))
     }
+}
+
+/// Why a remote module could not be fetched (its cached copy, if any, is used instead).
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("cannot fetch {0}: {1}")]
+    Unreachable(ModuleSpecifier, String),
+    #[error("cannot fetch {0}: HTTP {1} without a Location")]
+    NoLocation(ModuleSpecifier, http::StatusCode),
+    #[error("bad redirect from {0}: {1}")]
+    BadRedirect(ModuleSpecifier, deno_runtime::deno_core::url::ParseError),
+    #[error("cannot fetch {0}: HTTP {1}")]
+    Status(ModuleSpecifier, http::StatusCode),
+    #[error("cannot read {0}: {1}")]
+    Body(ModuleSpecifier, String),
+    #[error("{0} is not UTF-8 text")]
+    NotText(ModuleSpecifier),
+    #[error("cannot fetch {0}: more than {MAX_REDIRECTS} redirects")]
+    Redirects(ModuleSpecifier),
 }
 
 fn read_cached(path: &Path) -> Option<RemoteModule> {
