@@ -145,6 +145,14 @@ each worker on its own stdin. Worker ids come from ${type}:start:q; see them wit
 (or its denoOptions' --lock) and a remote module that is not in the lock, or has changed, is refused.")]
     Lock(LockArgs),
 
+    /// Serve a web console: each type's workers and streams, its dead letters (requeue,
+    /// delete), refreshed while open
+    #[command(after_help = "Safe by default: it listens on loopback only (unless --allow-remote-console), \
+prints a URL with an access token (or takes DENORUN_CONSOLE_TOKEN, 16 characters or more) that the browser \
+exchanges for an HttpOnly SameSite=Strict cookie, accepts changes only as POSTs from its own pages, and \
+logs every action. --read-only removes every action.")]
+    Console(ConsoleArgs),
+
     /// Persist a Redis stream into a PostgreSQL table: each entry once, batch by batch
     #[command(after_help = "The table is created when missing: _stream and _id (the primary key), _ref, _type, \
 _source, _subject, _time (from `time`, ms or ISO 8601), _data (jsonb), _fields (jsonb: the other fields), \
@@ -204,6 +212,25 @@ pub struct LockArgs {
     pub worker_key: String,
     #[command(flatten)]
     pub trust: TrustArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// The worker types to show
+    #[arg(required = true, value_name = "TYPE")]
+    pub types: Vec<String>,
+    /// Where to listen
+    #[arg(long, default_value = "127.0.0.1:9470")]
+    pub listen: std::net::SocketAddr,
+    /// Let --listen be a non-loopback address
+    #[arg(long)]
+    pub allow_remote_console: bool,
+    /// Show everything, change nothing: no requeue or delete
+    #[arg(long)]
+    pub read_only: bool,
+    /// Seconds between refreshes of an open page (1 to 3600)
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub refresh: u64,
 }
 
 #[derive(Debug, Args)]

@@ -50,6 +50,7 @@
 //! - `logs`: denorun's log records (text or JSON), and workers' lines forwarded whole
 //! - `admin`: `status`, `top` (ratatui), `setup-worker`, `xadd-req`, `dead`, `encrypt` and the
 //!   other admin commands
+//! - `console`: `denorun console`: the web console (overview, dead letters), its access rules
 //! - `test_report`: what `denorun test` and a test file's worker share: the run, its results, the
 //!   harness that runs `denorun:testing` workers
 //! - `test_runner`: `denorun test`: test files found, run and reported like `deno test`
@@ -64,6 +65,7 @@ mod cipher;
 mod cli;
 mod code_cache;
 mod config;
+mod console;
 mod delivery;
 mod fields;
 mod flags;
@@ -174,6 +176,18 @@ pub fn main(snapshot: Snapshot) -> ! {
             )
         }),
         Some(Command::Lock(args)) => write_lock(&args, &cli.redis.url),
+        Some(Command::Console(args)) => RedisTarget::parse(&cli.redis.url).and_then(|redis| {
+            console::run(
+                &redis,
+                console::Options {
+                    listen: args.listen,
+                    allow_remote: args.allow_remote_console,
+                    read_only: args.read_only,
+                    refresh_s: args.refresh,
+                    types: args.types,
+                },
+            )
+        }),
         Some(Command::Admin(command)) => {
             RedisTarget::parse(&cli.redis.url).and_then(|redis| admin::run(&redis, command))
         }

@@ -1,5 +1,6 @@
 //! `denorun dead <type>`: the dead-letter stream of handler workers (`<type>:dead:x`), listed,
 //! and its entries sent back to the request stream (`--requeue`) once their cause is fixed.
+//! The web console lists, requeues and deletes them through the same functions.
 
 use redis::streams::StreamRangeReply;
 use redis::AsyncCommands;
@@ -10,51 +11,89 @@ use crate::topology::Conn;
 /// Fields the handler loop adds to a dead entry; the rest are the request's own.
 const DEAD_FIELDS: [&str; 4] = ["deadId", "deadError", "deadAttempts", "deadWorker"];
 
+/// One dead letter: its id in the dead stream and its fields, sorted by name.
+#[derive(Debug, Clone)]
+pub struct DeadEntry {
+    pub id: String,
+    pub fields: Vec<(String, String)>,
+}
+
+impl DeadEntry {
+    /// A field's value, or `-`.
+    pub fn field(&self, name: &str) -> &str {
+        self.fields.iter().find(|(k, _)| k == name).map_or("-", |(_, v)| v.as_str())
+    }
+}
+
+/// Up to `count` dead letters of the type, oldest first.
+pub async fn list(conn: &mut Conn, keys: &Keys, count: usize) -> redis::RedisResult<Vec<DeadEntry>> {
+    let reply: StreamRangeReply = conn.xrange_count(keys.dead_stream(), "-", "+", count).await?;
+    Ok(reply.ids.iter().map(|entry| DeadEntry { id: entry.id.clone(), fields: super::entry_fields(entry) }).collect())
+}
+
+/// Sends `entry` back to its request stream (of `requests`, the shard of its `ref`) with its
+/// own fields, and removes it from the dead stream, in one MULTI. Returns the stream and the
+/// new id.
+pub async fn requeue(
+    conn: &mut Conn,
+    keys: &Keys,
+    requests: &[String],
+    entry: &DeadEntry,
+) -> redis::RedisResult<(String, String)> {
+    let stream = &requests[crate::shards::for_ref(entry.field("ref"), requests.len())];
+    let own: Vec<&(String, String)> = entry.fields.iter().filter(|(k, _)| !DEAD_FIELDS.contains(&k.as_str())).collect();
+    let own: Vec<(&str, &str)> = own.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (new_id,): (String,) = redis::pipe()
+        .atomic()
+        .xadd(stream, "*", &own)
+        .xdel(keys.dead_stream(), &[&entry.id])
+        .ignore()
+        .query_async(conn)
+        .await?;
+    Ok((stream.clone(), new_id))
+}
+
+/// Removes dead letters for good; returns how many there were.
+pub async fn delete(conn: &mut Conn, keys: &Keys, ids: &[String]) -> redis::RedisResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    conn.xdel(keys.dead_stream(), ids).await
+}
+
 /// Lists up to `count` dead entries, or requeues them: each goes back to `stream` (default:
 /// the type's request stream, or for a type with `streamShards` the shard its `ref` belongs
-/// to) with its own fields and is removed from the dead stream, in one MULTI.
+/// to).
 pub async fn dead(
     conn: &mut Conn,
     keys: &Keys,
-    requeue: bool,
+    requeue_them: bool,
     stream: Option<String>,
     count: usize,
 ) -> anyhow::Result<i32> {
-    let dead = keys.dead_stream();
     let requests = match stream {
         Some(stream) => vec![stream],
         None => super::request_streams(conn, keys).await?,
     };
-    let reply: StreamRangeReply = conn.xrange_count(&dead, "-", "+", count).await?;
-    if reply.ids.is_empty() {
-        println!("no dead entries in {dead}");
+    let entries = list(conn, keys, count).await?;
+    if entries.is_empty() {
+        println!("no dead entries in {}", keys.dead_stream());
         return Ok(0);
     }
-    for entry in reply.ids {
-        let fields = super::entry_fields(&entry);
-        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map_or("-", |(_, v)| v.as_str()).to_string();
-        if !requeue {
+    for entry in entries {
+        if !requeue_them {
             println!(
                 "{} ref={} attempts={} worker={} error={}",
                 entry.id,
-                field("ref"),
-                field("deadAttempts"),
-                field("deadWorker"),
-                field("deadError")
+                entry.field("ref"),
+                entry.field("deadAttempts"),
+                entry.field("deadWorker"),
+                entry.field("deadError")
             );
             continue;
         }
-        let requests = &requests[crate::shards::for_ref(&field("ref"), requests.len())];
-        let own: Vec<(String, String)> =
-            fields.into_iter().filter(|(k, _)| !DEAD_FIELDS.contains(&k.as_str())).collect();
-        let (new_id,): (String,) = redis::pipe()
-            .atomic()
-            .xadd(requests, "*", &own)
-            .xdel(&dead, &[&entry.id])
-            .ignore()
-            .query_async(conn)
-            .await?;
-        println!("{} requeued on {requests} as {new_id}", entry.id);
+        let (stream, new_id) = requeue(conn, keys, &requests, &entry).await?;
+        println!("{} requeued on {stream} as {new_id}", entry.id);
     }
     Ok(0)
 }

@@ -4,7 +4,7 @@
 //! list and requeue dead letters (`dead`), and encrypt a worker's secret config.
 
 pub mod board;
-mod dead;
+pub mod dead;
 pub mod top;
 
 use std::collections::{BTreeMap, HashMap};
@@ -158,7 +158,7 @@ async fn show_hash(conn: &mut Conn, key: &str) -> anyhow::Result<i32> {
 
 /// The type's request streams, as its hash (`<type>:h`) names them: `requestStream`, or the
 /// `streamShards` shards.
-async fn request_streams(conn: &mut Conn, keys: &Keys) -> anyhow::Result<Vec<String>> {
+pub async fn request_streams(conn: &mut Conn, keys: &Keys) -> anyhow::Result<Vec<String>> {
     let type_hash: HashMap<String, String> = conn.hgetall(&keys.hash).await?;
     Ok(keys.type_streams(&type_hash)?)
 }

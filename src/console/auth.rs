@@ -1,0 +1,139 @@
+//! Who may use the console, as pure policy: a request carries the access token (in the
+//! `denorun_console` cookie, or once in `?token=`, which is exchanged for that cookie), and a
+//! change (a POST) must come from the console's own pages (`Sec-Fetch-Site: same-origin`, or
+//! an `Origin` that is the console's own host). Nothing else gets past.
+
+/// The cookie that carries the token.
+pub const COOKIE: &str = "denorun_console";
+
+/// What a request may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Go on.
+    Allowed,
+    /// The token was in the URL: set the cookie and send the browser to the same page
+    /// without it (so that it leaves no trace in history).
+    SetCookie { location: String },
+    /// No token, or a wrong one: 401.
+    Unauthorized,
+    /// A change from another site, or with the console read-only: 403, with the reason.
+    Forbidden(&'static str),
+}
+
+/// What the policy reads of a request.
+#[derive(Debug, Default, Clone)]
+pub struct Asked<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub cookie: Option<&'a str>,
+    pub host: Option<&'a str>,
+    pub origin: Option<&'a str>,
+    pub fetch_site: Option<&'a str>,
+}
+
+/// Decides a request against the console's `token` (and whether it is `read_only`).
+pub fn decide(asked: &Asked, token: &str, read_only: bool) -> Access {
+    if let Some(given) = query_token(asked.query) {
+        if !same(given, token) {
+            return Access::Unauthorized;
+        }
+        if asked.method == "GET" {
+            return Access::SetCookie { location: asked.path.to_string() };
+        }
+    } else if !cookie_token(asked.cookie).is_some_and(|given| same(given, token)) {
+        return Access::Unauthorized;
+    }
+    if asked.method == "GET" || asked.method == "HEAD" {
+        return Access::Allowed;
+    }
+    if read_only {
+        return Access::Forbidden("the console is read-only (--read-only)");
+    }
+    if !same_origin(asked) {
+        return Access::Forbidden("a change must come from the console's own pages");
+    }
+    Access::Allowed
+}
+
+/// A change comes from the console's own pages: the browser says so (`Sec-Fetch-Site`), or
+/// the `Origin` is the console's own host. A request with neither is refused.
+fn same_origin(asked: &Asked) -> bool {
+    match (asked.fetch_site, asked.origin, asked.host) {
+        (Some(site), ..) => site == "same-origin",
+        (None, Some(origin), Some(host)) => {
+            origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host)
+        }
+        _ => false,
+    }
+}
+
+fn query_token(query: Option<&str>) -> Option<&str> {
+    query?.split('&').find_map(|pair| pair.strip_prefix("token="))
+}
+
+fn cookie_token(cookie: Option<&str>) -> Option<&str> {
+    cookie?.split(';').find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+/// Compares without stopping at the first difference, so that the time taken does not tell
+/// how much of a guess was right.
+fn same(given: &str, token: &str) -> bool {
+    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+}
+
+/// The `Set-Cookie` value for `token`: only for this site, never to scripts.
+pub fn set_cookie(token: &str) -> String {
+    format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "0123456789abcdef";
+
+    fn get<'a>(path: &'a str) -> Asked<'a> {
+        Asked { method: "GET", path, host: Some("127.0.0.1:9470"), ..Default::default() }
+    }
+
+    #[test]
+    fn a_token_in_the_url_becomes_a_cookie() {
+        let asked = Asked { query: Some("token=0123456789abcdef"), ..get("/dead/greeter") };
+        assert_eq!(decide(&asked, TOKEN, false), Access::SetCookie { location: "/dead/greeter".into() });
+        let wrong = Asked { query: Some("token=0123456789abcdeX"), ..get("/") };
+        assert_eq!(decide(&wrong, TOKEN, false), Access::Unauthorized);
+        assert_eq!(set_cookie(TOKEN), "denorun_console=0123456789abcdef; HttpOnly; SameSite=Strict; Path=/");
+    }
+
+    #[test]
+    fn without_the_cookie_nothing_is_shown() {
+        assert_eq!(decide(&get("/"), TOKEN, false), Access::Unauthorized);
+        let wrong = Asked { cookie: Some("denorun_console=nope"), ..get("/") };
+        assert_eq!(decide(&wrong, TOKEN, false), Access::Unauthorized);
+        let right = Asked { cookie: Some("a=b; denorun_console=0123456789abcdef"), ..get("/") };
+        assert_eq!(decide(&right, TOKEN, false), Access::Allowed);
+    }
+
+    #[test]
+    fn changes_come_only_from_the_consoles_pages() {
+        let post = |fetch_site, origin| Asked {
+            method: "POST",
+            cookie: Some("denorun_console=0123456789abcdef"),
+            fetch_site,
+            origin,
+            ..get("/dead/greeter/requeue")
+        };
+        assert_eq!(decide(&post(Some("same-origin"), None), TOKEN, false), Access::Allowed);
+        assert_eq!(decide(&post(None, Some("http://127.0.0.1:9470")), TOKEN, false), Access::Allowed);
+        for (site, origin) in
+            [(Some("cross-site"), None), (Some("same-site"), None), (None, Some("http://evil.example"))]
+        {
+            assert!(matches!(decide(&post(site, origin), TOKEN, false), Access::Forbidden(_)), "{site:?} {origin:?}");
+        }
+        assert!(matches!(decide(&post(None, None), TOKEN, false), Access::Forbidden(_)));
+        assert!(
+            matches!(decide(&post(Some("same-origin"), None), TOKEN, true), Access::Forbidden(m) if m.contains("read-only"))
+        );
+    }
+}
