@@ -1,6 +1,7 @@
 //! The permission audit log (`--audit`, `DENORUN_AUDIT`): one JSON line for each permission
 //! check a worker is denied, with the worker, the kind, the value, the API and the line of
-//! the worker's code that asked, so an operator sees what a worker tried.
+//! the worker's code that asked, so an operator sees what a worker tried; and one for each
+//! change made from the web console (`denorun console`), with who asked from where.
 //!
 //! Denials reach it through deno_permissions' prompter: workers' permissions prompt, and the
 //! prompter, which never asks anyone (a worker's stdin carries its secret, not answers),
@@ -103,7 +104,7 @@ impl PermissionPrompter for Prompter {
         if let Some(sink) = SINK.get() {
             let thread = std::thread::current();
             let denial = Denial {
-                ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                ts: now(),
                 event: "denied",
                 worker: thread.name().unwrap_or("?"),
                 kind: name,
@@ -111,11 +112,37 @@ impl PermissionPrompter for Prompter {
                 api: api_name,
                 at: HERE.with(|here| here.borrow_mut().take()),
             };
-            let mut line = serde_json::to_string(&denial).expect("a denial serialises");
-            line.push('\n');
-            let _ = sink.lock().unwrap().write_all(line.as_bytes());
+            write(sink, &denial);
         }
         PromptResponse::Deny
+    }
+}
+
+fn write(sink: &Mutex<Box<dyn Write + Send>>, record: &impl Serialize) {
+    let mut line = serde_json::to_string(record).expect("an audit record serialises");
+    line.push('\n');
+    let _ = sink.lock().unwrap().write_all(line.as_bytes());
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[derive(Serialize)]
+struct ConsoleAction<'a> {
+    ts: String,
+    event: &'static str,
+    action: &'a str,
+    r#type: &'a str,
+    ids: &'a [String],
+    from: &'a str,
+}
+
+/// Logs a change made from the web console: `action` on the dead letters `ids` of
+/// `worker_type`, asked from the address `from`.
+pub fn console_action(action: &str, worker_type: &str, ids: &[String], from: &str) {
+    if let Some(sink) = SINK.get() {
+        write(sink, &ConsoleAction { ts: now(), event: "console", action, r#type: worker_type, ids, from });
     }
 }
 

@@ -33,8 +33,8 @@ pub struct Cli {
     #[command(flatten)]
     pub redis: RedisArgs,
 
-    /// Write a JSON line for each permission check a worker is denied: to stderr with `1` or
-    /// `-`, else appended to the file named
+    /// Write a JSON line for each permission check a worker is denied (and each change made
+    /// from `denorun console`): to stderr with `1` or `-`, else appended to the file named
     #[arg(long, value_name = "DEST", env = "DENORUN_AUDIT", global = true)]
     pub audit: Option<String>,
 
@@ -349,6 +349,13 @@ pub enum Admin {
         /// How many entries, oldest first
         #[arg(long, default_value_t = 99)]
         count: usize,
+    },
+    /// Find a request by its ref: its request entry, whether it is pending, dead or answered,
+    /// its reply and its trace (the newest 10,000 entries of each stream are searched)
+    Find {
+        worker_type: String,
+        #[arg(value_name = "REF")]
+        reference: String,
     },
     /// Encrypt a secret JSON config (FILE, or stdin) into encryptedIv and encryptedJson
     Encrypt {

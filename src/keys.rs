@@ -25,6 +25,9 @@ pub const GROUP: &str = "worker";
 /// The most shards a type's requests may be spread over.
 pub const MAX_SHARDS: u64 = 1024;
 
+/// How many exits [`Keys::exits`] keeps per worker.
+pub const EXITS_KEPT: usize = 20;
+
 /// A worker's key, `${type}:${id}:h`: the type is its first part, the id the rest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WorkerKey {
@@ -150,6 +153,12 @@ impl Keys {
     /// The stats hash the supervisor publishes for one id: `${type}:${id}:stats:h`.
     pub fn stats(&self, id: &str) -> String {
         format!("{}:{id}:stats:h", self.worker_type)
+    }
+
+    /// One id's latest exits, newest last (a stream capped at [`EXITS_KEPT`]):
+    /// `${type}:${id}:exits:x`.
+    pub fn exits(&self, id: &str) -> String {
+        format!("{}:{id}:exits:x", self.worker_type)
     }
 
     /// The type's stream numbers, `${type}:stats:h`.

@@ -1,5 +1,5 @@
 //! The admin commands against a real redis-server: encrypt, setup-worker, show-worker,
-//! create-req-stream, info, xadd-req, xrange-*, xtrim-*.
+//! create-req-stream, info, xadd-req, xrange-*, xtrim-*, dead, find.
 
 mod common;
 
@@ -178,4 +178,46 @@ fn a_sharded_types_dead_letters_go_back_to_their_shard_and_its_board_counts_ever
     assert!(requeued.stdout.contains(reply["stream"].as_str().unwrap()), "{requeued:?} {reply}");
     supervisor.signal(libc::SIGTERM);
     assert_eq!(supervisor.finish().code, 0);
+}
+
+#[test]
+fn find_tells_where_a_request_stands_by_its_ref() {
+    use redis::Commands;
+    let worker_type = unique("find");
+    let stream = format!("{worker_type}:req:x");
+    let mut c = redis().conn();
+    let _: () = redis::cmd("XGROUP").arg(&["CREATE", &stream, "worker", "$", "MKSTREAM"]).query(&mut c).unwrap();
+    let find = |reference: &str| run(denorun(&["find", &worker_type, reference]), "");
+
+    let missing = find("nowhere");
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert!(missing.stdout.starts_with("ref nowhere: not found"), "{missing:?}");
+
+    let id: String = c.xadd(&stream, "*", &[("ref", "a"), ("data", "{}")]).unwrap();
+    let waiting = find("a");
+    assert_eq!(waiting.code, 0, "{waiting:?}");
+    assert!(waiting.stdout.starts_with("ref a: waiting"), "{waiting:?}");
+    assert!(waiting.stdout.contains(&format!("request {stream} {id}: data={{}} ref=a")), "{waiting:?}");
+
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg(&["GROUP", "worker", "c1", "COUNT", "1", "STREAMS", &stream, ">"])
+        .query(&mut c)
+        .unwrap();
+    let pending = find("a");
+    assert!(pending.stdout.starts_with("ref a: pending"), "{pending:?}");
+    assert!(pending.stdout.contains("pending with c1 for "), "{pending:?}");
+
+    let _: () = c.xack(&stream, "worker", &[&id]).unwrap();
+    assert!(find("a").stdout.starts_with("ref a: read and acked, no reply kept"));
+
+    let _: () = c.lpush("res:a", r#"{"code":200}"#).unwrap();
+    let answered = find("a");
+    assert!(answered.stdout.starts_with("ref a: answered"), "{answered:?}");
+    assert!(answered.stdout.contains(r#"reply res:a: {"code":200}"#), "{answered:?}");
+    let _: () = c.del("res:a").unwrap();
+
+    let _: String = c.xadd(format!("{worker_type}:dead:x"), "*", &[("ref", "a"), ("deadError", "Error: no")]).unwrap();
+    let dead = find("a");
+    assert!(dead.stdout.starts_with("ref a: dead"), "{dead:?}");
+    assert!(dead.stdout.contains("deadError=Error: no"), "{dead:?}");
 }

@@ -1,14 +1,18 @@
-//! `denorun console` against a real redis-server and a real handler worker, over HTTP as a
-//! browser speaks it: the token and its cookie, the overview, a dead letter requeued from the
-//! page and then answered, cross-origin and read-only changes refused.
+//! `denorun console` against a real redis-server and real handler workers: over HTTP as a
+//! browser speaks it (the token and its cookie, a dead letter requeued from the page and then
+//! answered, cross-origin and read-only changes refused), and in headless Chromium (the
+//! overview and its rates under load, a worker's page, a dead letter requeued, a ref found,
+//! another site's form refused, read-only without buttons).
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use common::browser::Browser;
 use common::*;
 use redis::Commands;
 
@@ -143,7 +147,8 @@ fn a_dead_letter_is_requeued_from_the_page_and_then_answered() {
             ],
         )
         .unwrap();
-    let (mut console, port) = console(&[&worker_type], &[]);
+    let audit = dir.path().join("audit.jsonl");
+    let (mut console, port) = console(&[&worker_type], &["--audit", audit.to_str().unwrap()]);
     let page = http(port, "GET", &format!("/dead/{worker_type}"), &[("Cookie", COOKIE)], "");
     assert_eq!(page.status, 200);
     assert!(
@@ -151,7 +156,8 @@ fn a_dead_letter_is_requeued_from_the_page_and_then_answered() {
         "{}",
         page.body
     );
-    assert_eq!(page.body.matches("<form").count(), 4, "{}", page.body);
+    // All, the ticked ones, and the one row.
+    assert_eq!(page.body.matches("method=post").count(), 3, "{}", page.body);
 
     let path = format!("/dead/{worker_type}/requeue");
     let form = format!("id={dead_id}&confirm=yes");
@@ -176,6 +182,15 @@ fn a_dead_letter_is_requeued_from_the_page_and_then_answered() {
     console.kill().unwrap();
     let run = finish(console);
     assert!(run.stderr.contains("console: requeue 1 dead letter(s)"), "{}", run.stderr);
+    // With --audit, the action is in the audit log too: what, on which, from where.
+    let logged = std::fs::read_to_string(&audit).unwrap();
+    let line: serde_json::Value = serde_json::from_str(logged.lines().next().unwrap()).unwrap();
+    assert_eq!(line["event"], "console", "{logged}");
+    assert_eq!(line["action"], "requeue", "{logged}");
+    assert_eq!(line["type"], worker_type.as_str(), "{logged}");
+    assert_eq!(line["ids"], serde_json::json!([dead_id]), "{logged}");
+    assert!(line["from"].as_str().unwrap().starts_with("127.0.0.1:"), "{logged}");
+    assert_eq!(logged.lines().count(), 1, "refused changes are not actions: {logged}");
     let _: () = c.hset(&key, "pid", "stop").unwrap();
     let _ = worker.kill();
     let _ = worker.wait();
@@ -191,7 +206,8 @@ fn read_only_shows_no_actions_and_takes_none() {
     let (mut child, port) = console(&[&worker_type], &["--read-only"]);
     let page = http(port, "GET", &format!("/dead/{worker_type}"), &[("Cookie", COOKIE)], "");
     assert_eq!(page.status, 200);
-    assert!(page.body.contains(&id) && !page.body.contains("<form") && !page.body.contains("<button"), "{}", page.body);
+    assert!(page.body.contains(&id), "{}", page.body);
+    assert!(!page.body.contains("method=post") && !page.body.contains("<button"), "{}", page.body);
     let delete = http(
         port,
         "POST",
@@ -211,4 +227,211 @@ fn a_remote_address_needs_its_flag() {
     let run = run(denorun(&["console", "--listen", "0.0.0.0:0", "greeter"]), "");
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("--allow-remote-console"), "{run:?}");
+}
+
+// In a real browser: headless Chromium over the DevTools protocol (`common::browser`).
+// With DENORUN_SCREENSHOTS=<dir>, the pages are also saved there as PNGs (the README's).
+
+fn screenshot(browser: &mut Browser, name: &str) {
+    if let Ok(dir) = std::env::var("DENORUN_SCREENSHOTS") {
+        browser.screenshot(&std::path::Path::new(&dir).join(name));
+    }
+}
+
+/// The requests/s the overview shows, one per worker (`-` before a supervisor published).
+fn rates(browser: &mut Browser) -> Vec<String> {
+    let cells = browser.eval("[...document.querySelectorAll('td.rps')].map(td => td.innerText)");
+    cells.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn in_a_browser_the_overview_lists_the_workers_and_their_rates_move_under_load() {
+    let dir = temp_dir();
+    let worker_type = greeter(dir.path());
+    redis().hset(&format!("{worker_type}:2:h"), &[("consumerId", "2")]);
+    common::demo::encrypt_into(&redis().url(), &format!("{worker_type}:1:h"));
+    let mut c = redis().conn();
+    let _: () = c.rpush(format!("{worker_type}:start:q"), &["1", "2"]).unwrap();
+    let supervisor = common::demo::Supervisor::start_type(&redis().url(), &worker_type, &[]);
+    let (mut console, port) = console(&[&worker_type], &["--refresh", "3600"]);
+    let mut browser = Browser::start();
+
+    browser.open(&format!("http://127.0.0.1:{port}/?token={TOKEN}"));
+    assert_eq!(browser.location(), "/", "the token leaves the address bar");
+    // Idle: both workers run and their supervisor publishes 0 requests/s.
+    wait_for("the overview shows two idle workers", Duration::from_secs(30), || {
+        browser.open(&format!("http://127.0.0.1:{port}/"));
+        (browser.count("tr.worker") == 2 && rates(&mut browser) == ["0.0", "0.0"]).then_some(())
+    });
+    assert_eq!(browser.count("tr.worker td:nth-child(2)"), 2);
+    assert!(browser.text().contains("running"), "{}", browser.text());
+
+    // Load: a client sends requests one after another and counts the replies.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let (stop, stream) = (stop.clone(), format!("{worker_type}:req:x"));
+        std::thread::spawn(move || {
+            let mut c = redis().conn();
+            let mut answered = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let reference = unique("load");
+                let _: String =
+                    c.xadd(&stream, "*", &[("ref", reference.as_str()), ("data", r#"{"name":"x"}"#)]).unwrap();
+                let reply: Option<(String, String)> = c.brpop(format!("res:{reference}"), 10.0).unwrap();
+                assert!(reply.is_some(), "{reference} was answered");
+                answered += 1;
+            }
+            answered
+        })
+    };
+    let busy = wait_for("the overview shows requests/s above 0", Duration::from_secs(30), || {
+        browser.open(&format!("http://127.0.0.1:{port}/"));
+        let rates = rates(&mut browser);
+        rates.iter().any(|r| r.parse::<f64>().is_ok_and(|r| r > 0.0)).then_some(rates)
+    });
+    screenshot(&mut browser, "console-overview.png");
+
+    // A worker's page: its chart has points, its secret is not shown.
+    wait_for("worker 1's charts have a line", Duration::from_secs(30), || {
+        browser.open(&format!("http://127.0.0.1:{port}/worker/{worker_type}/1"));
+        let points = browser.eval("[...document.querySelectorAll('svg polyline')].map(l => l.getAttribute('points'))");
+        let lines = points.as_array().unwrap().iter().filter(|p| p.as_str().unwrap().contains(' ')).count();
+        (lines == 2).then_some(())
+    });
+    let sealed: String = c.hget(format!("{worker_type}:1:h"), "encryptedJson").unwrap();
+    let page = browser.text();
+    assert!(page.contains("requests/s: now") && page.contains("consumerId"), "{page}");
+    assert!(!page.contains(&sealed) && page.contains("(secret, not shown)"), "{page}");
+    screenshot(&mut browser, "console-worker.png");
+
+    // A worker asked to stop (its pid cleared) is restarted, and its page lists the exit.
+    let _: () = c.hdel(format!("{worker_type}:2:h"), "pid").unwrap();
+    wait_until("worker 2 has restarted", || {
+        c.hget::<_, _, Option<u32>>(format!("{worker_type}:2:h"), "restarts").unwrap() == Some(1)
+    });
+    browser.open(&format!("http://127.0.0.1:{port}/worker/{worker_type}/2"));
+    assert_eq!(browser.count("tr.exit"), 1, "{}", browser.text());
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered = client.join().unwrap();
+    assert!(answered > 0, "rates {busy:?} with {answered} answered");
+    console.kill().unwrap();
+    let _ = console.wait();
+    supervisor.signal(libc::SIGTERM);
+    assert_eq!(supervisor.finish().code, 0);
+}
+
+/// Adds a dead letter as the handler loop writes one; returns its id.
+fn bury(c: &mut redis::Connection, worker_type: &str, reference: &str, error: &str) -> String {
+    let fields = [
+        ("ref", reference),
+        ("type", worker_type),
+        ("data", r#"{"name":"ann"}"#),
+        ("deadId", "1-0"),
+        ("deadError", error),
+        ("deadAttempts", "5"),
+        ("deadWorker", "greeter:1:h"),
+    ];
+    c.xadd(format!("{worker_type}:dead:x"), "*", &fields).unwrap()
+}
+
+/// Clicks `button` (`requeue` or `delete`) in the dead-letter row of `reference`, after
+/// ticking its confirmation box.
+fn in_row(reference: &str, button: &str) -> String {
+    format!(
+        "(() => {{ const row = [...document.querySelectorAll('tr.dead')].find(r => r.innerText.includes('{reference}'));\
+         row.querySelector('input[name=confirm]').checked = true;\
+         row.querySelector('button[formaction$=\"/{button}\"]').click(); }})()"
+    )
+}
+
+#[test]
+fn in_a_browser_a_dead_letter_is_requeued_then_answered_and_found_by_its_ref() {
+    let dir = temp_dir();
+    let worker_type = greeter(dir.path());
+    let key = format!("{worker_type}:1:h");
+    let mut worker =
+        Killed::new(denorun(&[&key]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let mut c = redis().conn();
+    wait_until("the worker claims its hash", || c.hexists::<_, _, bool>(&key, "pid").unwrap());
+    let (fixed, broken) = (unique("fixed"), unique("broken"));
+    bury(&mut c, &worker_type, &fixed, "Error: the database was down");
+    bury(&mut c, &worker_type, &broken, "TypeError: name is <undefined>");
+    let dead_stream = format!("{worker_type}:dead:x");
+    let (mut console, port) = console(&[&worker_type], &["--refresh", "3600"]);
+    let base = format!("http://127.0.0.1:{port}");
+    let mut browser = Browser::start();
+
+    // Without the token: 401.
+    browser.open(&format!("{base}/dead/{worker_type}"));
+    assert!(browser.text().starts_with("401"), "{}", browser.text());
+    browser.open(&format!("{base}/dead/{worker_type}?token={TOKEN}"));
+    assert_eq!(browser.location(), format!("/dead/{worker_type}"));
+    assert_eq!(browser.count("tr.dead"), 2);
+    assert!(browser.text().contains("TypeError: name is <undefined>"), "{}", browser.text());
+    screenshot(&mut browser, "console-dead.png");
+
+    // Requeued from its row: it leaves the dead letters and the worker answers it.
+    browser.and_wait(&in_row(&fixed, "requeue"));
+    assert_eq!(browser.location(), format!("/dead/{worker_type}"));
+    assert_eq!(browser.count("tr.dead"), 1);
+    let reply: Option<(String, String)> = c.brpop(format!("res:{fixed}"), 30.0).unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&reply.expect("the requeued request is answered").1).unwrap();
+    assert_eq!(reply["greeting"], "hello ann");
+
+    // Found by its ref, from the bar's finder: answered, with its response entry.
+    browser.and_wait(&format!(
+        "document.querySelector('nav input[name=ref]').value = '{fixed}'; document.querySelector('nav form').submit()"
+    ));
+    assert_eq!(browser.location(), format!("/find?ref={fixed}"));
+    let standing = browser.eval("document.querySelector('.standing').innerText");
+    assert_eq!(standing, "answered", "{}", browser.text());
+    assert!(browser.text().contains(&format!("response {worker_type}:res:x")), "{}", browser.text());
+
+    // Another site's form cannot delete: 403, and nothing is deleted.
+    let evil = format!(
+        "<form method=post action=\"{base}/dead/{worker_type}/delete\"><input name=all value=1>\
+         <input name=confirm value=yes></form><script>document.forms[0].submit()</script>"
+    );
+    let site = HttpServer::start(HashMap::from([("/".to_string(), Response::Body("text/html", evil))]));
+    browser.open(&site.url("/"));
+    wait_for("the other site's form was answered", Duration::from_secs(30), || {
+        browser.text().starts_with("403").then_some(())
+    });
+    assert_eq!(c.xlen::<_, usize>(&dead_stream).unwrap(), 1);
+
+    // Ticked and deleted.
+    browser.open(&format!("{base}/dead/{worker_type}"));
+    browser.and_wait(
+        "document.querySelector('input[form=chosen]').checked = true;\
+         document.querySelector('#chosen input[name=confirm]').checked = true;\
+         document.querySelector('#chosen button[formaction$=\"/delete\"]').click()",
+    );
+    assert_eq!(browser.count("tr.dead"), 0);
+    assert!(browser.text().contains("no dead letters"), "{}", browser.text());
+    assert_eq!(c.xlen::<_, usize>(&dead_stream).unwrap(), 0);
+
+    console.kill().unwrap();
+    let run = finish(console);
+    assert!(run.stderr.contains("console: requeue 1 dead letter(s)"), "{}", run.stderr);
+    assert!(run.stderr.contains("console: refused POST"), "{}", run.stderr);
+    assert!(run.stderr.contains("console: delete 1 dead letter(s)"), "{}", run.stderr);
+    let _: () = c.hset(&key, "pid", "stop").unwrap();
+    worker.kill();
+}
+
+#[test]
+fn in_a_browser_read_only_shows_no_buttons() {
+    let dir = temp_dir();
+    let worker_type = greeter(dir.path());
+    let mut c = redis().conn();
+    bury(&mut c, &worker_type, "ro", "Error: e");
+    let (mut console, port) = console(&[&worker_type], &["--read-only", "--refresh", "3600"]);
+    let mut browser = Browser::start();
+    browser.open(&format!("http://127.0.0.1:{port}/dead/{worker_type}?token={TOKEN}"));
+    assert_eq!(browser.count("tr.dead"), 1);
+    assert_eq!(browser.count("button"), 0);
+    assert_eq!(browser.count("input[type=checkbox]"), 0);
+    console.kill().unwrap();
+    let _ = console.wait();
 }

@@ -3,97 +3,19 @@
 
 mod common;
 
-use std::collections::VecDeque;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use common::cdp::{http_json, targets, Cdp};
 use common::*;
 use serde_json::{json, Value};
-use tungstenite::{Message, WebSocket};
 
 fn start(key: &str) -> Child {
     let mut cmd = denorun(&[key]);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.spawn().unwrap()
-}
-
-/// GET `path` from the inspector's HTTP endpoint once it answers.
-fn http_json(port: u16, path: &str) -> Value {
-    wait_for(&format!("the inspector answers on port {port}"), Duration::from_secs(20), || {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let (_, body) = response.split_once("\r\n\r\n")?;
-        Some(serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}")))
-    })
-}
-
-/// The inspector's targets once the worker is among them: the server answers before the
-/// worker has registered, so an empty list means "not yet".
-fn targets(port: u16) -> Vec<Value> {
-    wait_for(&format!("a target is listed on port {port}"), Duration::from_secs(20), || {
-        let list = http_json(port, "/json/list");
-        let list = list.as_array().cloned().unwrap_or_default();
-        (!list.is_empty()).then_some(list)
-    })
-}
-
-/// A minimal CDP client: numbered calls, and the events that arrive meanwhile.
-struct Cdp {
-    ws: WebSocket<TcpStream>,
-    next_id: u64,
-    events: VecDeque<Value>,
-}
-
-impl Cdp {
-    fn connect(port: u16) -> (Cdp, Value) {
-        let target = targets(port)[0].clone();
-        let url = target["webSocketDebuggerUrl"].as_str().unwrap().to_string();
-        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let (ws, _) = tungstenite::client(url.as_str(), stream).unwrap();
-        (Cdp { ws, next_id: 0, events: VecDeque::new() }, target)
-    }
-
-    fn read(&mut self) -> Value {
-        loop {
-            match self.ws.read().expect("the inspector closed the connection") {
-                Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-                _ => continue,
-            }
-        }
-    }
-
-    fn call(&mut self, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let request = json!({"id": id, "method": method, "params": params}).to_string();
-        self.ws.send(Message::text(request)).unwrap();
-        loop {
-            let message = self.read();
-            if message["id"] == id {
-                assert!(message.get("error").is_none(), "{method}: {message}");
-                return message["result"].clone();
-            }
-            self.events.push_back(message);
-        }
-    }
-
-    fn event(&mut self, method: &str) -> Value {
-        if let Some(i) = self.events.iter().position(|e| e["method"] == method) {
-            return self.events.remove(i).unwrap()["params"].clone();
-        }
-        loop {
-            let message = self.read();
-            if message["method"] == method {
-                return message["params"].clone();
-            }
-            self.events.push_back(message);
-        }
-    }
 }
 
 #[test]

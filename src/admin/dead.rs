@@ -5,30 +5,17 @@
 use redis::streams::StreamRangeReply;
 use redis::AsyncCommands;
 
+use super::Entry;
 use crate::keys::Keys;
 use crate::topology::Conn;
 
 /// Fields the handler loop adds to a dead entry; the rest are the request's own.
 const DEAD_FIELDS: [&str; 4] = ["deadId", "deadError", "deadAttempts", "deadWorker"];
 
-/// One dead letter: its id in the dead stream and its fields, sorted by name.
-#[derive(Debug, Clone)]
-pub struct DeadEntry {
-    pub id: String,
-    pub fields: Vec<(String, String)>,
-}
-
-impl DeadEntry {
-    /// A field's value, or `-`.
-    pub fn field(&self, name: &str) -> &str {
-        self.fields.iter().find(|(k, _)| k == name).map_or("-", |(_, v)| v.as_str())
-    }
-}
-
 /// Up to `count` dead letters of the type, oldest first.
-pub async fn list(conn: &mut Conn, keys: &Keys, count: usize) -> redis::RedisResult<Vec<DeadEntry>> {
+pub async fn list(conn: &mut Conn, keys: &Keys, count: usize) -> redis::RedisResult<Vec<Entry>> {
     let reply: StreamRangeReply = conn.xrange_count(keys.dead_stream(), "-", "+", count).await?;
-    Ok(reply.ids.iter().map(|entry| DeadEntry { id: entry.id.clone(), fields: super::entry_fields(entry) }).collect())
+    Ok(reply.ids.iter().map(Entry::of).collect())
 }
 
 /// Sends `entry` back to its request stream (of `requests`, the shard of its `ref`) with its
@@ -38,7 +25,7 @@ pub async fn requeue(
     conn: &mut Conn,
     keys: &Keys,
     requests: &[String],
-    entry: &DeadEntry,
+    entry: &Entry,
 ) -> redis::RedisResult<(String, String)> {
     let stream = &requests[crate::shards::for_ref(entry.field("ref"), requests.len())];
     let own: Vec<&(String, String)> = entry.fields.iter().filter(|(k, _)| !DEAD_FIELDS.contains(&k.as_str())).collect();

@@ -1,10 +1,11 @@
 //! Everyday admin commands, replacing the original's TypeScript CLI: set up and show worker
 //! hashes, create and inspect the request and response streams, send a request and wait for
 //! its reply, see the supervisor's workers (`board`, read by `status` and the live `top`),
-//! list and requeue dead letters (`dead`), and encrypt a worker's secret config.
+//! list and requeue dead letters (`dead`), find a request by its ref (`find`), and encrypt a worker's secret config.
 
 pub mod board;
 pub mod dead;
+pub mod find;
 pub mod top;
 
 use std::collections::{BTreeMap, HashMap};
@@ -68,6 +69,11 @@ pub fn run(redis: &RedisTarget, command: Admin) -> anyhow::Result<i32> {
             Admin::Info { worker_type } => info(&mut conn, &Keys::of(&worker_type)?).await,
             Admin::Dead { worker_type, requeue, stream, count } => {
                 dead::dead(&mut conn, &Keys::of(&worker_type)?, requeue, stream, count).await
+            }
+            Admin::Find { worker_type, reference } => {
+                let found = find::find(&mut conn, &Keys::of(&worker_type)?, &reference).await?;
+                find::print(&reference, &found);
+                Ok(if found.standing() == find::Standing::NotFound { 1 } else { 0 })
             }
             Admin::Acl { worker_type } => {
                 let keys = Keys::of(&worker_type)?;
@@ -223,22 +229,34 @@ async fn xadd_req(
     }
 }
 
-/// A stream entry's fields as text, sorted by name.
-fn entry_fields(entry: &redis::streams::StreamId) -> Vec<(String, String)> {
-    let mut fields: Vec<(String, String)> = entry
-        .map
-        .iter()
-        .map(|(k, v)| (k.clone(), redis::from_redis_value_ref::<String>(v).unwrap_or_default()))
-        .collect();
-    fields.sort();
-    fields
+/// A stream entry: its id and its fields as text, sorted by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub id: String,
+    pub fields: Vec<(String, String)>,
+}
+
+impl Entry {
+    pub fn of(entry: &redis::streams::StreamId) -> Entry {
+        let mut fields: Vec<(String, String)> = entry
+            .map
+            .iter()
+            .map(|(k, v)| (k.clone(), redis::from_redis_value_ref::<String>(v).unwrap_or_default()))
+            .collect();
+        fields.sort();
+        Entry { id: entry.id.clone(), fields }
+    }
+
+    /// A field's value, or `-`.
+    pub fn field(&self, name: &str) -> &str {
+        self.fields.iter().find(|(k, _)| k == name).map_or("-", |(_, v)| v.as_str())
+    }
 }
 
 async fn xrange(conn: &mut Conn, key: &str, count: usize) -> anyhow::Result<i32> {
     let reply: StreamRangeReply = conn.xrange_count(key, "-", "+", count).await?;
     for entry in reply.ids {
-        let fields = entry_fields(&entry);
-        let fields: Vec<String> = fields.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let fields: Vec<String> = Entry::of(&entry).fields.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("{} {}", entry.id, fields.join(" "));
     }
     Ok(0)

@@ -1,28 +1,35 @@
 //! `denorun console`: a web console for operators, over the same Redis data the admin
 //! commands read: an overview of each type (its streams and workers, refreshed by bounded
-//! polling that pauses while the tab is hidden) and each type's dead letters, which can be
-//! requeued or deleted (one or all, each behind a confirmation).
+//! polling that pauses while the tab is hidden), a worker's page (its hash without secrets,
+//! its latest exits, charts of its requests/s and p99), each type's dead letters, which can be
+//! requeued or deleted (one, the ones ticked, or all, each behind a confirmation), and a
+//! request found by its ref.
 //!
 //! Safe by default (`auth`): loopback only unless `--allow-remote-console`; an access token
 //! (printed at start, or `DENORUN_CONSOLE_TOKEN`) exchanged for an HttpOnly SameSite=Strict
 //! cookie; every change a POST from the console's own pages; `--read-only` removes every
-//! action; every action is logged.
+//! action; every action is logged (and written to the audit log with `--audit`).
 
 mod auth;
+mod chart;
+mod history;
 mod pages;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
+use redis::AsyncCommands;
 
 use self::auth::{Access, Asked};
-use crate::admin::{board, dead};
+use self::history::{History, Sample};
+use crate::admin::{board, dead, find, Entry};
 use crate::config::RedisTarget;
-use crate::keys::Keys;
+use crate::keys::{Keys, EXITS_KEPT};
 use crate::topology::Conn;
 
 /// The most dead letters a page lists, and an action on "all" takes.
@@ -44,6 +51,7 @@ struct Console {
     token: String,
     read_only: bool,
     refresh_s: u64,
+    history: Mutex<History>,
 }
 
 /// Serves the console until the process ends.
@@ -70,19 +78,21 @@ pub fn run(redis: &RedisTarget, options: Options) -> anyhow::Result<i32> {
         })?;
         let bound = listener.local_addr()?;
         let refresh_s = options.refresh_s.clamp(1, 3600);
-        let console = Arc::new(Console { conn, types, token, read_only: options.read_only, refresh_s });
+        let history = Mutex::new(History::default());
+        let console = Arc::new(Console { conn, types, token, read_only: options.read_only, refresh_s, history });
         println!("denorun console: http://{bound}/?token={}", console.token);
         log::info!(
             "console on http://{bound}/ for {}{}",
             options.types.join(", "),
             if options.read_only { " (read-only)" } else { "" }
         );
+        tokio::spawn(console.clone().sample());
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, peer)) = listener.accept().await else { continue };
             let console = console.clone();
             let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                 let console = console.clone();
-                async move { Ok::<_, Infallible>(console.answer(request).await) }
+                async move { Ok::<_, Infallible>(console.answer(request, peer).await) }
             });
             tokio::spawn(async move {
                 let io = hyper_util::rt::TokioIo::new(stream);
@@ -90,6 +100,10 @@ pub fn run(redis: &RedisTarget, options: Options) -> anyhow::Result<i32> {
             });
         }
     })
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
@@ -103,6 +117,15 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
         .expect("a valid response")
 }
 
+fn not_found(worker_type: &str) -> Response<Full<Bytes>> {
+    respond(StatusCode::NOT_FOUND, "text/plain", format!("no type {worker_type} in this console\n"))
+}
+
+fn html(title: &str, body: &str, console: &Console) -> Response<Full<Bytes>> {
+    let types: Vec<&str> = console.types.iter().map(Keys::worker_type).collect();
+    respond(StatusCode::OK, "text/html; charset=utf-8", pages::page(title, body, &types, console.refresh_s))
+}
+
 fn redirect(location: &str, cookie: Option<String>) -> Response<Full<Bytes>> {
     let mut response = Response::builder().status(StatusCode::SEE_OTHER).header(hyper::header::LOCATION, location);
     if let Some(cookie) = cookie {
@@ -112,7 +135,7 @@ fn redirect(location: &str, cookie: Option<String>) -> Response<Full<Bytes>> {
 }
 
 impl Console {
-    async fn answer(&self, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    async fn answer(&self, request: Request<hyper::body::Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
         let asked = Asked {
             method: request.method().as_str(),
@@ -136,19 +159,30 @@ impl Console {
             }
         }
         let (method, path) = (request.method().clone(), request.uri().path().to_string());
-        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let query = request.uri().query().unwrap_or_default().to_string();
+        let parts: Vec<String> = path
+            .trim_matches('/')
+            .split('/')
+            .map(|part| percent_encoding::percent_decode_str(part).decode_utf8_lossy().into_owned())
+            .collect();
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
         let answered = match (method.as_str(), parts.as_slice()) {
             ("GET", [""]) => self.overview().await,
+            ("GET", ["find"]) => self.find_page(&query).await,
+            ("GET", ["worker", t, id]) => match self.keys(t) {
+                Some(keys) => self.worker_page(keys, id).await,
+                None => Ok(not_found(t)),
+            },
             ("GET", ["dead", t]) => match self.keys(t) {
                 Some(keys) => self.dead_page(keys).await,
-                None => Ok(respond(StatusCode::NOT_FOUND, "text/plain", format!("no type {t} in this console\n"))),
+                None => Ok(not_found(t)),
             },
             ("POST", ["dead", t, what @ ("requeue" | "delete")]) => match self.keys(t) {
                 Some(keys) => {
                     let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                    self.dead_action(keys, what, &body).await
+                    self.dead_action(keys, what, &body, peer).await
                 }
-                None => Ok(respond(StatusCode::NOT_FOUND, "text/plain", format!("no type {t} in this console\n"))),
+                None => Ok(not_found(t)),
             },
             _ => Ok(respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into())),
         };
@@ -162,36 +196,99 @@ impl Console {
         self.types.iter().find(|k| k.worker_type() == worker_type)
     }
 
+    /// Reads every type's board each [`history::SAMPLE_EVERY`], for the charts.
+    async fn sample(self: Arc<Self>) {
+        let mut conn = self.conn.clone();
+        loop {
+            for keys in &self.types {
+                if let Ok(board) = board::read(&mut conn, keys).await {
+                    let mut history = self.history.lock().unwrap();
+                    for row in &board.rows {
+                        history.record(&keys.worker(&row.id), Sample::of(row, now_s()));
+                    }
+                }
+            }
+            self.history.lock().unwrap().sweep(now_s());
+            tokio::time::sleep(history::SAMPLE_EVERY).await;
+        }
+    }
+
     async fn overview(&self) -> anyhow::Result<Response<Full<Bytes>>> {
         let mut body = String::new();
+        let mut conn = self.conn.clone();
         for keys in &self.types {
-            let board = board::read(&mut self.conn.clone(), keys).await?;
-            body.push_str(&pages::overview(keys.worker_type(), &board));
+            let board = board::read(&mut conn, keys).await?;
+            let type_hash: HashMap<String, String> = conn.hgetall(&keys.hash).await?;
+            body.push_str(&pages::overview(keys.worker_type(), &type_hash, &board));
         }
-        Ok(respond(StatusCode::OK, "text/html; charset=utf-8", pages::page("overview", &body, self.refresh_s)))
+        Ok(html("overview", &body, self))
+    }
+
+    async fn worker_page(&self, keys: &Keys, id: &str) -> anyhow::Result<Response<Full<Bytes>>> {
+        let mut conn = self.conn.clone();
+        let key = keys.worker(id);
+        let hash: HashMap<String, String> = conn.hgetall(&key).await?;
+        let stats: HashMap<String, String> = conn.hgetall(keys.stats(id)).await?;
+        let exits: redis::streams::StreamRangeReply =
+            conn.xrevrange_count(keys.exits(id), "+", "-", EXITS_KEPT).await?;
+        let exits: Vec<Entry> = exits.ids.iter().map(Entry::of).collect();
+        let samples = self.history.lock().unwrap().of(&key);
+        let body = pages::worker(&pages::WorkerPage { hash, stats, exits, samples, now_s: now_s() });
+        Ok(html(&key, &body, self))
     }
 
     async fn dead_page(&self, keys: &Keys) -> anyhow::Result<Response<Full<Bytes>>> {
         let entries = dead::list(&mut self.conn.clone(), keys, MOST_DEAD).await?;
         let body = pages::dead(keys.worker_type(), &entries, self.read_only);
-        let title = format!("{} dead letters", keys.worker_type());
-        Ok(respond(StatusCode::OK, "text/html; charset=utf-8", pages::page(&title, &body, self.refresh_s)))
+        Ok(html(&format!("{} dead letters", keys.worker_type()), &body, self))
     }
 
-    /// Requeues or deletes one dead letter (`id`) or all (`all=1`), once `confirm=yes`.
-    async fn dead_action(&self, keys: &Keys, what: &str, body: &[u8]) -> anyhow::Result<Response<Full<Bytes>>> {
+    /// `?ref=R`: the request in each type (where it is found, or in the only type).
+    async fn find_page(&self, query: &str) -> anyhow::Result<Response<Full<Bytes>>> {
+        let reference = form_value(query.as_bytes(), "ref").unwrap_or_default();
+        let mut body = pages::find_form(&reference);
+        if !reference.is_empty() {
+            let mut conn = self.conn.clone();
+            let mut shown = 0;
+            for keys in &self.types {
+                let found = find::find(&mut conn, keys, &reference).await?;
+                if found.standing() != find::Standing::NotFound || self.types.len() == 1 {
+                    body.push_str(&pages::found(keys.worker_type(), &reference, &found));
+                    shown += 1;
+                }
+            }
+            if shown == 0 {
+                body.push_str(&format!("<p class=standing>{}</p>", find::Standing::NotFound.describe()));
+            }
+        }
+        Ok(html("find a request", &body, self))
+    }
+
+    /// Requeues or deletes the dead letters chosen (`id`, once or more) or all (`all=1`),
+    /// once `confirm=yes`.
+    async fn dead_action(
+        &self,
+        keys: &Keys,
+        what: &str,
+        body: &[u8],
+        peer: SocketAddr,
+    ) -> anyhow::Result<Response<Full<Bytes>>> {
         let form: Vec<(String, String)> =
             deno_runtime::deno_core::url::form_urlencoded::parse(body).into_owned().collect();
         let value = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         if value("confirm") != Some("yes") {
             return Ok(respond(StatusCode::BAD_REQUEST, "text/plain", "400: tick the confirmation box\n".into()));
         }
+        let wanted: Vec<&str> = form.iter().filter(|(k, _)| k == "id").map(|(_, v)| v.as_str()).collect();
         let mut conn = self.conn.clone();
-        let all = dead::list(&mut conn, keys, MOST_DEAD).await?;
-        let chosen: Vec<&dead::DeadEntry> = match (value("all"), value("id")) {
-            (Some("1"), _) => all.iter().collect(),
-            (_, Some(id)) => all.iter().filter(|e| e.id == id).collect(),
-            _ => return Ok(respond(StatusCode::BAD_REQUEST, "text/plain", "400: say id=... or all=1\n".into())),
+        let listed = dead::list(&mut conn, keys, MOST_DEAD).await?;
+        let chosen: Vec<&Entry> = match (value("all"), wanted.is_empty()) {
+            (Some("1"), _) => listed.iter().collect(),
+            (_, false) => listed.iter().filter(|e| wanted.contains(&e.id.as_str())).collect(),
+            _ => {
+                let text = "400: choose one or more dead letters (id=...), or all (all=1)\n";
+                return Ok(respond(StatusCode::BAD_REQUEST, "text/plain", text.into()));
+            }
         };
         let ids: Vec<String> = chosen.iter().map(|e| e.id.clone()).collect();
         if what == "requeue" {
@@ -204,8 +301,14 @@ impl Console {
         }
         log::info!(
             event = "console_action", action = what, r#type = keys.worker_type(), count = ids.len();
-            "console: {what} {} dead letter(s) of {}: {}", ids.len(), keys.worker_type(), ids.join(" ")
+            "console: {what} {} dead letter(s) of {} for {peer}: {}", ids.len(), keys.worker_type(), ids.join(" ")
         );
+        crate::audit::console_action(what, keys.worker_type(), &ids, &peer.to_string());
         Ok(redirect(&format!("/dead/{}", keys.worker_type()), None))
     }
+}
+
+/// A form field's value (the first), decoded.
+fn form_value(form: &[u8], name: &str) -> Option<String> {
+    deno_runtime::deno_core::url::form_urlencoded::parse(form).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }

@@ -1,8 +1,9 @@
 //! What the supervisor writes into hashes, for `denorun status` and for people: the type
 //! hash's `pid`, `host` and `startedCount`, and each worker hash's `lastExit`, `lastReason`,
-//! `lastError` and `restarts` after its worker ends.
+//! `lastError` and `restarts` after its worker ends, and its latest exits in
+//! `${type}:${id}:exits:x`.
 
-use crate::keys::Keys;
+use crate::keys::{Keys, WorkerKey, EXITS_KEPT};
 use crate::topology::Conn;
 use crate::worker::Reason;
 
@@ -31,8 +32,9 @@ pub async fn sign_out(conn: &mut Conn, keys: &Keys) -> redis::RedisResult<()> {
 
 /// Records how a worker ended: its `pid` goes, `lastExit` (the exit code), `lastReason`
 /// (`exit`, `error`, `memory`, `cpu`, `stopped`, `drain`, `redis`, `start`), `lastError`
-/// (only when something went wrong) and one more `restarts`.
-pub async fn record_exit(conn: &mut Conn, key: &str, reason: &Reason) -> redis::RedisResult<()> {
+/// (only when something went wrong) and one more `restarts`; and the exit is added to the
+/// worker's exits stream (a command of its own, as its key may lie in another Cluster slot).
+pub async fn record_exit(conn: &mut Conn, key: &WorkerKey, reason: &Reason) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     pipe.atomic()
         .hdel(key, "pid")
@@ -45,7 +47,14 @@ pub async fn record_exit(conn: &mut Conn, key: &str, reason: &Reason) -> redis::
         Some(error) => pipe.hset(key, "lastError", error).ignore(),
         None => pipe.hdel(key, "lastError").ignore(),
     };
-    pipe.query_async(conn).await
+    pipe.query_async::<()>(conn).await?;
+    let mut exit = redis::cmd("XADD");
+    exit.arg(key.keys().exits(key.id())).arg("MAXLEN").arg(EXITS_KEPT).arg("*");
+    exit.arg("reason").arg(reason.name()).arg("code").arg(reason.code());
+    if let Some(error) = reason.error() {
+        exit.arg("error").arg(error);
+    }
+    exit.query_async(conn).await
 }
 
 /// Clears a worker's `pid`, which asks a 2021 worker to stop after its current request.

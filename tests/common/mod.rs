@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod acked;
+pub mod browser;
+pub mod cdp;
 pub mod demo;
 pub mod postgres;
 
