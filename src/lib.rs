@@ -30,7 +30,7 @@
 //! - `transpile`: TypeScript to JavaScript, for the loader and for `runtime/build.rs`
 //! - `code_cache`: V8's code cache on disk
 //! - `lock`: lockfiles in deno.lock's format (`denorun lock`, `--lock`)
-//! - `audit`: the audit log of denied permission checks
+//! - `audit`: the audit log of denied permission checks and of the console's actions
 //! - `ops`: Rust ops behind the built-in modules (redis, pub/sub, crypto, encodings, handler
 //!   workers, the `denorun:testing` harness), and the extension's JS
 //! - `delivery`: at-least-once delivery for handler workers: settings, intake (with the process's
@@ -48,9 +48,10 @@
 //! - `metrics`: Prometheus metrics (prometheus-client), the process's RSS and CPU, the `/metrics`
 //!   and `/healthz` server
 //! - `logs`: denorun's log records (text or JSON), and workers' lines forwarded whole
-//! - `admin`: `status`, `top` (ratatui), `setup-worker`, `xadd-req`, `dead`, `encrypt` and the
-//!   other admin commands
-//! - `console`: `denorun console`: the web console (overview, dead letters), its access rules
+//! - `admin`: `status`, `top` (ratatui), `setup-worker`, `xadd-req`, `dead`, `find`, `encrypt`
+//!   and the other admin commands
+//! - `console`: `denorun console`: the web console (overview, workers, dead letters, find), its
+//!   access rules, its pages and charts
 //! - `test_report`: what `denorun test` and a test file's worker share: the run, its results, the
 //!   harness that runs `denorun:testing` workers
 //! - `test_runner`: `denorun test`: test files found, run and reported like `deno test`

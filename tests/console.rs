@@ -306,11 +306,11 @@ fn in_a_browser_the_overview_lists_the_workers_and_their_rates_move_under_load()
 
     // A worker asked to stop (its pid cleared) is restarted, and its page lists the exit.
     let _: () = c.hdel(format!("{worker_type}:2:h"), "pid").unwrap();
-    wait_until("worker 2 has restarted", || {
-        c.hget::<_, _, Option<u32>>(format!("{worker_type}:2:h"), "restarts").unwrap() == Some(1)
+    wait_for("worker 2's page lists its exit", Duration::from_secs(30), || {
+        browser.open(&format!("http://127.0.0.1:{port}/worker/{worker_type}/2"));
+        (browser.count("tr.exit") == 1).then_some(())
     });
-    browser.open(&format!("http://127.0.0.1:{port}/worker/{worker_type}/2"));
-    assert_eq!(browser.count("tr.exit"), 1, "{}", browser.text());
+    assert!(browser.text().contains("restarts\t1"), "{}", browser.text());
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let answered = client.join().unwrap();
@@ -428,7 +428,12 @@ fn in_a_browser_read_only_shows_no_buttons() {
     bury(&mut c, &worker_type, "ro", "Error: e");
     let (mut console, port) = console(&[&worker_type], &["--read-only", "--refresh", "3600"]);
     let mut browser = Browser::start();
-    browser.open(&format!("http://127.0.0.1:{port}/dead/{worker_type}?token={TOKEN}"));
+    // A link with the token keeps the rest of its query.
+    browser.open(&format!("http://127.0.0.1:{port}/find?ref=ro&token={TOKEN}"));
+    assert_eq!(browser.location(), "/find?ref=ro");
+    let standing = browser.eval("document.querySelector('.standing').innerText");
+    assert!(standing.as_str().unwrap().starts_with("dead"), "{}", browser.text());
+    browser.open(&format!("http://127.0.0.1:{port}/dead/{worker_type}"));
     assert_eq!(browser.count("tr.dead"), 1);
     assert_eq!(browser.count("button"), 0);
     assert_eq!(browser.count("input[type=checkbox]"), 0);

@@ -12,7 +12,7 @@ pub enum Access {
     /// Go on.
     Allowed,
     /// The token was in the URL: set the cookie and send the browser to the same page
-    /// without it (so that it leaves no trace in history).
+    /// without it (so that it leaves no trace in history), the rest of its query kept.
     SetCookie { location: String },
     /// No token, or a wrong one: 401.
     Unauthorized,
@@ -39,7 +39,11 @@ pub fn decide(asked: &Asked, token: &str, read_only: bool) -> Access {
             return Access::Unauthorized;
         }
         if asked.method == "GET" {
-            return Access::SetCookie { location: asked.path.to_string() };
+            let rest: Vec<&str> =
+                asked.query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.starts_with("token=")).collect();
+            let location =
+                if rest.is_empty() { asked.path.to_string() } else { format!("{}?{}", asked.path, rest.join("&")) };
+            return Access::SetCookie { location };
         }
     } else if !cookie_token(asked.cookie).is_some_and(|given| same(given, token)) {
         return Access::Unauthorized;
@@ -101,6 +105,9 @@ mod tests {
     fn a_token_in_the_url_becomes_a_cookie() {
         let asked = Asked { query: Some("token=0123456789abcdef"), ..get("/dead/greeter") };
         assert_eq!(decide(&asked, TOKEN, false), Access::SetCookie { location: "/dead/greeter".into() });
+        // The rest of the query stays.
+        let found = Asked { query: Some("ref=r1&token=0123456789abcdef&x=1"), ..get("/find") };
+        assert_eq!(decide(&found, TOKEN, false), Access::SetCookie { location: "/find?ref=r1&x=1".into() });
         let wrong = Asked { query: Some("token=0123456789abcdeX"), ..get("/") };
         assert_eq!(decide(&wrong, TOKEN, false), Access::Unauthorized);
         assert_eq!(set_cookie(TOKEN), "denorun_console=0123456789abcdef; HttpOnly; SameSite=Strict; Path=/");
