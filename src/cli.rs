@@ -145,8 +145,8 @@ each worker on its own stdin. Worker ids come from ${type}:start:q; see them wit
 (or its denoOptions' --lock) and a remote module that is not in the lock, or has changed, is refused.")]
     Lock(LockArgs),
 
-    /// Serve a web console: each type's workers and streams, its dead letters (requeue,
-    /// delete), refreshed while open
+    /// Serve a web console: each type's workers and streams, a worker's charts and exits, its
+    /// dead letters (requeue, delete), a request found by its ref; refreshed while open
     #[command(after_help = "Safe by default: it listens on loopback only (unless --allow-remote-console), \
 prints a URL with an access token (or takes DENORUN_CONSOLE_TOKEN, 16 characters or more) that the browser \
 exchanges for an HttpOnly SameSite=Strict cookie, accepts changes only as POSTs from its own pages, and \

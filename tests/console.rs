@@ -388,6 +388,13 @@ fn in_a_browser_a_dead_letter_is_requeued_then_answered_and_found_by_its_ref() {
     assert_eq!(standing, "answered", "{}", browser.text());
     assert!(browser.text().contains(&format!("response {worker_type}:res:x")), "{}", browser.text());
 
+    // Text in a request, not a ref: the requests that hold it, linked to their ref.
+    browser.open(&format!("{base}/find?ref=ann"));
+    assert_eq!(browser.count("tr.match"), 2, "{}", browser.text());
+    assert!(browser.text().contains(&broken) && browser.text().contains(&fixed), "{}", browser.text());
+    browser.open(&format!("{base}/find?ref=nobody-has-this"));
+    assert!(browser.text().contains("not found: no request has the ref nobody-has-this"), "{}", browser.text());
+
     // Another site's form cannot delete: 403, and nothing is deleted.
     let evil = format!(
         "<form method=post action=\"{base}/dead/{worker_type}/delete\"><input name=all value=1>\

@@ -3,7 +3,8 @@
 //! pending, its dead letter, its entry in the response stream, the reply list `res:{ref}`
 //! and the trace hash `req:{ref}:h`; and from those where it stands. Streams are searched
 //! from their newest entry back, at most [`SEARCHED`] entries each. The web console's
-//! "find" shows the same.
+//! "find" shows the same, and when no request has the ref it lists those whose fields
+//! hold the text ([`containing`]).
 
 use std::collections::HashMap;
 
@@ -116,6 +117,23 @@ pub async fn find(conn: &mut Conn, keys: &Keys, reference: &str) -> anyhow::Resu
         found.pending = pending(conn, stream, &entry.id).await?;
         found.read = found.pending.is_some() || read_by_group(conn, stream, &entry.id).await?;
     }
+    Ok(found)
+}
+
+/// Requests whose fields hold `text` (the newest first, at most `most`), from the type's
+/// request streams (every shard) and its dead letters: for a request whose ref is not known.
+pub async fn containing(conn: &mut Conn, keys: &Keys, text: &str, most: usize) -> anyhow::Result<Vec<(String, Entry)>> {
+    let type_hash: HashMap<String, String> = conn.hgetall(&keys.hash).await?;
+    let mut streams = keys.type_streams(&type_hash)?;
+    streams.push(keys.dead_stream());
+    let mut found = Vec::new();
+    for stream in streams {
+        let reply: StreamRangeReply = conn.xrevrange_count(&stream, "+", "-", SEARCHED).await?;
+        let holding = reply.ids.iter().map(Entry::of).filter(|e| e.fields.iter().any(|(_, v)| v.contains(text)));
+        found.extend(holding.map(|e| (stream.clone(), e)));
+    }
+    found.sort_by(|(_, a), (_, b)| stream_id(&b.id).cmp(&stream_id(&a.id)));
+    found.truncate(most);
     Ok(found)
 }
 

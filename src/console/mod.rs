@@ -35,6 +35,9 @@ use crate::topology::Conn;
 /// The most dead letters a page lists, and an action on "all" takes.
 const MOST_DEAD: usize = 1000;
 
+/// The most requests the finder lists whose fields hold the text asked for.
+const MOST_MATCHES: usize = 50;
+
 /// How `denorun console` was asked to run.
 pub struct Options {
     pub listen: SocketAddr,
@@ -243,22 +246,28 @@ impl Console {
         Ok(html(&format!("{} dead letters", keys.worker_type()), &body, self))
     }
 
-    /// `?ref=R`: the request in each type (where it is found, or in the only type).
+    /// `?ref=R`: the request whose ref is R, in each type that has it; when none has, the
+    /// newest requests whose fields hold R (a name in the payload, say).
     async fn find_page(&self, query: &str) -> anyhow::Result<Response<Full<Bytes>>> {
-        let reference = form_value(query.as_bytes(), "ref").unwrap_or_default();
-        let mut body = pages::find_form(&reference);
-        if !reference.is_empty() {
+        let text = form_value(query.as_bytes(), "ref").unwrap_or_default();
+        let mut body = pages::find_form(&text);
+        if !text.is_empty() {
             let mut conn = self.conn.clone();
-            let mut shown = 0;
+            let mut by_ref = false;
             for keys in &self.types {
-                let found = find::find(&mut conn, keys, &reference).await?;
-                if found.standing() != find::Standing::NotFound || self.types.len() == 1 {
-                    body.push_str(&pages::found(keys.worker_type(), &reference, &found));
-                    shown += 1;
+                let found = find::find(&mut conn, keys, &text).await?;
+                if found.standing() != find::Standing::NotFound {
+                    body.push_str(&pages::found(keys.worker_type(), &text, &found));
+                    by_ref = true;
                 }
             }
-            if shown == 0 {
-                body.push_str(&format!("<p class=standing>{}</p>", find::Standing::NotFound.describe()));
+            if !by_ref {
+                let mut matches = Vec::new();
+                for keys in &self.types {
+                    let holding = find::containing(&mut conn, keys, &text, MOST_MATCHES).await?;
+                    matches.extend(holding.into_iter().map(|(stream, entry)| (keys.worker_type(), stream, entry)));
+                }
+                body.push_str(&pages::matches(&text, &matches));
             }
         }
         Ok(html("find a request", &body, self))

@@ -9,7 +9,7 @@ use std::fmt::Write;
 use super::chart;
 use super::history::{Sample, WINDOW_S};
 use crate::admin::board::{self, Board};
-use crate::admin::find::Found;
+use crate::admin::find::{self, Found};
 use crate::admin::Entry;
 use crate::keys;
 
@@ -37,7 +37,9 @@ pub fn page(title: &str, body: &str, types: &[&str], refresh_s: u64) -> String {
     for t in types {
         let _ = write!(nav, " · <a href=\"/dead/{}\">{} dead letters</a>", path(t), escape(t));
     }
-    nav.push_str(" · <form method=get action=\"/find\"><input name=ref placeholder=\"find a ref\" size=16></form>");
+    nav.push_str(
+        " · <form method=get action=\"/find\"><input name=ref placeholder=\"find a ref or text\" size=18></form>",
+    );
     format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>{title} · denorun console</title>\
          <style>body{{font:14px system-ui,sans-serif;margin:1.5em;color:#222}}table{{border-collapse:collapse;margin:.5em 0}}\
@@ -242,10 +244,44 @@ pub fn dead(worker_type: &str, entries: &[Entry], read_only: bool) -> String {
 /// The finder's form, with `reference` filled in.
 pub fn find_form(reference: &str) -> String {
     format!(
-        "<form method=get action=\"/find\"><input name=ref value=\"{}\" placeholder=ref size=30> \
+        "<form method=get action=\"/find\"><input name=ref value=\"{}\" placeholder=\"a ref, or text in a request\" size=30> \
          <button>find</button></form>",
         escape(reference)
     )
+}
+
+/// The requests whose fields hold `text` (by type, stream and entry), each with a link to
+/// what is known of its ref.
+pub fn matches(text: &str, matches: &[(&str, String, Entry)]) -> String {
+    let t = escape(text);
+    if matches.is_empty() {
+        return format!(
+            "<p class=standing>not found: no request has the ref {t}, and none of the newest {} entries of \
+             each request or dead-letter stream holds it</p>",
+            find::SEARCHED
+        );
+    }
+    let mut html = format!(
+        "<p class=standing>no request has the ref {t}; {} of the newest hold it:</p>\
+         <table><tr><th>type</th><th>added</th><th>stream</th><th>ref</th><th>fields</th></tr>",
+        matches.len()
+    );
+    for (worker_type, stream, entry) in matches {
+        let fields: Vec<String> =
+            entry.fields.iter().filter(|(k, _)| k != "ref" && !is_secret(k)).map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = write!(
+            html,
+            "<tr class=match><td>{}</td><td>{}</td><td>{}</td><td><a href=\"/find?ref={}\">{}</a></td><td><code>{}</code></td></tr>",
+            escape(worker_type),
+            when(&entry.id),
+            escape(stream),
+            path(entry.field("ref")),
+            escape(entry.field("ref")),
+            escape(&fields.join("  "))
+        );
+    }
+    html.push_str("</table>");
+    html
 }
 
 /// What was found of `reference` in `worker_type`.
