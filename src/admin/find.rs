@@ -132,7 +132,7 @@ pub async fn containing(conn: &mut Conn, keys: &Keys, text: &str, most: usize) -
         let holding = reply.ids.iter().map(Entry::of).filter(|e| e.fields.iter().any(|(_, v)| v.contains(text)));
         found.extend(holding.map(|e| (stream.clone(), e)));
     }
-    found.sort_by(|(_, a), (_, b)| stream_id(&b.id).cmp(&stream_id(&a.id)));
+    found.sort_by_key(|(_, e)| std::cmp::Reverse(stream_id(&e.id)));
     found.truncate(most);
     Ok(found)
 }
