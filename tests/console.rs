@@ -17,7 +17,11 @@ use common::*;
 use redis::Commands;
 
 const TOKEN: &str = "console-test-token-0123456789";
-const COOKIE: &str = "denorun_console=console-test-token-0123456789";
+
+/// The cookie the console on `port` sets.
+fn cookie(port: u16) -> String {
+    format!("denorun_console_{port}={TOKEN}")
+}
 
 /// What an HTTP exchange gave: status, headers (lower-case names), body.
 struct Answer {
@@ -110,8 +114,9 @@ fn the_token_becomes_a_cookie_and_nothing_is_shown_without_it() {
     let exchanged = http(port, "GET", &format!("/dead/{worker_type}?token={TOKEN}"), &[], "");
     assert_eq!(exchanged.status, 303);
     assert_eq!(exchanged.header("location"), Some(format!("/dead/{worker_type}").as_str()));
-    assert_eq!(exchanged.header("set-cookie"), Some(format!("{COOKIE}; HttpOnly; SameSite=Strict; Path=/").as_str()));
-    let overview = http(port, "GET", "/", &[("Cookie", COOKIE)], "");
+    let cookie = cookie(port);
+    assert_eq!(exchanged.header("set-cookie"), Some(format!("{cookie}; HttpOnly; SameSite=Strict; Path=/").as_str()));
+    let overview = http(port, "GET", "/", &[("Cookie", &cookie)], "");
     assert_eq!(overview.status, 200, "{}", overview.body);
     assert!(overview.body.contains(&format!("<h2>{worker_type}</h2>")), "{}", overview.body);
     assert!(overview.body.contains("no workers: push ids on"), "{}", overview.body);
@@ -149,7 +154,9 @@ fn a_dead_letter_is_requeued_from_the_page_and_then_answered() {
         .unwrap();
     let audit = dir.path().join("audit.jsonl");
     let (mut console, port) = console(&[&worker_type], &["--audit", audit.to_str().unwrap()]);
-    let page = http(port, "GET", &format!("/dead/{worker_type}"), &[("Cookie", COOKIE)], "");
+    let cookie = cookie(port);
+    let cookie = cookie.as_str();
+    let page = http(port, "GET", &format!("/dead/{worker_type}"), &[("Cookie", cookie)], "");
     assert_eq!(page.status, 200);
     assert!(
         page.body.contains(&reference) && page.body.contains("Error: &lt;b&gt;was&lt;/b&gt; down"),
@@ -162,17 +169,17 @@ fn a_dead_letter_is_requeued_from_the_page_and_then_answered() {
     let path = format!("/dead/{worker_type}/requeue");
     let form = format!("id={dead_id}&confirm=yes");
     // From another site: refused, and the letter stays.
-    let cross = http(port, "POST", &path, &[("Cookie", COOKIE), ("Origin", "http://evil.example")], &form);
+    let cross = http(port, "POST", &path, &[("Cookie", cookie), ("Origin", "http://evil.example")], &form);
     assert_eq!(cross.status, 403);
-    let cross = http(port, "POST", &path, &[("Cookie", COOKIE), ("Sec-Fetch-Site", "cross-site")], &form);
+    let cross = http(port, "POST", &path, &[("Cookie", cookie), ("Sec-Fetch-Site", "cross-site")], &form);
     assert_eq!(cross.status, 403);
     // Without the confirmation: refused.
     let unconfirmed =
-        http(port, "POST", &path, &[("Cookie", COOKIE), ("Sec-Fetch-Site", "same-origin")], &format!("id={dead_id}"));
+        http(port, "POST", &path, &[("Cookie", cookie), ("Sec-Fetch-Site", "same-origin")], &format!("id={dead_id}"));
     assert_eq!(unconfirmed.status, 400);
     assert_eq!(c.xlen::<_, usize>(&dead_stream).unwrap(), 1);
 
-    let requeued = http(port, "POST", &path, &[("Cookie", COOKIE), ("Sec-Fetch-Site", "same-origin")], &form);
+    let requeued = http(port, "POST", &path, &[("Cookie", cookie), ("Sec-Fetch-Site", "same-origin")], &form);
     assert_eq!(requeued.status, 303, "{}", requeued.body);
     let reply: Option<(String, String)> = c.brpop(format!("res:{reference}"), 30.0).unwrap();
     let reply: serde_json::Value = serde_json::from_str(&reply.expect("the requeued request is answered").1).unwrap();
@@ -204,7 +211,9 @@ fn read_only_shows_no_actions_and_takes_none() {
     let dead_stream = format!("{worker_type}:dead:x");
     let id: String = c.xadd(&dead_stream, "*", &[("ref", "r"), ("deadError", "e")]).unwrap();
     let (mut child, port) = console(&[&worker_type], &["--read-only"]);
-    let page = http(port, "GET", &format!("/dead/{worker_type}"), &[("Cookie", COOKIE)], "");
+    let cookie = cookie(port);
+    let cookie = cookie.as_str();
+    let page = http(port, "GET", &format!("/dead/{worker_type}"), &[("Cookie", cookie)], "");
     assert_eq!(page.status, 200);
     assert!(page.body.contains(&id), "{}", page.body);
     assert!(!page.body.contains("method=post") && !page.body.contains("<button"), "{}", page.body);
@@ -212,7 +221,7 @@ fn read_only_shows_no_actions_and_takes_none() {
         port,
         "POST",
         &format!("/dead/{worker_type}/delete"),
-        &[("Cookie", COOKIE), ("Sec-Fetch-Site", "same-origin")],
+        &[("Cookie", cookie), ("Sec-Fetch-Site", "same-origin")],
         "all=1&confirm=yes",
     );
     assert_eq!(delete.status, 403);

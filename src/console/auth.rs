@@ -1,10 +1,37 @@
 //! Who may use the console, as pure policy: a request carries the access token (in the
-//! `denorun_console` cookie, or once in `?token=`, which is exchanged for that cookie), and a
+//! `denorun_console_<port>` cookie, or once in `?token=`, which is exchanged for that cookie), and a
 //! change (a POST) must come from the console's own pages (`Sec-Fetch-Site: same-origin`, or
 //! an `Origin` that is the console's own host). Nothing else gets past.
 
-/// The cookie that carries the token.
-pub const COOKIE: &str = "denorun_console";
+/// The console's credential: its token, and the name of the cookie that carries it,
+/// `denorun_console_<port>`. Browsers keep cookies per host, not per port, so two consoles
+/// on one host each keep their own (and any server on that host name is sent both).
+pub struct Credential {
+    cookie: String,
+    token: String,
+}
+
+impl Credential {
+    pub fn new(port: u16, token: String) -> Credential {
+        Credential { cookie: format!("denorun_console_{port}"), token }
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The `Set-Cookie` value: only for this site, never to scripts.
+    pub fn set_cookie(&self) -> String {
+        format!("{}={}; HttpOnly; SameSite=Strict; Path=/", self.cookie, self.token)
+    }
+
+    /// Whether a `Cookie` header carries the token.
+    fn in_cookie(&self, header: Option<&str>) -> bool {
+        let given =
+            header.and_then(|h| h.split(';').find_map(|c| c.trim().strip_prefix(&self.cookie)?.strip_prefix('=')));
+        given.is_some_and(|given| same(given, &self.token))
+    }
+}
 
 /// What a request may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,10 +59,10 @@ pub struct Asked<'a> {
     pub fetch_site: Option<&'a str>,
 }
 
-/// Decides a request against the console's `token` (and whether it is `read_only`).
-pub fn decide(asked: &Asked, token: &str, read_only: bool) -> Access {
+/// Decides a request against the console's credential (and whether it is `read_only`).
+pub fn decide(asked: &Asked, credential: &Credential, read_only: bool) -> Access {
     if let Some(given) = query_token(asked.query) {
-        if !same(given, token) {
+        if !same(given, &credential.token) {
             return Access::Unauthorized;
         }
         if asked.method == "GET" {
@@ -45,7 +72,7 @@ pub fn decide(asked: &Asked, token: &str, read_only: bool) -> Access {
                 if rest.is_empty() { asked.path.to_string() } else { format!("{}?{}", asked.path, rest.join("&")) };
             return Access::SetCookie { location };
         }
-    } else if !cookie_token(asked.cookie).is_some_and(|given| same(given, token)) {
+    } else if !credential.in_cookie(asked.cookie) {
         return Access::Unauthorized;
     }
     if asked.method == "GET" || asked.method == "HEAD" {
@@ -76,19 +103,10 @@ fn query_token(query: Option<&str>) -> Option<&str> {
     query?.split('&').find_map(|pair| pair.strip_prefix("token="))
 }
 
-fn cookie_token(cookie: Option<&str>) -> Option<&str> {
-    cookie?.split(';').find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-}
-
 /// Compares without stopping at the first difference, so that the time taken does not tell
 /// how much of a guess was right.
 fn same(given: &str, token: &str) -> bool {
     given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
-}
-
-/// The `Set-Cookie` value for `token`: only for this site, never to scripts.
-pub fn set_cookie(token: &str) -> String {
-    format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/")
 }
 
 #[cfg(test)]
@@ -97,6 +115,10 @@ mod tests {
 
     const TOKEN: &str = "0123456789abcdef";
 
+    fn credential() -> Credential {
+        Credential::new(9470, TOKEN.into())
+    }
+
     fn get<'a>(path: &'a str) -> Asked<'a> {
         Asked { method: "GET", path, host: Some("127.0.0.1:9470"), ..Default::default() }
     }
@@ -104,43 +126,52 @@ mod tests {
     #[test]
     fn a_token_in_the_url_becomes_a_cookie() {
         let asked = Asked { query: Some("token=0123456789abcdef"), ..get("/dead/greeter") };
-        assert_eq!(decide(&asked, TOKEN, false), Access::SetCookie { location: "/dead/greeter".into() });
+        assert_eq!(decide(&asked, &credential(), false), Access::SetCookie { location: "/dead/greeter".into() });
         // The rest of the query stays.
         let found = Asked { query: Some("ref=r1&token=0123456789abcdef&x=1"), ..get("/find") };
-        assert_eq!(decide(&found, TOKEN, false), Access::SetCookie { location: "/find?ref=r1&x=1".into() });
+        assert_eq!(decide(&found, &credential(), false), Access::SetCookie { location: "/find?ref=r1&x=1".into() });
         let wrong = Asked { query: Some("token=0123456789abcdeX"), ..get("/") };
-        assert_eq!(decide(&wrong, TOKEN, false), Access::Unauthorized);
-        assert_eq!(set_cookie(TOKEN), "denorun_console=0123456789abcdef; HttpOnly; SameSite=Strict; Path=/");
+        assert_eq!(decide(&wrong, &credential(), false), Access::Unauthorized);
+        assert_eq!(
+            credential().set_cookie(),
+            "denorun_console_9470=0123456789abcdef; HttpOnly; SameSite=Strict; Path=/"
+        );
     }
 
     #[test]
     fn without_the_cookie_nothing_is_shown() {
-        assert_eq!(decide(&get("/"), TOKEN, false), Access::Unauthorized);
-        let wrong = Asked { cookie: Some("denorun_console=nope"), ..get("/") };
-        assert_eq!(decide(&wrong, TOKEN, false), Access::Unauthorized);
-        let right = Asked { cookie: Some("a=b; denorun_console=0123456789abcdef"), ..get("/") };
-        assert_eq!(decide(&right, TOKEN, false), Access::Allowed);
+        assert_eq!(decide(&get("/"), &credential(), false), Access::Unauthorized);
+        let wrong = Asked { cookie: Some("denorun_console_9470=nope"), ..get("/") };
+        assert_eq!(decide(&wrong, &credential(), false), Access::Unauthorized);
+        // Another console's cookie on this host is not this one's.
+        let other = Asked { cookie: Some("denorun_console_9471=0123456789abcdef"), ..get("/") };
+        assert_eq!(decide(&other, &credential(), false), Access::Unauthorized);
+        let right = Asked { cookie: Some("a=b; denorun_console_9470=0123456789abcdef"), ..get("/") };
+        assert_eq!(decide(&right, &credential(), false), Access::Allowed);
     }
 
     #[test]
     fn changes_come_only_from_the_consoles_pages() {
         let post = |fetch_site, origin| Asked {
             method: "POST",
-            cookie: Some("denorun_console=0123456789abcdef"),
+            cookie: Some("denorun_console_9470=0123456789abcdef"),
             fetch_site,
             origin,
             ..get("/dead/greeter/requeue")
         };
-        assert_eq!(decide(&post(Some("same-origin"), None), TOKEN, false), Access::Allowed);
-        assert_eq!(decide(&post(None, Some("http://127.0.0.1:9470")), TOKEN, false), Access::Allowed);
+        assert_eq!(decide(&post(Some("same-origin"), None), &credential(), false), Access::Allowed);
+        assert_eq!(decide(&post(None, Some("http://127.0.0.1:9470")), &credential(), false), Access::Allowed);
         for (site, origin) in
             [(Some("cross-site"), None), (Some("same-site"), None), (None, Some("http://evil.example"))]
         {
-            assert!(matches!(decide(&post(site, origin), TOKEN, false), Access::Forbidden(_)), "{site:?} {origin:?}");
+            assert!(
+                matches!(decide(&post(site, origin), &credential(), false), Access::Forbidden(_)),
+                "{site:?} {origin:?}"
+            );
         }
-        assert!(matches!(decide(&post(None, None), TOKEN, false), Access::Forbidden(_)));
+        assert!(matches!(decide(&post(None, None), &credential(), false), Access::Forbidden(_)));
         assert!(
-            matches!(decide(&post(Some("same-origin"), None), TOKEN, true), Access::Forbidden(m) if m.contains("read-only"))
+            matches!(decide(&post(Some("same-origin"), None), &credential(), true), Access::Forbidden(m) if m.contains("read-only"))
         );
     }
 }

@@ -25,7 +25,7 @@ use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use redis::AsyncCommands;
 
-use self::auth::{Access, Asked};
+use self::auth::{Access, Asked, Credential};
 use self::history::{History, Sample};
 use crate::admin::{board, dead, find, Entry};
 use crate::config::RedisTarget;
@@ -51,7 +51,7 @@ pub struct Options {
 struct Console {
     conn: Conn,
     types: Vec<Keys>,
-    token: String,
+    credential: Credential,
     read_only: bool,
     refresh_s: u64,
     history: Mutex<History>,
@@ -82,8 +82,9 @@ pub fn run(redis: &RedisTarget, options: Options) -> anyhow::Result<i32> {
         let bound = listener.local_addr()?;
         let refresh_s = options.refresh_s.clamp(1, 3600);
         let history = Mutex::new(History::default());
-        let console = Arc::new(Console { conn, types, token, read_only: options.read_only, refresh_s, history });
-        println!("denorun console: http://{bound}/?token={}", console.token);
+        let credential = Credential::new(bound.port(), token);
+        let console = Arc::new(Console { conn, types, credential, read_only: options.read_only, refresh_s, history });
+        println!("denorun console: http://{bound}/?token={}", console.credential.token());
         log::info!(
             "console on http://{bound}/ for {}{}",
             options.types.join(", "),
@@ -149,9 +150,9 @@ impl Console {
             origin: header("origin"),
             fetch_site: header("sec-fetch-site"),
         };
-        match auth::decide(&asked, &self.token, self.read_only) {
+        match auth::decide(&asked, &self.credential, self.read_only) {
             Access::Allowed => {}
-            Access::SetCookie { location } => return redirect(&location, Some(auth::set_cookie(&self.token))),
+            Access::SetCookie { location } => return redirect(&location, Some(self.credential.set_cookie())),
             Access::Unauthorized => {
                 let text = "401: open the URL with ?token= that denorun console printed at its start\n";
                 return respond(StatusCode::UNAUTHORIZED, "text/plain; charset=utf-8", text.into());
