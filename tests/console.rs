@@ -116,6 +116,9 @@ fn the_token_becomes_a_cookie_and_nothing_is_shown_without_it() {
     assert_eq!(exchanged.header("location"), Some(format!("/dead/{worker_type}").as_str()));
     let cookie = cookie(port);
     assert_eq!(exchanged.header("set-cookie"), Some(format!("{cookie}; HttpOnly; SameSite=Strict; Path=/").as_str()));
+    let head = http(port, "HEAD", "/", &[("Cookie", &cookie)], "");
+    assert_eq!((head.status, head.body.as_str()), (200, ""));
+    assert_eq!(head.header("content-type"), Some("text/html; charset=utf-8"));
     let overview = http(port, "GET", "/", &[("Cookie", &cookie)], "");
     assert_eq!(overview.status, 200, "{}", overview.body);
     assert!(overview.body.contains(&format!("<h2>{worker_type}</h2>")), "{}", overview.body);

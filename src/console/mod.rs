@@ -20,7 +20,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use redis::AsyncCommands;
@@ -34,6 +34,9 @@ use crate::topology::Conn;
 
 /// The most dead letters a page lists, and an action on "all" takes.
 const MOST_DEAD: usize = 1000;
+
+/// The largest form a POST may send, 1 MiB (a thousand ticked ids take about 40 KiB).
+const MOST_FORM: usize = 1 << 20;
 
 /// The most requests the finder lists whose fields hold the text asked for.
 const MOST_MATCHES: usize = 50;
@@ -170,22 +173,23 @@ impl Console {
             .map(|part| percent_encoding::percent_decode_str(part).decode_utf8_lossy().into_owned())
             .collect();
         let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        // HEAD is answered as GET; hyper sends the headers only.
         let answered = match (method.as_str(), parts.as_slice()) {
-            ("GET", [""]) => self.overview().await,
-            ("GET", ["find"]) => self.find_page(&query).await,
-            ("GET", ["worker", t, id]) => match self.keys(t) {
+            ("GET" | "HEAD", [""]) => self.overview().await,
+            ("GET" | "HEAD", ["find"]) => self.find_page(&query).await,
+            ("GET" | "HEAD", ["worker", t, id]) => match self.keys(t) {
                 Some(keys) => self.worker_page(keys, id).await,
                 None => Ok(not_found(t)),
             },
-            ("GET", ["dead", t]) => match self.keys(t) {
+            ("GET" | "HEAD", ["dead", t]) => match self.keys(t) {
                 Some(keys) => self.dead_page(keys).await,
                 None => Ok(not_found(t)),
             },
             ("POST", ["dead", t, what @ ("requeue" | "delete")]) => match self.keys(t) {
-                Some(keys) => {
-                    let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                    self.dead_action(keys, what, &body, peer).await
-                }
+                Some(keys) => match Limited::new(request.into_body(), MOST_FORM).collect().await {
+                    Ok(body) => self.dead_action(keys, what, &body.to_bytes(), peer).await,
+                    Err(e) => Ok(respond(StatusCode::PAYLOAD_TOO_LARGE, "text/plain", format!("413: {e}\n"))),
+                },
                 None => Ok(not_found(t)),
             },
             _ => Ok(respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into())),
