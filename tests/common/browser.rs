@@ -93,9 +93,10 @@ impl Browser {
         self.eval("location.pathname + location.search").as_str().unwrap_or_default().to_string()
     }
 
-    /// The text of the page.
+    /// The text of the page; empty between two pages (polled while a form submits itself).
     pub fn text(&mut self) -> String {
-        self.eval("document.body ? document.body.innerText : ''").as_str().unwrap_or_default().to_string()
+        let text = self.try_eval("document.body ? document.body.innerText : ''");
+        text.ok().and_then(|text| text.as_str().map(str::to_string)).unwrap_or_default()
     }
 
     /// How many elements match `selector`.
