@@ -32,6 +32,8 @@ pub struct WorkerRow {
 pub struct Board {
     /// The type hash's supervisor fields (`pid`, `host`, `startedCount`), if one signed in.
     pub supervisor: Option<String>,
+    /// The type hash (`${type}:h`), whole.
+    pub type_hash: HashMap<String, String>,
     pub stream: HashMap<String, String>,
     pub rows: Vec<WorkerRow>,
 }
@@ -69,7 +71,7 @@ pub async fn read(conn: &mut Conn, keys: &Keys) -> anyhow::Result<Board> {
     });
     let hashes = futures::future::try_join_all(reads).await?;
     let rows = ids.into_iter().zip(hashes).map(|((id, queue), (hash, stats))| row(id, queue, &hash, &stats)).collect();
-    Ok(Board { supervisor, stream, rows })
+    Ok(Board { supervisor, type_hash, stream, rows })
 }
 
 /// Ids in number order where they are numbers (`2` before `10`).

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use redis::streams::{StreamInfoGroupsReply, StreamRangeReply};
 use redis::AsyncCommands;
 
-use super::Entry;
+use super::{pairs, Entry};
 use crate::fields::Fields;
 use crate::keys::{self, Keys};
 use crate::topology::Conn;
@@ -123,8 +123,7 @@ pub async fn find(conn: &mut Conn, keys: &Keys, reference: &str) -> anyhow::Resu
 /// Requests whose fields hold `text` (the newest first, at most `most`), from the type's
 /// request streams (every shard) and its dead letters: for a request whose ref is not known.
 pub async fn containing(conn: &mut Conn, keys: &Keys, text: &str, most: usize) -> anyhow::Result<Vec<(String, Entry)>> {
-    let type_hash: HashMap<String, String> = conn.hgetall(&keys.hash).await?;
-    let mut streams = keys.type_streams(&type_hash)?;
+    let mut streams = super::request_streams(conn, keys).await?;
     streams.push(keys.dead_stream());
     let mut found = Vec::new();
     for stream in streams {
@@ -191,10 +190,6 @@ pub fn print(reference: &str, found: &Found) {
     if !found.trace.is_empty() {
         println!("trace {}: {}", keys::trace(reference), pairs(&found.trace));
     }
-}
-
-fn pairs(fields: &[(String, String)]) -> String {
-    fields.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

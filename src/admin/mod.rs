@@ -253,11 +253,15 @@ impl Entry {
     }
 }
 
+/// Fields as `name=value`, separated by spaces.
+pub fn pairs(fields: &[(String, String)]) -> String {
+    fields.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+}
+
 async fn xrange(conn: &mut Conn, key: &str, count: usize) -> anyhow::Result<i32> {
     let reply: StreamRangeReply = conn.xrange_count(key, "-", "+", count).await?;
     for entry in reply.ids {
-        let fields: Vec<String> = Entry::of(&entry).fields.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!("{} {}", entry.id, fields.join(" "));
+        println!("{} {}", entry.id, pairs(&Entry::of(&entry).fields));
     }
     Ok(0)
 }

@@ -46,7 +46,7 @@ pub struct Options {
     pub listen: SocketAddr,
     pub allow_remote: bool,
     pub read_only: bool,
-    /// Seconds between refreshes of an open page.
+    /// Seconds between refreshes of an open page (the command line bounds it, 1 to 3600).
     pub refresh_s: u64,
     pub types: Vec<String>,
 }
@@ -83,10 +83,10 @@ pub fn run(redis: &RedisTarget, options: Options) -> anyhow::Result<i32> {
             anyhow::anyhow!("cannot serve the console on {}: {e}; choose another --listen address", options.listen)
         })?;
         let bound = listener.local_addr()?;
-        let refresh_s = options.refresh_s.clamp(1, 3600);
         let history = Mutex::new(History::default());
         let credential = Credential::new(bound.port(), token);
-        let console = Arc::new(Console { conn, types, credential, read_only: options.read_only, refresh_s, history });
+        let (read_only, refresh_s) = (options.read_only, options.refresh_s);
+        let console = Arc::new(Console { conn, types, credential, read_only, refresh_s, history });
         println!("denorun console: http://{bound}/?token={}", console.credential.token());
         log::info!(
             "console on http://{bound}/ for {}{}",
@@ -226,8 +226,7 @@ impl Console {
         let mut conn = self.conn.clone();
         for keys in &self.types {
             let board = board::read(&mut conn, keys).await?;
-            let type_hash: HashMap<String, String> = conn.hgetall(&keys.hash).await?;
-            body.push_str(&pages::overview(keys.worker_type(), &type_hash, &board));
+            body.push_str(&pages::overview(keys.worker_type(), &board));
         }
         Ok(html("overview", &body, self))
     }

@@ -62,7 +62,8 @@ pub fn path(segment: &str) -> String {
 
 /// A type's section of the overview: a sync type's stream and table, its streams' numbers,
 /// and each worker with a link to its page.
-pub fn overview(worker_type: &str, type_hash: &HashMap<String, String>, board: &Board) -> String {
+pub fn overview(worker_type: &str, board: &Board) -> String {
+    let type_hash = &board.type_hash;
     let mut html = String::new();
     let t = escape(worker_type);
     let _ = write!(html, "<section id=\"type-{t}\"><h2>{t}</h2>");
@@ -338,6 +339,21 @@ mod tests {
         assert!(live.contains("form=chosen"));
         let read_only = dead("g", &[entry], true);
         assert!(!read_only.contains("<form") && !read_only.contains("<button") && !read_only.contains("checkbox"));
+    }
+
+    #[test]
+    fn a_sync_type_names_its_stream_and_table() {
+        let type_hash = HashMap::from([
+            ("syncStream".to_string(), "greeter:res:x".to_string()),
+            ("syncTable".to_string(), "responses".to_string()),
+        ]);
+        let sync = overview("archive", &Board { type_hash, ..Board::default() });
+        assert!(
+            sync.contains("<p class=sync>sync instances: greeter:res:x → PostgreSQL table responses</p>"),
+            "{sync}"
+        );
+        assert!(sync.contains("supervisor: not running"), "{sync}");
+        assert!(!overview("greeter", &Board::default()).contains("class=sync"));
     }
 
     #[test]
