@@ -136,25 +136,9 @@ fn a_dead_letter_is_requeued_from_the_page_and_then_answered() {
         denorun(&[&key]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut c = redis().conn();
     wait_until("the worker claims its hash", || c.hexists::<_, _, bool>(&key, "pid").unwrap());
-    // A dead letter as the handler loop writes one.
     let reference = unique("dead-ref");
     let dead_stream = format!("{worker_type}:dead:x");
-    let data = r#"{"name":"ann"}"#;
-    let dead_id: String = c
-        .xadd(
-            &dead_stream,
-            "*",
-            &[
-                ("ref", reference.as_str()),
-                ("type", worker_type.as_str()),
-                ("data", data),
-                ("deadId", "1-0"),
-                ("deadError", "Error: <b>was</b> down"),
-                ("deadAttempts", "5"),
-                ("deadWorker", key.as_str()),
-            ],
-        )
-        .unwrap();
+    let dead_id = bury(&mut c, &worker_type, &reference, "Error: <b>was</b> down");
     let audit = dir.path().join("audit.jsonl");
     let (mut console, port) = console(&[&worker_type], &["--audit", audit.to_str().unwrap()]);
     let cookie = cookie(port);
@@ -333,8 +317,9 @@ fn in_a_browser_the_overview_lists_the_workers_and_their_rates_move_under_load()
     assert_eq!(supervisor.finish().code, 0);
 }
 
-/// Adds a dead letter as the handler loop writes one; returns its id.
+/// Adds a dead letter of worker 1 as the handler loop writes one; returns its id.
 fn bury(c: &mut redis::Connection, worker_type: &str, reference: &str, error: &str) -> String {
+    let worker = format!("{worker_type}:1:h");
     let fields = [
         ("ref", reference),
         ("type", worker_type),
@@ -342,7 +327,7 @@ fn bury(c: &mut redis::Connection, worker_type: &str, reference: &str, error: &s
         ("deadId", "1-0"),
         ("deadError", error),
         ("deadAttempts", "5"),
-        ("deadWorker", "greeter:1:h"),
+        ("deadWorker", worker.as_str()),
     ];
     c.xadd(format!("{worker_type}:dead:x"), "*", &fields).unwrap()
 }
