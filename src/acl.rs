@@ -88,6 +88,11 @@ const COMMANDS: &[&str] = &[
     "unwatch",
     // `replicaAcks`: the handler loop's check that replicas have a reply.
     "wait",
+    // The handler loop's reply and its trim of acked requests are scripts (each command in
+    // them is checked against these rules all the same).
+    "eval",
+    "evalsha",
+    "script|load",
     "publish",
 ];
 

@@ -103,6 +103,17 @@ pub struct RedisArgs {
     /// redis+cluster://host:port[,host:port...] for a Redis Cluster (handler workers)
     #[arg(long = "redis", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true)]
     pub url: String,
+    /// How long a Redis command may go unanswered before its connection counts as silent and
+    /// is made again (a blocking command: its own block plus this), in ms
+    #[arg(
+        long = "redis-timeout",
+        env = "DENORUN_REDIS_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = 5000,
+        global = true,
+        value_parser = clap::value_parser!(u64).range(100..=600_000)
+    )]
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,13 +196,13 @@ pub struct SyncArgs {
     /// host its own)
     #[arg(long)]
     pub consumer: Option<String>,
-    /// Entries per batch at most
-    #[arg(long, default_value_t = 2000)]
-    pub batch: usize,
+    /// Entries per batch at most (1 to 100000)
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=crate::sync::MOST_BATCH as u64))]
+    pub batch: u64,
     /// Batches written at once, each on a PostgreSQL connection of its own (one is read,
-    /// one written and one acked at a time)
-    #[arg(long, default_value_t = 2)]
-    pub writers: usize,
+    /// one written and one acked at a time; 1 to 64)
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=crate::sync::MOST_WRITERS as u64))]
+    pub writers: u64,
     /// Milliseconds a batch waits to fill once its first entry has arrived
     #[arg(long, default_value_t = 50)]
     pub flush_ms: u64,

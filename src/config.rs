@@ -165,7 +165,7 @@ impl RedisTarget {
             let topology = Topology::cluster(url).with_context(|| format!("invalid Redis URL '{url}'"))?;
             return Ok(RedisTarget { topology, addr: None, worker_url: url.to_string() });
         }
-        let client = redis::Client::open(url).with_context(|| {
+        let client = crate::topology::client_for_url(url).with_context(|| {
             format!(
                 "invalid Redis URL '{url}'; expected redis://[:password@]host[:port][/db], rediss://... \
                  or redis+sentinel://host:port[,host:port...]/<master name>[/db]"
@@ -221,8 +221,8 @@ impl RedisTarget {
         }
     }
 
-    /// Connects, or says how to make Redis reachable. No response time-out: the connection
-    /// may block (BRPOP).
+    /// Connects, or says how to make Redis reachable. Each command's deadline is its own
+    /// (`topology::silence`): a blocking one (BRPOP, XREADGROUP BLOCK) waits its block and more.
     pub async fn connect(&self) -> anyhow::Result<Conn> {
         let fail = |reason: String| {
             anyhow::anyhow!(
@@ -231,7 +231,7 @@ impl RedisTarget {
                 self.describe()
             )
         };
-        let patience = Patience { connect: CONNECT_TIMEOUT, response: None, retries: 0 };
+        let patience = Patience { connect: CONNECT_TIMEOUT, retries: 0 };
         match tokio::time::timeout(CONNECT_TIMEOUT, self.topology.managed(patience)).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) if e.kind() == redis::ErrorKind::AuthenticationFailed => Err(anyhow::anyhow!(

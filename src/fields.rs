@@ -59,6 +59,18 @@ impl<'a> Fields<'a> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any text in a hash field gives a number in bounds, none, or a typed error.
+        #[test]
+        fn any_number_field_is_in_bounds_or_refused(value in "\\PC*", least in 0u64..5, most in 5u64..u64::MAX) {
+            let hash: HashMap<String, String> = [("n".to_string(), value)].into();
+            let fields = Fields::new("k", &hash);
+            if let Ok(Some(n)) = fields.number_in("n", least..=most) {
+                proptest::prop_assert!((least..=most).contains(&n));
+            }
+        }
+    }
+
     #[test]
     fn numbers_follow_one_rule() {
         let hash: HashMap<String, String> =

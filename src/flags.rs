@@ -286,6 +286,16 @@ fn parse_inspect_addr(value: &str) -> Option<SocketAddr> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any `denoOptions` gives flags or a typed error, never a panic.
+        #[test]
+        fn any_deno_options_parse_or_are_refused(options in "\\PC*", raw in proptest::collection::vec(0u8..128, 0..64)) {
+            let _ = parse_options(&options);
+            let _ = parse_options(&String::from_utf8_lossy(&raw));
+            let _ = parse_options(&format!("--allow-net={options} -R --v8-flags={options}"));
+        }
+    }
+
     #[test]
     fn lists_accumulate_and_bare_flags_grant_all() {
         let f = parse_options("--allow-read=/a,/b --allow-read=/c -N --deny-env=HOME").unwrap();

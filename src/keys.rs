@@ -226,6 +226,17 @@ pub fn reply(reference: &str) -> String {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any worker key gives a key or a typed error, never a panic.
+        #[test]
+        fn any_worker_key_parses_or_is_refused(key in "\\PC*", shaped in "[a-z:{}]{0,8}:[0-9a-z]{0,4}:h") {
+            let _ = WorkerKey::parse(&key);
+            if let Ok(parsed) = WorkerKey::parse(&shaped) {
+                proptest::prop_assert_eq!(parsed.as_str(), shaped.as_str());
+            }
+        }
+    }
+
     #[test]
     fn a_worker_key_is_parsed_once_into_its_parts() {
         let key = WorkerKey::parse("demo-worker:1:h").unwrap();

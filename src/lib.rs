@@ -37,12 +37,14 @@
 //!   one reader per stream, `feed`), reply and ack, retries, dead letters, outages
 //! - `shards`: sharded request streams (`streamShards`): slots, each shard's tag, the shard of a ref
 //! - `topology`: where a Redis URL leads (a server, a Sentinel-watched master, a Cluster), the
-//!   connection that follows failovers and slots, and the backoff of every retry
+//!   connection that follows failovers and slots, how it notices a silent server, and the
+//!   backoff of every retry
 //! - `worker`: the runtime: a deno_runtime `MainWorker` on its own thread; its limits (heap,
 //!   watchdog), its inspector, why it ended, how it is stopped from outside
 //! - `supervisor`: `denorun supervise`: the event loop, the id queues with heartbeats and recovery,
 //!   `--max-workers`, the restart policy, drain, launching, hash records, Redis outages, the stats
 //!   board
+//! - `trim`: trimming a stream to what its consumer groups still need, in one script
 //! - `sync`: `denorun sync`: a stream into a PostgreSQL table (reading, writing batches, the table,
 //!   the connection, the supervised form)
 //! - `metrics`: Prometheus metrics (prometheus-client), the process's RSS and CPU, the `/metrics`
@@ -88,6 +90,7 @@ mod test_report;
 mod test_runner;
 mod topology;
 mod transpile;
+mod trim;
 mod worker;
 
 use anyhow::Context;
@@ -117,6 +120,7 @@ pub fn snapshot_extensions() -> Vec<deno_runtime::deno_core::Extension> {
 pub fn main(snapshot: Snapshot) -> ! {
     worker::use_snapshot(snapshot);
     let cli = Cli::parse();
+    topology::silence::set_response_timeout(std::time::Duration::from_millis(cli.redis.timeout_ms));
     logs::init(match &cli.command {
         Some(Command::Supervise(args)) => args.log_format,
         _ => logs::Format::Prefix,
@@ -166,8 +170,8 @@ pub fn main(snapshot: Snapshot) -> ! {
                     table: args.table,
                     group: args.group,
                     consumer,
-                    batch: args.batch,
-                    writers: args.writers,
+                    batch: args.batch as usize,
+                    writers: args.writers as usize,
                     flush: std::time::Duration::from_millis(args.flush_ms),
                     claim_idle: std::time::Duration::from_millis(args.claim_idle_ms),
                     trim_acked: args.trim_acked,

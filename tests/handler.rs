@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::demo::{conn, Supervisor};
 use common::*;
@@ -199,80 +199,6 @@ fn a_default_export_without_request_is_refused() {
     assert!(run.stderr.contains("default export has no request function"), "{run:?}");
 }
 
-/// What the load's clients saw.
-#[derive(Default)]
-struct Tally {
-    sent: Vec<String>,
-    unsent: usize,
-    replies: HashMap<String, Value>,
-}
-
-/// 16 clients send `total` requests (one at a time each) and wait for each reply through
-/// outages, as a careful client would: a request whose XADD failed is counted as not sent.
-fn load(url: String, total: usize, done: Arc<AtomicUsize>) -> (Arc<Mutex<Tally>>, Vec<std::thread::JoinHandle<()>>) {
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let next = Arc::new(AtomicUsize::new(0));
-    let threads = (0..16)
-        .map(|_| {
-            let (url, tally, next, done) = (url.clone(), tally.clone(), next.clone(), done.clone());
-            std::thread::spawn(move || {
-                let client = redis::Client::open(url.as_str()).unwrap();
-                let mut c: Option<redis::Connection> = None;
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
-                        return;
-                    }
-                    let reference = format!("L{i}");
-                    let data = format!(r#"{{"name":"{i}"}}"#);
-                    if c.is_none() {
-                        c = client.get_connection_with_timeout(Duration::from_secs(1)).ok();
-                    }
-                    let fields = [("ref", reference.as_str()), ("type", "greeter"), ("data", data.as_str())];
-                    let sent = c.as_mut().map(|conn| conn.xadd::<_, _, _, _, String>("greeter:req:x", "*", &fields));
-                    if !matches!(sent, Some(Ok(_))) {
-                        c = None;
-                        tally.lock().unwrap().unsent += 1;
-                        done.fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(Duration::from_millis(100));
-                        continue;
-                    }
-                    tally.lock().unwrap().sent.push(reference.clone());
-                    // A reply can only come late by XAUTOCLAIM (claimIdleMs 5 s here); after
-                    // 30 s it is not coming (the response stream tells why).
-                    let deadline = Instant::now() + Duration::from_secs(30);
-                    while Instant::now() < deadline {
-                        let conn = match c.as_mut() {
-                            Some(conn) => conn,
-                            None => match client.get_connection_with_timeout(Duration::from_secs(1)) {
-                                Ok(conn) => c.insert(conn),
-                                Err(_) => {
-                                    std::thread::sleep(Duration::from_millis(100));
-                                    continue;
-                                }
-                            },
-                        };
-                        match conn.brpop::<_, Option<(String, String)>>(format!("res:{reference}"), 1.0) {
-                            Ok(Some((_, v))) => {
-                                tally
-                                    .lock()
-                                    .unwrap()
-                                    .replies
-                                    .insert(reference.clone(), serde_json::from_str(&v).unwrap());
-                                break;
-                            }
-                            Ok(None) => {}
-                            Err(_) => c = None,
-                        }
-                    }
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    (tally, threads)
-}
-
 #[test]
 fn no_request_is_lost_when_redis_and_the_supervisor_are_killed() {
     const TOTAL: usize = 10_000;
@@ -301,7 +227,7 @@ fn no_request_is_lost_when_redis_and_the_supervisor_are_killed() {
     });
 
     let done = Arc::new(AtomicUsize::new(0));
-    let (tally, threads) = load(url.clone(), TOTAL, done.clone());
+    let (tally, threads) = load::load(url.clone(), "greeter", TOTAL, done.clone());
     let reached = |n: usize| {
         wait_for(&format!("{n} requests done"), Duration::from_secs(120), || {
             (done.load(Ordering::Relaxed) >= n).then_some(())
@@ -328,76 +254,15 @@ fn no_request_is_lost_when_redis_and_the_supervisor_are_killed() {
     }
     let tally = tally.lock().unwrap();
     let mut c = conn(&url);
-    // A reply the worker sent but the client did not get: its BRPOP took it from the list
-    // just as Redis was killed, and the answer never reached the client. The response stream
-    // has every reply the workers sent.
-    let responses: redis::streams::StreamRangeReply = c.xrange_all("greeter:res:x").unwrap();
-    let responded: HashSet<String> = responses.ids.iter().filter_map(|e| e.get::<String>("ref")).collect();
-    let lost_by_client: Vec<&String> =
-        tally.sent.iter().filter(|r| !tally.replies.contains_key(*r) && responded.contains(*r)).collect();
-    let unanswered: Vec<&String> =
-        tally.sent.iter().filter(|r| !tally.replies.contains_key(*r) && !responded.contains(*r)).collect();
-    let mut codes: HashMap<String, usize> = HashMap::new();
-    for reply in tally.replies.values() {
-        *codes.entry(reply["code"].to_string()).or_default() += 1;
+    let verdict = tally.verdict(&mut c, "greeter");
+    eprintln!("figure: {verdict}, {} not sent (XADD failed)", tally.unsent);
+    if !verdict.unanswered.is_empty() {
+        load::explain(&mut c, "greeter", &verdict.unanswered);
     }
-    // A second reply would still be in its list (they expire after 300 s).
-    let mut pipe = redis::pipe();
-    for r in &tally.sent {
-        pipe.llen(format!("res:{r}"));
-    }
-    let extra: Vec<usize> = pipe.query(&mut c).unwrap();
-    let duplicates = extra.iter().filter(|n| **n > 0).count();
-    let mut pipe = redis::pipe();
-    for r in &tally.sent {
-        pipe.get(format!("calls:{r}"));
-    }
-    let calls: Vec<Option<usize>> = pipe.query(&mut c).unwrap();
-    let repeated = calls.iter().filter(|n| n.unwrap_or(0) > 1).count();
-    let sent: HashSet<&String> = tally.sent.iter().collect();
-    eprintln!(
-        "figure: {} sent, {} not sent (XADD failed), {} answered, {} replies lost by the client's BRPOP at the kill, \
-         {} unanswered, {} duplicate replies, codes {codes:?}, {repeated} requests whose handler ran more than once",
-        sent.len(),
-        tally.unsent,
-        tally.replies.len(),
-        lost_by_client.len(),
-        unanswered.len(),
-        duplicates
-    );
-    // Each reply the workers sent is on the response stream once.
-    let refs: Vec<String> = responses.ids.iter().filter_map(|e| e.get::<String>("ref")).collect();
-    assert_eq!(refs.len(), responded.len(), "one reply per request on the response stream");
-    if !unanswered.is_empty() {
-        let all: redis::streams::StreamRangeReply = c.xrange_all("greeter:req:x").unwrap();
-        for r in &unanswered {
-            let entry = all.ids.iter().find(|e| e.get::<String>("ref").as_deref() == Some(r.as_str()));
-            let id = entry.map(|e| e.id.clone());
-            let pending: redis::Value = match &id {
-                Some(id) => redis::cmd("XPENDING")
-                    .arg("greeter:req:x")
-                    .arg("worker")
-                    .arg(id)
-                    .arg(id)
-                    .arg(1)
-                    .query(&mut c)
-                    .unwrap(),
-                None => redis::Value::Nil,
-            };
-            let calls: Option<String> = c.get(format!("calls:{r}")).unwrap();
-            let by_xid: Vec<String> =
-                responses.ids.iter().filter(|e| e.get::<String>("xid") == id).map(|e| format!("{:?}", e.map)).collect();
-            let marker: Option<String> =
-                c.get(format!("greeter:req:x:done:{}", id.clone().unwrap_or_default())).unwrap();
-            let list: usize = c.llen(format!("res:{r}")).unwrap();
-            eprintln!("unanswered {r}: entry {id:?} pending {pending:?} calls {calls:?} by_xid {by_xid:?} marker {marker:?} list {list}");
-        }
-        let groups: redis::Value = redis::cmd("XINFO").arg("GROUPS").arg("greeter:req:x").query(&mut c).unwrap();
-        eprintln!("request stream groups {groups:?}");
-    }
+    let unanswered = &verdict.unanswered;
     assert!(unanswered.is_empty(), "unanswered: {:?}", &unanswered[..unanswered.len().min(20)]);
-    assert_eq!(duplicates, 0);
-    assert_eq!(sent.len() + tally.unsent, TOTAL);
+    assert_eq!(verdict.duplicates, 0);
+    assert_eq!(verdict.sent + tally.unsent, TOTAL);
     supervisor.signal(libc::SIGTERM);
     assert_eq!(supervisor.finish().code, 0);
 }

@@ -14,7 +14,7 @@
 //! start, and RSS, prints one table with ratios, and writes BENCHMARKS.md.
 //!
 //! Usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--out FILE]
-//!            [--only-handler [--before PATH]] (and the other --only-… sections)
+//!            [--only-handler [--before PATH]] [--only-soak] (and the other --only-… sections)
 //!        denorun-bench worker <key>   (the bare Rust form; REDIS_URL names the Redis)
 //!        denorun-bench handler-worker <key>   (the Rust floor of the handler contract)
 //!        denorun-bench load [requests] (load only, against running workers, for profiling)
@@ -47,6 +47,7 @@ mod measure;
 mod options;
 mod report;
 mod scale;
+mod soak;
 mod startup;
 mod sync;
 
@@ -112,6 +113,12 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     if bench.opts.only_backlog {
         let drained = backlog::backlog(&bench.opts.denorun, &bench.opts.node, &bench_dir, backlog_jobs, backlog_runs);
         println!("{}", drained.await?);
+        return Ok(());
+    }
+
+    if bench.opts.only_soak {
+        let soaked = if bench.opts.quick { 100_000 } else { 1_000_000 };
+        println!("{}", soak::soak(&mut bench, soaked).await?);
         return Ok(());
     }
 

@@ -21,6 +21,8 @@ pub(crate) struct Options {
     pub(crate) only_backlog: bool,
     /// Only the handler section (1, 4 and 16 workers in one process).
     pub(crate) only_handler: bool,
+    /// Only the soak (a million requests through four handler workers; memory flat?).
+    pub(crate) only_soak: bool,
     /// An older denorun, run in the handler section too, for an A/B.
     pub(crate) before: Option<PathBuf>,
     pub(crate) out: PathBuf,
@@ -33,6 +35,7 @@ impl Options {
         let mut values: HashMap<&str, &str> = HashMap::new();
         let (mut quick, mut only_metrics, mut only_scale, mut only_startup) = (false, false, false, false);
         let (mut only_sync, mut only_density, mut only_backlog, mut only_handler) = (false, false, false, false);
+        let mut only_soak = false;
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             match arg.as_str() {
@@ -44,6 +47,7 @@ impl Options {
                 "--only-density" => only_density = true,
                 "--only-backlog" => only_backlog = true,
                 "--only-handler" => only_handler = true,
+                "--only-soak" => only_soak = true,
                 "--denorun" | "--deno" | "--node" | "--out" | "--before" => {
                     values.insert(arg, it.next().context("a flag needs a value")?);
                 }
@@ -63,6 +67,7 @@ impl Options {
             only_density,
             only_backlog,
             only_handler,
+            only_soak,
             before: values.get("--before").map(PathBuf::from),
             out: values.get("--out").map(PathBuf::from).unwrap_or_else(|| "BENCHMARKS.md".into()),
             command: std::env::var("BENCH_COMMAND").unwrap_or_else(|_| "bench/run.sh".into()),

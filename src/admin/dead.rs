@@ -18,26 +18,43 @@ pub async fn list(conn: &mut Conn, keys: &Keys, count: usize) -> redis::RedisRes
     Ok(reply.ids.iter().map(Entry::of).collect())
 }
 
+/// KEYS: the dead-letter stream, the request stream; ARGV: the dead letter's id, then the
+/// fields to leave out. Adds the letter's other fields, as Redis holds them (bytes, order and
+/// repeats kept), to the request stream, and deletes the letter; nothing when it is gone
+/// (requeued or deleted already). Returns the new id, or nil.
+const REQUEUE: &str = r"
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 then return false end
+local skip = {}
+for i = 2, #ARGV do skip[ARGV[i]] = true end
+local fields, add = found[1][2], {'XADD', KEYS[2], '*'}
+for i = 1, #fields, 2 do
+  if not skip[fields[i]] then
+    add[#add + 1] = fields[i]
+    add[#add + 1] = fields[i + 1]
+  end
+end
+if #add == 3 then return redis.error_reply('ERR dead letter ' .. ARGV[1] .. ' has no fields of its own to requeue') end
+local id = redis.call(unpack(add))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return id
+";
+
 /// Sends `entry` back to its request stream (of `requests`, the shard of its `ref`) with its
-/// own fields, and removes it from the dead stream, in one MULTI. Returns the stream and the
-/// new id.
+/// own fields exactly as stored, and removes it from the dead stream, in one script: a letter
+/// requeued twice at once (two operators) goes back once. Returns the stream and the new id,
+/// or none when the letter was gone already.
 pub async fn requeue(
     conn: &mut Conn,
     keys: &Keys,
     requests: &[String],
     entry: &Entry,
-) -> redis::RedisResult<(String, String)> {
+) -> redis::RedisResult<Option<(String, String)>> {
     let stream = &requests[crate::shards::for_ref(entry.field("ref"), requests.len())];
-    let own: Vec<&(String, String)> = entry.fields.iter().filter(|(k, _)| !DEAD_FIELDS.contains(&k.as_str())).collect();
-    let own: Vec<(&str, &str)> = own.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let (new_id,): (String,) = redis::pipe()
-        .atomic()
-        .xadd(stream, "*", &own)
-        .xdel(keys.dead_stream(), &[&entry.id])
-        .ignore()
-        .query_async(conn)
-        .await?;
-    Ok((stream.clone(), new_id))
+    let mut script = redis::cmd("EVAL");
+    script.arg(REQUEUE).arg(2).arg(keys.dead_stream()).arg(stream).arg(&entry.id).arg(&DEAD_FIELDS[..]);
+    let new_id: Option<String> = script.query_async(conn).await?;
+    Ok(new_id.map(|id| (stream.clone(), id)))
 }
 
 /// Removes dead letters for good; returns how many there were.
@@ -79,8 +96,10 @@ pub async fn dead(
             );
             continue;
         }
-        let (stream, new_id) = requeue(conn, keys, &requests, &entry).await?;
-        println!("{} requeued on {stream} as {new_id}", entry.id);
+        match requeue(conn, keys, &requests, &entry).await? {
+            Some((stream, new_id)) => println!("{} requeued on {stream} as {new_id}", entry.id),
+            None => println!("{} was requeued or deleted meanwhile", entry.id),
+        }
     }
     Ok(0)
 }

@@ -59,6 +59,17 @@ pub struct Asked<'a> {
     pub fetch_site: Option<&'a str>,
 }
 
+/// A path for a `Location` that can only lead to this console: one that would leave it (`//host`,
+/// `/\host`, anything not starting with `/`) becomes `/`.
+pub fn on_console(path: &str) -> &str {
+    let leaves = !path.starts_with('/') || path.starts_with("//") || path.starts_with("/\\");
+    if leaves || path.chars().any(|c| c.is_control()) {
+        "/"
+    } else {
+        path
+    }
+}
+
 /// Decides a request against the console's credential (and whether it is `read_only`).
 pub fn decide(asked: &Asked, credential: &Credential, read_only: bool) -> Access {
     if let Some(given) = query_token(asked.query) {
@@ -68,8 +79,8 @@ pub fn decide(asked: &Asked, credential: &Credential, read_only: bool) -> Access
         if asked.method == "GET" {
             let rest: Vec<&str> =
                 asked.query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.starts_with("token=")).collect();
-            let location =
-                if rest.is_empty() { asked.path.to_string() } else { format!("{}?{}", asked.path, rest.join("&")) };
+            let path = on_console(asked.path);
+            let location = if rest.is_empty() { path.to_string() } else { format!("{path}?{}", rest.join("&")) };
             return Access::SetCookie { location };
         }
     } else if !credential.in_cookie(asked.cookie) {
@@ -112,6 +123,39 @@ fn same(given: &str, token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Any request line and headers get a decision, never a panic, and a redirect never
+        /// leaves the console.
+        #[test]
+        fn any_request_is_decided(
+            method in "[A-Z]{0,7}", path in "\\PC*", query in "\\PC*", cookie in "\\PC*", host in "\\PC*",
+        ) {
+            let token = Some(format!("token={}&{query}", credential().token));
+            for query in [Some(query.as_str()), token.as_deref(), None] {
+                let asked = Asked {
+                    method: &method,
+                    path: &path,
+                    query,
+                    cookie: Some(&cookie),
+                    host: Some(&host),
+                    origin: Some(&host),
+                    fetch_site: Some(&cookie),
+                };
+                if let Access::SetCookie { location } = decide(&asked, &credential(), false) {
+                    proptest::prop_assert!(location.starts_with('/') && !location.starts_with("//"), "{location}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_redirect_stays_on_the_console() {
+        assert_eq!(on_console("/dead/greeter"), "/dead/greeter");
+        for leaving in ["//evil.example/x", "/\\evil.example", "evil", "", "/a\r\nSet-Cookie: x"] {
+            assert_eq!(on_console(leaving), "/", "{leaving:?}");
+        }
+    }
 
     const TOKEN: &str = "0123456789abcdef";
 

@@ -38,6 +38,16 @@ const MOST_DEAD: usize = 1000;
 /// The largest form a POST may send, 1 MiB (a thousand ticked ids take about 40 KiB).
 const MOST_FORM: usize = 1 << 20;
 
+/// The most connections served at once; more wait to be accepted.
+const MOST_CONNECTIONS: usize = 256;
+
+/// How long a client may take to send a request's headers (also how long an idle keep-alive
+/// connection is kept).
+const HEADER_READ: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The longest a connection is served.
+const MOST_CONNECTION: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The most requests the finder lists whose fields hold the text asked for.
 const MOST_MATCHES: usize = 50;
 
@@ -94,8 +104,18 @@ pub fn run(redis: &RedisTarget, options: Options) -> anyhow::Result<i32> {
             if options.read_only { " (read-only)" } else { "" }
         );
         tokio::spawn(console.clone().sample());
+        let room = Arc::new(tokio::sync::Semaphore::new(MOST_CONNECTIONS));
         loop {
-            let Ok((stream, peer)) = listener.accept().await else { continue };
+            let place = room.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    log::warn!("console: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let console = console.clone();
             let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                 let console = console.clone();
@@ -103,7 +123,12 @@ pub fn run(redis: &RedisTarget, options: Options) -> anyhow::Result<i32> {
             });
             tokio::spawn(async move {
                 let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                let serving = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_READ)
+                    .serve_connection(io, service);
+                let _ = tokio::time::timeout(MOST_CONNECTION, serving).await;
+                drop(place);
             });
         }
     })
@@ -114,12 +139,17 @@ fn now_s() -> u64 {
 }
 
 fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    respond_with(status, content_type, body, "default-src 'none'; frame-ancestors 'none'".to_string())
+}
+
+fn respond_with(status: StatusCode, content_type: &str, body: String, policy: String) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, content_type)
         .header("Cache-Control", "no-store")
         .header("X-Frame-Options", "DENY")
-        .header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+        .header("X-Content-Type-Options", "nosniff")
+        .header("Content-Security-Policy", policy)
         .body(Full::new(Bytes::from(body)))
         .expect("a valid response")
 }
@@ -129,8 +159,14 @@ fn not_found(worker_type: &str) -> Response<Full<Bytes>> {
 }
 
 fn html(title: &str, body: &str, console: &Console) -> Response<Full<Bytes>> {
+    page(title, body, console, Some(console.refresh_s))
+}
+
+/// A page; with `refresh_s`, one that reloads itself.
+fn page(title: &str, body: &str, console: &Console, refresh_s: Option<u64>) -> Response<Full<Bytes>> {
     let types: Vec<&str> = console.types.iter().map(Keys::worker_type).collect();
-    respond(StatusCode::OK, "text/html; charset=utf-8", pages::page(title, body, &types, console.refresh_s))
+    let page = pages::page(title, body, &types, refresh_s);
+    respond_with(StatusCode::OK, "text/html; charset=utf-8", page, pages::policy(refresh_s))
 }
 
 fn redirect(location: &str, cookie: Option<String>) -> Response<Full<Bytes>> {
@@ -274,7 +310,8 @@ impl Console {
                 body.push_str(&pages::matches(&text, &matches));
             }
         }
-        Ok(html("find a request", &body, self))
+        // Not refreshed: each look at the streams costs a search of them.
+        Ok(page("find a request", &body, self, None))
     }
 
     /// Requeues or deletes the dead letters chosen (`id`, once or more) or all (`all=1`),
@@ -324,4 +361,25 @@ impl Console {
 /// A form field's value (the first), decoded.
 fn form_value(form: &[u8], name: &str) -> Option<String> {
     deno_runtime::deno_core::url::form_urlencoded::parse(form).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Any form body gives a value or none, never a panic.
+        #[test]
+        fn any_form_is_read(form in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), name in "[a-z]{1,4}") {
+            let _ = form_value(&form, &name);
+            let _ = form_value(format!("{name}=%FF%&{name}").as_bytes(), &name);
+        }
+    }
+
+    #[test]
+    fn form_values_are_decoded() {
+        assert_eq!(form_value(b"id=1-0&confirm=yes&id=2-0", "id").as_deref(), Some("1-0"));
+        assert_eq!(form_value(b"ref=a%20b+c", "ref").as_deref(), Some("a b c"));
+        assert_eq!(form_value(b"x=1", "ref"), None);
+    }
 }

@@ -29,10 +29,43 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// The page's one style sheet.
+const STYLE: &str =
+    "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}\
+td,th{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}th{background:#f4f4f4}\
+.num{text-align:right}form{display:inline}nav{margin-bottom:1em}figure{margin:1em 0}\
+.actions{margin:.5em 0}code{word-break:break-all}";
+
+/// The refresh every `refresh_s` seconds, which waits while the tab is hidden, a box is ticked
+/// or a field has the focus.
+fn refresher(refresh_s: u64) -> String {
+    format!(
+        "setInterval(()=>{{if(!document.hidden&&!document.querySelector('input:checked')\
+         &&document.activeElement.tagName!=='INPUT')location.reload()}},{})",
+        refresh_s * 1000
+    )
+}
+
+/// The Content-Security-Policy of a page: nothing but its own style sheet and refresh script,
+/// by their SHA-256 (no `'unsafe-inline'`).
+pub fn policy(refresh_s: Option<u64>) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let hash = |text: &str| base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(text.as_bytes()));
+    let script = match refresh_s {
+        Some(s) => format!("'sha256-{}'", hash(&refresher(s))),
+        None => "'none'".to_string(),
+    };
+    format!(
+        "default-src 'none'; style-src 'sha256-{}'; script-src {script}; img-src 'self'; form-action 'self'; \
+         frame-ancestors 'none'; base-uri 'none'",
+        hash(STYLE)
+    )
+}
+
 /// A whole page: `title`, `body`, a bar with the overview, each type's dead letters and the
-/// finder, and a refresh every `refresh_s` seconds that waits while the tab is hidden, a box
-/// is ticked or a field has the focus.
-pub fn page(title: &str, body: &str, types: &[&str], refresh_s: u64) -> String {
+/// finder, and with `refresh_s` the refresh (see [`refresher`]).
+pub fn page(title: &str, body: &str, types: &[&str], refresh_s: Option<u64>) -> String {
     let mut nav = String::from("<a href=\"/\">overview</a>");
     for t in types {
         let _ = write!(nav, " · <a href=\"/dead/{}\">{} dead letters</a>", path(t), escape(t));
@@ -40,18 +73,11 @@ pub fn page(title: &str, body: &str, types: &[&str], refresh_s: u64) -> String {
     nav.push_str(
         " · <form method=get action=\"/find\"><input name=ref placeholder=\"find a ref or text\" size=18></form>",
     );
+    let script = refresh_s.map_or(String::new(), |s| format!("<script>{}</script>", refresher(s)));
     format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>{title} · denorun console</title>\
-         <style>body{{font:14px system-ui,sans-serif;margin:1.5em;color:#222}}table{{border-collapse:collapse;margin:.5em 0}}\
-         td,th{{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}}th{{background:#f4f4f4}}\
-         .num{{text-align:right}}form{{display:inline}}nav{{margin-bottom:1em}}figure{{margin:1em 0}}\
-         .actions{{margin:.5em 0}}code{{word-break:break-all}}</style></head><body>\
-         <nav>{nav}</nav><h1>{title}</h1>{body}\
-         <script>setInterval(()=>{{if(!document.hidden&&!document.querySelector('input:checked')\
-         &&document.activeElement.tagName!=='INPUT')location.reload()}},{ms})</script>\
-         </body></html>",
+         <style>{STYLE}</style></head><body><nav>{nav}</nav><h1>{title}</h1>{body}{script}</body></html>",
         title = escape(title),
-        ms = refresh_s * 1000
     )
 }
 

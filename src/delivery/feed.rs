@@ -14,7 +14,8 @@
 //! A worker's slots count until its deadline (a second, or sooner when one of its retries is
 //! due): a worker that stops asking (it is stopping) is soon read for no more. It waits for
 //! entries until that deadline and then goes round its loop (the `pid` check, retries) as
-//! before; what the feed read for it meanwhile waits for its next call.
+//! before; what the feed read for it meanwhile waits for its next call. Entries read for a
+//! worker that stopped or left during the read are handed to the others at once (XCLAIM).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,6 +88,8 @@ pub struct Intake {
     want: Arc<Mutex<Want>>,
     batches: mpsc::UnboundedReceiver<RedisResult<Batch>>,
     received: u64,
+    /// An error that came after entries still to be handed out: returned on the next call.
+    failed: Option<redis::RedisError>,
 }
 
 /// The feeds of this process, by Redis URL and streams; a feed ends with its last worker.
@@ -103,7 +106,7 @@ impl Feed {
         let (batches, received) = mpsc::unbounded_channel();
         let consumer = consumer.to_string();
         let _ = feed.told.send(Message::Join { id, consumer, want: want.clone(), batches });
-        Intake { feed, id, want, batches: received, received: 0 }
+        Intake { feed, id, want, batches: received, received: 0, failed: None }
     }
 
     fn shared(url: &str, target: &Topology, streams: &[String]) -> Arc<Feed> {
@@ -125,10 +128,21 @@ impl Feed {
 impl Intake {
     /// New entries, at most `free`: those the feed read for this worker since its last call,
     /// or else the next it reads; empty when none came before `until`.
+    /// Entries drained before an error are returned first, and the error on the next call.
     pub async fn read(&mut self, free: usize, until: Instant) -> RedisResult<Batch> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         let mut batch = Batch::new();
         while let Ok(read) = self.batches.try_recv() {
-            batch.extend(self.count(read)?);
+            match self.count(read) {
+                Ok(entries) => batch.extend(entries),
+                Err(e) if batch.is_empty() => return Err(e),
+                Err(e) => {
+                    self.failed = Some(e);
+                    return Ok(batch);
+                }
+            }
         }
         // Said on every call, so that a busy worker stays the one read for.
         let left = free.saturating_sub(entries(&batch));
@@ -174,6 +188,8 @@ struct Taker {
     batches: mpsc::UnboundedSender<RedisResult<Batch>>,
     /// Entries sent to it so far.
     sent: u64,
+    /// It takes no more entries.
+    stopped: bool,
 }
 
 impl Taker {
@@ -226,53 +242,87 @@ async fn serve(feed: Weak<Feed>, target: Topology, streams: Vec<String>, mut tol
         let (consumer, until) = (takers[&id].consumer.clone(), takers[&id].want.lock().unwrap().until);
         let block = until.saturating_duration_since(now).clamp(Duration::from_millis(1), most_block(streams.len()));
         next_shard = (next_shard + 1) % streams.len();
-        // While the read is in flight, a worker may leave or stop: then the read, blocked under
-        // its consumer name, is abandoned with its connection (Redis unblocks a client that
-        // went away), so that no entry is handed to a worker that will not run it.
-        let reading = read(&conn, &streams, next_shard, &consumer, free, block);
-        tokio::pin!(reading);
-        let mut heard = Vec::new();
-        let read = loop {
-            tokio::select! {
-                read = &mut reading => break Some(read),
-                message = told.recv() => match message {
-                    Some(message) => {
-                        let ends = message.ends(id);
-                        heard.push(message);
-                        if ends {
-                            break None;
-                        }
-                    }
-                    None => return,
-                },
-            }
-        };
-        match read {
-            Some(read) => deliver(&mut takers, id, read),
-            None => reader = None,
-        }
-        for message in heard {
+        // A read is always waited for (it blocks a second at most, and its deadline notices a
+        // silent Redis): what it brought is handed to the worker it was for or, if that worker
+        // stopped or left meanwhile, to the others.
+        let read = read(&conn, &streams, next_shard, &consumer, free, block).await;
+        while let Ok(message) = told.try_recv() {
             hear(&mut takers, message);
+        }
+        deliver(&mut takers, id, read, &conn).await;
+    }
+}
+
+/// Hands what was read for worker `id` to it; if it stopped or left meanwhile, to the others
+/// with free slots (XCLAIMed to them), and what none has room for stays pending under its
+/// consumer (its restart or XAUTOCLAIM takes it). A read that failed (not an outage: those
+/// are waited out) ends the worker, which is read for no more, so that the feed does not read
+/// and fail again while the worker ends.
+async fn deliver(takers: &mut HashMap<u64, Taker>, id: u64, read: RedisResult<Batch>, conn: &Conn) {
+    let batch = match read {
+        Ok(batch) => batch,
+        Err(e) => {
+            if let Some(taker) = takers.remove(&id) {
+                let _ = taker.batches.send(Err(e));
+            }
+            return;
+        }
+    };
+    let n = entries(&batch);
+    if n == 0 {
+        return;
+    }
+    let mut batch = batch;
+    if let Some(taker) = takers.get_mut(&id).filter(|t| !t.stopped) {
+        match taker.batches.send(Ok(batch)) {
+            Ok(()) => {
+                taker.sent += n as u64;
+                return;
+            }
+            // It is gone (its intake dropped, the Leave not heard yet): to the others.
+            Err(mpsc::error::SendError(unsent)) => {
+                taker.stopped = true;
+                batch = unsent.unwrap_or_default();
+            }
+        }
+    }
+    let now = Instant::now();
+    for (stream, entries) in batch {
+        let mut entries = entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            let open = takers
+                .iter()
+                .filter(|(_, t)| !t.stopped)
+                .filter_map(|(id, t)| t.open(now).map(|(free, _)| (*id, free)));
+            let Some((sibling, free)) = open.max_by_key(|(_, free)| *free) else { break };
+            let mine: Vec<StreamId> = entries.by_ref().take(free).collect();
+            let taker = takers.get_mut(&sibling).expect("an open taker");
+            let claimed = hand_over(conn, &stream, &taker.consumer, mine).await;
+            taker.sent += claimed.len() as u64;
+            if !claimed.is_empty() {
+                let _ = taker.batches.send(Ok(vec![(stream.clone(), claimed)]));
+            }
         }
     }
 }
 
-/// Hands what was read for worker `id` to it.
-/// A read that failed (not an outage: those are waited out) ends the worker, which is read
-/// for no more, so that the feed does not read and fail again while the worker ends.
-fn deliver(takers: &mut HashMap<u64, Taker>, id: u64, read: RedisResult<Batch>) {
-    if read.is_err() {
-        if let Some(taker) = takers.remove(&id) {
-            let _ = taker.batches.send(read);
+/// XCLAIMs `entries` to `consumer` (JUSTID: their delivery count stays as it is); returns those
+/// it now has. One that fails to move stays where it was.
+async fn hand_over(conn: &Conn, stream: &str, consumer: &str, entries: Vec<StreamId>) -> Vec<StreamId> {
+    let mut claim = redis::cmd("XCLAIM");
+    claim.arg(stream).arg(GROUP).arg(consumer).arg(0);
+    for entry in &entries {
+        claim.arg(&entry.id);
+    }
+    claim.arg("JUSTID");
+    let moved: Vec<String> = match claim.query_async(&mut conn.clone()).await {
+        Ok(moved) => moved,
+        Err(e) => {
+            log::warn!("cannot hand {} entries of {stream} to {consumer} ({e}); XAUTOCLAIM will", entries.len());
+            return Vec::new();
         }
-        return;
-    }
-    let Some(taker) = takers.get_mut(&id) else { return };
-    let n = read.as_ref().map_or(0, entries);
-    taker.sent += n as u64;
-    if n > 0 {
-        let _ = taker.batches.send(read);
-    }
+    };
+    entries.into_iter().filter(|e| moved.contains(&e.id)).collect()
 }
 
 /// How many entries a batch holds.
@@ -280,32 +330,27 @@ fn entries(batch: &Batch) -> usize {
     batch.iter().map(|(_, entries)| entries.len()).sum()
 }
 
-impl Message {
-    /// Whether this tells that worker `id` takes no more entries.
-    fn ends(&self, id: u64) -> bool {
-        match self {
-            Message::Stop(stopped) | Message::Leave(stopped) => *stopped == id,
-            Message::Join { .. } => false,
-        }
-    }
-}
-
 /// Applies what a worker told.
 fn hear(takers: &mut HashMap<u64, Taker>, message: Message) {
     match message {
         Message::Join { id, consumer, want, batches } => {
-            takers.insert(id, Taker { consumer, want, batches, sent: 0 });
+            takers.insert(id, Taker { consumer, want, batches, sent: 0, stopped: false });
         }
-        Message::Stop(_) => {}
+        Message::Stop(id) => {
+            if let Some(taker) = takers.get_mut(&id) {
+                taker.stopped = true;
+            }
+        }
         Message::Leave(id) => {
             takers.remove(&id);
         }
     }
 }
 
-/// The feed's connection: it blocks, so no response time-out.
+/// The feed's connection. Its reads block for at most a second, and each has that plus the
+/// response time-out as its deadline (`topology::silence`).
 async fn connect(target: &Topology) -> RedisResult<Conn> {
-    let patience = Patience { connect: Duration::from_secs(5), response: None, retries: 6 };
+    let patience = Patience { connect: Duration::from_secs(5), retries: 6 };
     topology::through_outages(|| target.managed(patience)).await
 }
 
@@ -406,7 +451,7 @@ mod tests {
         let until = now + Duration::from_secs(1);
         let want = Arc::new(Mutex::new(Want { free: 8, received: 7, until, asked: now }));
         let (batches, _received) = mpsc::unbounded_channel();
-        let taker = Taker { consumer: "c".into(), want: want.clone(), batches, sent: 10 };
+        let taker = Taker { consumer: "c".into(), want: want.clone(), batches, sent: 10, stopped: false };
         assert_eq!(taker.open(now), Some((5, now)), "3 of the 8 are on their way");
         want.lock().unwrap().free = 2;
         assert_eq!(taker.open(now), None);

@@ -3,17 +3,31 @@
 //! and then entries of consumers gone quiet, XAUTOCLAIMed), turned into requests. The `pid`
 //! check and `requestLimit` decide when there are no more.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamRangeReply};
 
+use super::settings::Trim;
 use super::{Delivery, Done, Error, Request};
 use crate::keys::GROUP;
 use crate::metrics::Outcome;
 
 /// How often a busy worker checks its `pid`.
 const PID_CHECK: Duration = Duration::from_millis(100);
+
+/// This consumer's own pending entries from before its start, all of them, a page (its free
+/// slots) at a time: per stream, the last id taken, until a page comes back short. (New
+/// entries are read only once a page came back empty, and they are newer than any of these.)
+#[derive(Default)]
+pub(super) struct History {
+    from: HashMap<String, String>,
+    done: HashSet<String>,
+    pub(super) finished: bool,
+}
+
+/// How often a worker trims its request streams.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 impl Delivery {
     /// [`Delivery::next`]: retries and history first, then new entries.
@@ -34,8 +48,12 @@ impl Delivery {
                     return Ok(None);
                 }
             }
+            self.trim_if_due().await;
             let mut requests = self.again(free).await?;
-            if requests.is_empty() {
+            // New entries only once the history is read: a page of it may give no request
+            // (its entries trimmed, or refused) and the next page must not meet new entries
+            // read meanwhile under the same consumer.
+            if requests.is_empty() && self.state.borrow().history.finished {
                 requests = self.read(free).await?;
             }
             self.state.borrow_mut().idle = requests.is_empty();
@@ -44,6 +62,35 @@ impl Delivery {
                     stats.began(requests.len());
                 }
                 return Ok(Some(requests));
+            }
+        }
+    }
+
+    /// About once a second, trims the request streams as `trimAcked`/`requestStreamMaxlen`
+    /// say. A trim that fails (a Redis user without EVAL or XTRIM) is logged once and trims
+    /// nothing; requests go on.
+    async fn trim_if_due(&self) {
+        let s = &self.settings;
+        if s.trim == Trim::Off || self.state.borrow().last_trim.is_some_and(|t| t.elapsed() < TRIM_EVERY) {
+            return;
+        }
+        self.state.borrow_mut().last_trim = Some(Instant::now());
+        for stream in &s.streams {
+            let mut writer = self.writer.clone();
+            let trimmed = match s.trim {
+                Trim::MaxLen(n) => {
+                    redis::cmd("XTRIM").arg(stream).arg("MAXLEN").arg("~").arg(n).query_async(&mut writer).await
+                }
+                _ => crate::trim::acked(&mut writer, stream).await,
+            };
+            if let Err(e) = trimmed {
+                if !std::mem::replace(&mut self.state.borrow_mut().trim_failed, true) {
+                    log::warn!(
+                        "{}: cannot trim {stream} ({e}); it keeps every request until trimmed otherwise: give the \
+                         worker's Redis user EVAL and XTRIM (`denorun acl <type>` does), or set trimAcked 0",
+                        s.key
+                    );
+                }
             }
         }
     }
@@ -69,8 +116,10 @@ impl Delivery {
                 due.push((stream, id));
             }
         }
-        let history = !std::mem::replace(&mut self.state.borrow_mut().history_read, true);
-        let claim = self.state.borrow().last_claim.is_none_or(|t| t.elapsed() >= s.claim_idle / 2);
+        let history = !self.state.borrow().history.finished;
+        // Not while the history is paged through: an entry claimed now could come up again
+        // in a later page.
+        let claim = !history && self.state.borrow().last_claim.is_none_or(|t| t.elapsed() >= s.claim_idle / 2);
         if claim {
             self.state.borrow_mut().last_claim = Some(now);
         }
@@ -82,6 +131,10 @@ impl Delivery {
             }
             let ids: Vec<String> = due.iter().filter(|(st, _)| st == stream).map(|(_, id)| id.clone()).collect();
             requests.extend(self.again_from(stream, ids, left, history, claim).await?);
+        }
+        if history {
+            let mut state = self.state.borrow_mut();
+            state.history.finished = s.streams.iter().all(|stream| state.history.done.contains(stream));
         }
         Ok(requests)
     }
@@ -98,10 +151,23 @@ impl Delivery {
         claim: bool,
     ) -> Result<Vec<Request>, Error> {
         let s = &self.settings;
-        if history && ids.len() < free {
+        let paging = history && !self.state.borrow().history.done.contains(stream);
+        if paging && ids.len() < free {
+            let wanted = free - ids.len();
+            let start = match self.state.borrow().history.from.get(stream) {
+                Some(last) => format!("({last}"),
+                None => "-".to_string(),
+            };
             let mut cmd = redis::cmd("XPENDING");
-            cmd.arg(stream).arg(GROUP).arg("-").arg("+").arg(free - ids.len()).arg(&s.consumer);
+            cmd.arg(stream).arg(GROUP).arg(start).arg("+").arg(wanted).arg(&s.consumer);
             let own: StreamPendingCountReply = self.write("XPENDING", &cmd).await?;
+            let mut state = self.state.borrow_mut();
+            match own.ids.last() {
+                Some(last) if own.ids.len() == wanted => {
+                    _ = state.history.from.insert(stream.to_string(), last.id.clone())
+                }
+                _ => _ = state.history.done.insert(stream.to_string()),
+            }
             ids.extend(own.ids.into_iter().map(|p| p.id));
         }
         let mut claimed: Vec<StreamId> = Vec::new();

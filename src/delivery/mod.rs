@@ -5,7 +5,8 @@
 //! The concerns are modules: the worker's settings from its hash (`settings`); where entries
 //! come from (`intake`: new ones from the process's shared reader, `feed`, and retries, the
 //! consumer's own history and XAUTOCLAIM of dead consumers' entries); how a request ends
-//! (`reply`: reply and ack in one MULTI/EXEC, retries with backoff, dead letters, `WAIT`);
+//! (`reply`: reply, ack and done marker in one script, retries with backoff, dead letters,
+//! `WAIT`);
 //! and the Redis calls that wait out outages (`outage`). This module opens a worker's
 //! delivery and holds its state.
 //!
@@ -110,11 +111,16 @@ struct State {
     /// When the `pid` was last checked, and whether the last read found nothing.
     last_pid_check: Option<Instant>,
     idle: bool,
-    /// Whether this consumer's own pending entries (from before a restart) were taken.
-    history_read: bool,
+    /// This consumer's own pending entries from before its start (a crash), taken in pages.
+    history: intake::History,
     stopped: bool,
     /// Replies fewer replicas acknowledged than `replicaAcks` asked for.
     unreplicated: u64,
+    /// When the request streams were last trimmed, and whether a trim failed (logged once).
+    last_trim: Option<Instant>,
+    trim_failed: bool,
+    /// Replies that went to the response stream only (`res:{ref}` could not take them).
+    unpushed: u64,
 }
 
 impl Delivery {
@@ -127,8 +133,7 @@ impl Delivery {
         key: &WorkerKey,
         stats: Option<Arc<WorkerStats>>,
     ) -> Result<(Delivery, HashMap<String, String>), Error> {
-        let patience =
-            Patience { connect: Duration::from_secs(5), response: Some(Duration::from_secs(10)), retries: 6 };
+        let patience = Patience { connect: Duration::from_secs(5), retries: 6 };
         let writer = outage::persist("connecting to Redis", || target.managed(patience)).await?;
         // Its type's hash (`<type>:h`) gives the defaults, as for the rest of a worker's config.
         let mut fields: HashMap<String, String> =

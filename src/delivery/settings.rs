@@ -29,6 +29,31 @@ pub struct Settings {
     /// `WAIT <replica_acks> <replica_ack_timeout>` after each reply and ack (0: none).
     pub replica_acks: u64,
     pub replica_ack_timeout: Duration,
+    /// What the request streams keep.
+    pub trim: Trim,
+}
+
+/// What a handler type's request streams keep, trimmed by its workers about once a second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trim {
+    /// What some group has not read or acked yet (the default): nothing unanswered is lost.
+    Acked,
+    /// About the newest N entries (`requestStreamMaxlen`), read or not: a request older than
+    /// that is dropped unanswered.
+    MaxLen(u64),
+    /// Everything (`trimAcked` `0`): the stream grows until someone trims it.
+    Off,
+}
+
+impl Trim {
+    /// From `trimAcked` (`0` or `false`: off) and `requestStreamMaxlen` (which wins).
+    pub fn of(trim_acked: Option<&str>, maxlen: Option<u64>) -> Trim {
+        match (maxlen, trim_acked) {
+            (Some(n), _) => Trim::MaxLen(n),
+            (None, Some("0" | "false" | "no" | "off")) => Trim::Off,
+            _ => Trim::Acked,
+        }
+    }
 }
 
 impl Settings {
@@ -57,6 +82,7 @@ impl Settings {
             request_timeout: Duration::from_millis(number("requestTimeoutMs", 30_000, 1)?),
             replica_acks: number("replicaAcks", 0, 0)?,
             replica_ack_timeout: Duration::from_millis(number("replicaAckTimeoutMs", 1000, 1)?),
+            trim: Trim::of(fields.text("trimAcked"), fields.number("requestStreamMaxlen", 1)?),
         })
     }
 }
@@ -116,6 +142,20 @@ mod tests {
         assert!(e.contains("concurrency '0' must be a whole number of at least 1"), "{e}");
         let s = Settings::from_hash(&key("g:1:h"), &hash(&[("requestLimit", "0"), ("replicaAcks", " 0 ")])).unwrap();
         assert_eq!((s.request_limit, s.replica_acks), (0, 0));
+    }
+
+    #[test]
+    fn request_streams_keep_what_is_unacked_unless_told_otherwise() {
+        assert_eq!(Trim::of(None, None), Trim::Acked);
+        assert_eq!(Trim::of(Some("1"), None), Trim::Acked);
+        assert_eq!(Trim::of(Some("0"), None), Trim::Off);
+        assert_eq!(Trim::of(Some("false"), Some(500)), Trim::MaxLen(500));
+        let s = Settings::from_hash(&key("g:1:h"), &hash(&[])).unwrap();
+        assert_eq!(s.trim, Trim::Acked);
+        let s = Settings::from_hash(&key("g:1:h"), &hash(&[("requestStreamMaxlen", "100")])).unwrap();
+        assert_eq!(s.trim, Trim::MaxLen(100));
+        let e = Settings::from_hash(&key("g:1:h"), &hash(&[("requestStreamMaxlen", "0")])).unwrap_err().to_string();
+        assert!(e.contains("requestStreamMaxlen"), "{e}");
     }
 
     #[test]

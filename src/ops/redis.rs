@@ -2,6 +2,10 @@
 //!
 //! Each client the worker connects gets a dedicated connection (a resource), so a blocking
 //! XREADGROUP on one client never stalls another; commands on one connection stay FIFO.
+//! Each command has a deadline (`topology::silence`: the response time-out, or a blocking
+//! command's block plus that); past it the connection is closed and the command rejects with
+//! `ConnectionClosedError`, as for a connection Redis closed (a client with `maxRetryCount`
+//! connects again).
 //! Arguments arrive as strings or bytes; replies go back to JS built directly as V8 values,
 //! in one of two shapes:
 //!
@@ -24,10 +28,11 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError, Value};
 use serde::Deserialize;
 
+use crate::topology::silence::{self, Deadline};
 use crate::topology::Topology;
 use crate::worker::exit::RedisLost;
 
-/// The first connect may take this long; commands have no time-out (BLOCK can be long).
+/// The first connect may take this long; each command has its own deadline (see above).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error, deno_error::JsError)]
@@ -100,8 +105,8 @@ pub struct ConnectOptions {
     password: Option<String>,
 }
 
-/// One client's connection.
-struct Connection(MultiplexedConnection);
+/// One client's connection; none once it was found silent and closed.
+struct Connection(RefCell<Option<MultiplexedConnection>>);
 
 impl Resource for Connection {
     fn name(&self) -> Cow<'_, str> {
@@ -176,7 +181,7 @@ pub async fn op_denorun_redis_connect(
     // Connected again: an earlier lost connection is no longer why the worker might end.
     let mut state = state.borrow_mut();
     let _ = state.try_take::<RedisLost>();
-    Ok(state.resource_table.add(Connection(conn)))
+    Ok(state.resource_table.add(Connection(RefCell::new(Some(conn)))))
 }
 
 /// Closes a client's connection.
@@ -187,7 +192,38 @@ pub fn op_denorun_redis_close(state: &mut OpState, #[smi] rid: ResourceId) {
 }
 
 fn connection(state: &Rc<RefCell<OpState>>, rid: ResourceId) -> Result<MultiplexedConnection, RedisOpError> {
-    Ok(state.borrow().resource_table.get::<Connection>(rid)?.0.clone())
+    let conn = state.borrow().resource_table.get::<Connection>(rid)?.0.borrow().clone();
+    conn.ok_or_else(|| RedisOpError::Closed("the connection was closed after Redis went silent".into()))
+}
+
+/// Runs a command (or pipeline) within `deadline`; past it, the connection is closed (a late
+/// reply is read by nobody) and the worker learns that Redis was lost.
+async fn within<T>(
+    state: &Rc<RefCell<OpState>>,
+    rid: ResourceId,
+    deadline: Deadline,
+    call: impl std::future::Future<Output = Result<T, RedisError>>,
+    context: &str,
+) -> Result<T, RedisOpError> {
+    let Deadline::After(limit) = deadline else {
+        return call.await.map_err(|e| failed(state, e, context));
+    };
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result.map_err(|e| failed(state, e, context)),
+        Err(_) => {
+            if let Ok(conn) = state.borrow().resource_table.get::<Connection>(rid) {
+                conn.0.borrow_mut().take();
+            }
+            let message =
+                format!("{context}: no answer from Redis within {} ms; the connection is closed", limit.as_millis());
+            state.borrow_mut().put(RedisLost(message.clone()));
+            Err(RedisOpError::Closed(message))
+        }
+    }
+}
+
+fn deadline_of(args: &[StringOrBuffer]) -> Deadline {
+    silence::deadline(args.iter().map(|arg| &arg[..]), silence::response_timeout())
 }
 
 fn command(args: &[StringOrBuffer]) -> redis::Cmd {
@@ -208,8 +244,8 @@ pub async fn op_denorun_redis_call(
     tagged: bool,
 ) -> Result<Reply, RedisOpError> {
     let mut conn = connection(&state, rid)?;
-    let value =
-        conn.send_packed_command(&command(&args)).await.map_err(|e| failed(&state, e, "Redis command failed"))?;
+    let cmd = command(&args);
+    let value = within(&state, rid, deadline_of(&args), conn.send_packed_command(&cmd), "Redis command failed").await?;
     if let Value::ServerError(e) = &value {
         return Err(RedisOpError::Reply(reply_error_message(e.code(), e.details())));
     }
@@ -229,10 +265,10 @@ pub async fn op_denorun_redis_pipeline(
     for args in &commands {
         pipe.add_command(command(args));
     }
-    let values = conn
-        .send_packed_commands(&pipe, 0, commands.len())
-        .await
-        .map_err(|e| failed(&state, e, "Redis pipeline failed"))?;
+    let deadline = commands.iter().map(|args| deadline_of(args)).fold(deadline_of(&[]), Deadline::max);
+    let values =
+        within(&state, rid, deadline, conn.send_packed_commands(&pipe, 0, commands.len()), "Redis pipeline failed")
+            .await?;
     Ok(values.into_iter().map(|value| Reply { value, tagged: true }).collect())
 }
 

@@ -149,7 +149,7 @@ impl Supervisor {
             log::info!("{}: workers connect to Redis as the ACL user {user}", keys.hash);
         }
 
-        let patience = Patience { connect: Duration::from_secs(2), response: Some(Duration::from_secs(5)), retries: 1 };
+        let patience = Patience { connect: Duration::from_secs(2), retries: 1 };
         let mut conn = redis
             .topology
             .managed(patience)

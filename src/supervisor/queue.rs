@@ -22,6 +22,11 @@ use crate::topology::{Backoff, Conn};
 /// How long a BLMOVE blocks before it looks whether it should stop.
 const TAKE_BLOCK: f64 = 2.0;
 
+/// How long a BLMOVE may go unanswered: its block plus the response time-out.
+fn take_deadline() -> Duration {
+    Duration::from_secs_f64(TAKE_BLOCK) + crate::topology::silence::response_timeout()
+}
+
 /// The task that takes ids, on a blocking connection of its own; `stop` ends it.
 pub struct Taker {
     task: tokio::task::JoinHandle<()>,
@@ -47,7 +52,10 @@ impl Taker {
             while !flag.load(Ordering::SeqCst) {
                 let config = redis::AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(5)))
-                    .set_response_timeout(None);
+                    // A BLMOVE unanswered well past its block finds Redis silent: the
+                    // connection is dropped and made again. (Had the move happened, the id is
+                    // on started:q without a heartbeat, and recovery returns it.)
+                    .set_response_timeout(Some(take_deadline()));
                 let connected = async {
                     // Behind Sentinel, the master now: after a failover, the new one.
                     let master = topology.master().await?;

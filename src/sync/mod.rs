@@ -60,6 +60,13 @@ pub struct Options {
     pub allow_remote_metrics: bool,
 }
 
+/// The largest batch (`--batch`, `syncBatch`): a batch is one statement, and PostgreSQL refuses
+/// a message over 1 GiB.
+pub const MOST_BATCH: usize = 100_000;
+
+/// The most batches written at once (`--writers`, `syncWriters`): each holds a connection.
+pub const MOST_WRITERS: usize = 64;
+
 /// Runs until SIGTERM or SIGINT (then finishes the batch in hand) or a fault no retry mends.
 pub fn run(redis: RedisTarget, options: Options) -> anyhow::Result<i32> {
     if redis.topology.is_cluster() {
@@ -71,8 +78,8 @@ pub fn run(redis: RedisTarget, options: Options) -> anyhow::Result<i32> {
     if let Some(addr) = options.metrics {
         crate::metrics::server::check_address(addr, options.allow_remote_metrics)?;
     }
-    if options.batch == 0 || options.writers == 0 {
-        anyhow::bail!("--batch and --writers must be at least 1");
+    if !(1..=MOST_BATCH).contains(&options.batch) || !(1..=MOST_WRITERS).contains(&options.writers) {
+        anyhow::bail!("--batch must be from 1 to {MOST_BATCH} and --writers from 1 to {MOST_WRITERS}");
     }
     let target = pg::Target::parse(&options.to, |name| std::env::var(name).ok())?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

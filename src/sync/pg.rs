@@ -79,6 +79,16 @@ impl Target {
             config.connect_timeout(Duration::from_secs(seconds));
         }
         config.application_name("denorun sync");
+        // A server whose host is gone: keepalive probes on an idle connection, and
+        // TCP_USER_TIMEOUT on one with data unacknowledged, close it within seconds instead of
+        // the kernel's hours. (A server that is stopped but whose kernel still answers is
+        // noticed by the writer's statement time-out.)
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(10));
         Ok(Target { config, tls: tls(root_cert.as_deref())? })
     }
 

@@ -7,11 +7,12 @@ use serde_json::Value;
 
 use super::table::{Plan, Source};
 
-/// A stream entry as XREADGROUP gave it: its id and its fields, in Redis's order.
+/// A stream entry as XREADGROUP gave it: its id and its fields (names and values as bytes),
+/// in Redis's order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub id: String,
-    pub fields: Vec<(String, Vec<u8>)>,
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Why an entry cannot become a row before PostgreSQL sees it.
@@ -19,6 +20,8 @@ pub struct Entry {
 pub enum Unfit {
     #[error("field '{0}' is not UTF-8 text")]
     NotUtf8(String),
+    #[error("a field name is not UTF-8 text ('{0}')")]
+    NameNotUtf8(String),
 }
 
 /// The row's values, one per column of the plan, as text (`None` is NULL), borrowed from the
@@ -26,8 +29,9 @@ pub enum Unfit {
 pub fn values<'a>(plan: &Plan, stream: &'a str, entry: &'a Entry) -> Result<Vec<Option<Cow<'a, str>>>, Unfit> {
     let mut fields: Vec<(&str, &str)> = Vec::with_capacity(entry.fields.len());
     for (name, value) in &entry.fields {
-        let text = std::str::from_utf8(value).map_err(|_| Unfit::NotUtf8(name.clone()))?;
-        fields.push((name.as_str(), text));
+        let name = std::str::from_utf8(name).map_err(|_| Unfit::NameNotUtf8(String::from_utf8_lossy(name).into()))?;
+        let text = std::str::from_utf8(value).map_err(|_| Unfit::NotUtf8(name.to_string()))?;
+        fields.push((name, text));
     }
     // A field named twice: the last one counts, as in a JSON object.
     let field = |name: &str| fields.iter().rev().find(|(n, _)| *n == name).map(|(_, v)| *v);
@@ -106,12 +110,32 @@ pub fn parse_time(time: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Any entry (names and values of any bytes) gives a row or a typed refusal.
+        #[test]
+        fn any_entry_becomes_a_row_or_is_unfit(
+            fields in proptest::collection::vec(
+                (proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+                 proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)),
+                0..8,
+            ),
+            named in proptest::collection::vec(("(time|data|ref|x)", "\\PC{0,30}"), 0..6),
+        ) {
+            let e = Entry { id: "1-0".into(), fields };
+            let _ = values(&standard(), "s", &e);
+            let named = named.into_iter().map(|(k, v)| (k.into_bytes(), v.into_bytes())).collect();
+            let e = Entry { id: "1-0".into(), fields: named };
+            let row = values(&standard(), "s", &e);
+            proptest::prop_assert!(row.is_ok(), "UTF-8 fields always fit: {row:?}");
+        }
+    }
     use crate::sync::table::{Column, Plan};
 
     fn entry(fields: &[(&str, &str)]) -> Entry {
         Entry {
             id: "1700000000000-0".into(),
-            fields: fields.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect(),
+            fields: fields.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect(),
         }
     }
 
@@ -182,7 +206,9 @@ mod tests {
 
     #[test]
     fn bytes_that_are_not_text_are_unfit() {
-        let e = Entry { id: "1-0".into(), fields: vec![("data".into(), vec![0xff, 0xfe])] };
+        let e = Entry { id: "1-0".into(), fields: vec![(b"data".to_vec(), vec![0xff, 0xfe])] };
         assert_eq!(values(&standard(), "s", &e), Err(Unfit::NotUtf8("data".into())));
+        let e = Entry { id: "1-0".into(), fields: vec![(vec![b'a', 0xff], b"x".to_vec())] };
+        assert_eq!(values(&standard(), "s", &e), Err(Unfit::NameNotUtf8("a\u{fffd}".into())));
     }
 }

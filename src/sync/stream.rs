@@ -1,6 +1,7 @@
 //! The Redis side of a sync: the consumer group, reading (this consumer's own pending
 //! entries first, then new ones, and others' entries left idle with XAUTOCLAIM), one XACK per
-//! batch, dead letters, and trimming what every group has acked.
+//! batch, dead letters (each acked only once it is written, in one script), and trimming what
+//! every group has acked (`crate::trim`, one script that fails closed).
 
 use redis::{AsyncCommands, Value};
 
@@ -28,9 +29,18 @@ impl Group {
         crate::keys::dead_of(&self.stream)
     }
 
-    /// Checks that the stream exists, and creates the group (from the stream's first entry)
-    /// when it does not.
+    /// Checks that the stream exists and that its dead-letter key is a stream or nothing, and
+    /// creates the group (from the stream's first entry) when it does not exist.
     pub async fn join(&self, conn: &mut Conn) -> anyhow::Result<()> {
+        let dead = self.dead_letters();
+        let kind: String = redis::cmd("TYPE").arg(&dead).query_async(conn).await?;
+        if !matches!(kind.as_str(), "stream" | "none") {
+            anyhow::bail!(
+                "{dead}, where {}'s dead letters go, is a Redis {kind}, not a stream: rename or delete it \
+                 (nothing is synced until then, so that no refused entry is lost)",
+                self.stream
+            );
+        }
         let kind: String = redis::cmd("TYPE").arg(&self.stream).query_async(conn).await?;
         match kind.as_str() {
             "stream" => {}
@@ -125,22 +135,19 @@ impl Group {
     }
 
     /// Writes rejected entries to the dead-letter stream (each field as it was, with `id`,
-    /// `stream` and `error`) and acks them, in one transaction.
+    /// `stream` and `error`), acking each only once its dead letter is written, in one script:
+    /// a dead-letter key of another type fails it before anything is written or acked.
     pub async fn dead_letter(&self, conn: &mut Conn, dead: &[(Entry, String)]) -> redis::RedisResult<()> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let dead_letters = self.dead_letters();
+        let mut script = redis::cmd("EVAL");
+        script.arg(DEAD_LETTER).arg(2).arg(self.dead_letters()).arg(&self.stream).arg(&self.group);
         for (entry, error) in dead {
-            let cmd = pipe.cmd("XADD").arg(&dead_letters).arg("*");
-            cmd.arg("id").arg(&entry.id).arg("stream").arg(&self.stream).arg("error").arg(error);
+            script.arg(&entry.id).arg(entry.fields.len() + 3);
+            script.arg("id").arg(&entry.id).arg("stream").arg(&self.stream).arg("error").arg(error);
             for (name, value) in &entry.fields {
-                cmd.arg(name).arg(value.as_slice());
+                script.arg(name.as_slice()).arg(value.as_slice());
             }
-            cmd.ignore();
         }
-        let ids: Vec<&str> = dead.iter().map(|(e, _)| e.id.as_str()).collect();
-        pipe.cmd("XACK").arg(&self.stream).arg(&self.group).arg(&ids).ignore();
-        pipe.query_async(conn).await
+        script.query_async(conn).await
     }
 
     /// Entries not yet acked by this group: read but pending, and not yet read.
@@ -162,45 +169,31 @@ impl Group {
         Ok(None)
     }
 
-    /// XTRIM MINID to the first entry that some group has not acked yet.
+    /// Trims the entries every group has acked (`crate::trim`).
     pub async fn trim_acked(&self, conn: &mut Conn) -> redis::RedisResult<u64> {
-        let groups: Vec<Value> = redis::cmd("XINFO").arg("GROUPS").arg(&self.stream).query_async(conn).await?;
-        let mut floors = Vec::new();
-        for group in groups {
-            let fields = pairs(group);
-            let field = |name: &str| fields.iter().find(|(k, _)| k == name).and_then(|(_, v)| text(v.clone()));
-            let (Some(name), Some(last)) = (field("name"), field("last-delivered-id")) else { continue };
-            let pending: (u64, Option<String>, Option<String>, Value) =
-                redis::cmd("XPENDING").arg(&self.stream).arg(&name).query_async(conn).await?;
-            floors.push(trim_floor(&last, pending.1.as_deref()));
-        }
-        match floors.into_iter().min_by_key(|id| id_key(id)) {
-            Some(min_id) => redis::cmd("XTRIM").arg(&self.stream).arg("MINID").arg(min_id).query_async(conn).await,
-            None => Ok(0),
-        }
+        crate::trim::acked(conn, &self.stream).await
     }
 }
 
-/// The lowest id a group still needs: its first pending entry, else the one after the last
-/// it was given.
-pub fn trim_floor(last_delivered: &str, first_pending: Option<&str>) -> String {
-    match first_pending {
-        Some(id) => id.to_string(),
-        None => {
-            let (ms, seq) = id_key(last_delivered);
-            match seq.checked_add(1) {
-                Some(seq) => format!("{ms}-{seq}"),
-                None => format!("{}-0", ms + 1),
-            }
-        }
-    }
-}
-
-/// A stream id as numbers, for ordering.
-fn id_key(id: &str) -> (u64, u64) {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
-}
+/// KEYS: the dead-letter stream, the stream; ARGV: the group, then per entry its id, the
+/// number of field pairs and the pairs. The dead-letter key's type is checked first, and each
+/// entry is acked only after its XADD, so a failure leaves no entry acked without its letter.
+const DEAD_LETTER: &str = r"
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'stream' and kind ~= 'none' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' is a ' .. kind .. ', not a stream: no dead letter written')
+end
+local i = 2
+while i <= #ARGV do
+  local id, pairs = ARGV[i], tonumber(ARGV[i + 1])
+  local add = {'XADD', KEYS[1], '*'}
+  for j = i + 2, i + 1 + 2 * pairs do add[#add + 1] = ARGV[j] end
+  redis.call(unpack(add))
+  redis.call('XACK', KEYS[2], ARGV[1], id)
+  i = i + 2 + 2 * pairs
+end
+return 'OK'
+";
 
 /// `[[id, [field, value, ...] | nil], ...]` into entries, and the ids whose entry is gone.
 fn collect(entries: Value, read: &mut Read) {
@@ -214,7 +207,7 @@ fn collect(entries: Value, read: &mut Read) {
                 let mut fields = Vec::with_capacity(values.len() / 2);
                 let mut values = values.into_iter();
                 while let (Some(name), Some(value)) = (values.next(), values.next()) {
-                    if let (Some(name), Value::BulkString(value)) = (text(name), value) {
+                    if let (Value::BulkString(name), Value::BulkString(value)) = (name, value) {
                         fields.push((name, value));
                     }
                 }
@@ -256,13 +249,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trim_floors() {
-        assert_eq!(trim_floor("5-3", Some("2-0")), "2-0");
-        assert_eq!(trim_floor("5-3", None), "5-4");
-        assert_eq!(trim_floor(&format!("5-{}", u64::MAX), None), "6-0");
-    }
-
-    #[test]
     fn replies_with_deleted_entries() {
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
         let reply = Value::Array(vec![
@@ -272,7 +258,7 @@ mod tests {
         let mut read = Read::default();
         collect(reply, &mut read);
         assert_eq!(read.entries.len(), 1);
-        assert_eq!(read.entries[0].fields[1], ("data".to_string(), b"{}".to_vec()));
+        assert_eq!(read.entries[0].fields[1], (b"data".to_vec(), b"{}".to_vec()));
         assert_eq!(read.deleted, ["2-0"]);
     }
 }

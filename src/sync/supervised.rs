@@ -30,6 +30,9 @@ pub fn options(key: &WorkerKey, fields: &HashMap<String, String>) -> anyhow::Res
     let number = |name: &str, default: u64, least: u64| -> Result<u64, BadNumber> {
         Ok(fields.number(name, least)?.unwrap_or(default))
     };
+    let bounded = |name: &str, default: u64, most: usize| -> Result<u64, BadNumber> {
+        Ok(fields.number_in(name, 1..=most as u64)?.unwrap_or(default))
+    };
     let to = field("syncTo").unwrap_or("postgres:///").to_string();
     if has_password(&to) {
         anyhow::bail!(
@@ -43,8 +46,8 @@ pub fn options(key: &WorkerKey, fields: &HashMap<String, String>) -> anyhow::Res
         table: field("syncTable").map(str::to_string),
         group: field("syncGroup").unwrap_or("sync").to_string(),
         consumer: key.name().to_string(),
-        batch: number("syncBatch", 2000, 1)? as usize,
-        writers: number("syncWriters", 2, 1)? as usize,
+        batch: bounded("syncBatch", 2000, super::MOST_BATCH)? as usize,
+        writers: bounded("syncWriters", 2, super::MOST_WRITERS)? as usize,
         flush: Duration::from_millis(number("syncFlushMs", 50, 0)?),
         claim_idle: Duration::from_millis(number("claimIdleMs", 30_000, 1)?),
         trim_acked: matches!(field("syncTrimAcked"), Some("1" | "true" | "yes")),
@@ -178,7 +181,9 @@ mod tests {
         let e = options(&t, &fields(&[("syncStream", "s"), ("syncBatch", "many")])).unwrap_err().to_string();
         assert!(e.contains("syncBatch 'many'"), "{e}");
         let e = options(&t, &fields(&[("syncStream", "s"), ("syncWriters", "0")])).unwrap_err().to_string();
-        assert!(e.contains("syncWriters '0' must be a whole number of at least 1"), "{e}");
+        assert!(e.contains("syncWriters '0' must be a whole number from 1 to 64"), "{e}");
+        let e = options(&t, &fields(&[("syncStream", "s"), ("syncBatch", "100001")])).unwrap_err().to_string();
+        assert!(e.contains("syncBatch '100001' must be a whole number from 1 to 100000"), "{e}");
     }
 
     #[test]

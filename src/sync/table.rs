@@ -6,7 +6,12 @@
 //! field (milliseconds or ISO 8601), `_data` the `data` field (JSON when it parses, else a
 //! JSON string), `_fields` every field no other column takes (a JSON object); any other
 //! column without a DEFAULT takes the field of its own name. Columns with a DEFAULT (and no
-//! name above) are left to PostgreSQL.
+//! name above) are left to PostgreSQL, and so are identity and generated columns, whatever
+//! their name (PostgreSQL makes their values).
+//!
+//! A second write of an entry does nothing by the table's key on `(_stream, _id)` (or `(_id)`)
+//! and by that key alone: a conflict on any other unique index of the user's is a refusal,
+//! which makes the entry a dead letter with PostgreSQL's error.
 
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
@@ -48,6 +53,9 @@ pub struct Described {
     /// `pg_type.typcategory`: `S` string, `D` date/time, `U` user (json, jsonb)...
     pub category: char,
     pub has_default: bool,
+    /// An identity column (`GENERATED … AS IDENTITY`) or a generated one (`GENERATED ALWAYS AS
+    /// (…) STORED`): PostgreSQL makes its values.
+    pub generated: bool,
 }
 
 impl Plan {
@@ -68,6 +76,15 @@ impl Plan {
     pub fn from_columns(table: &str, described: &[Described]) -> anyhow::Result<Plan> {
         let mut columns = Vec::new();
         for d in described {
+            if d.generated {
+                if d.name == "_id" {
+                    anyhow::bail!(
+                        "column _id of table {table} is an identity or generated column, but denorun sync writes the \
+                         stream entry id there: make it a plain text column, or sync into another table (--table)"
+                    );
+                }
+                continue;
+            }
             let source = match d.name.as_str() {
                 "_stream" => Source::Stream,
                 "_id" => Source::Id,
@@ -120,17 +137,18 @@ impl Plan {
     }
 
     /// One statement for a batch: a text array per column, unnested; entries already there
-    /// are skipped.
+    /// (by [`Plan::key`], and only by it) are skipped.
     pub fn insert_sql(&self, table: &str) -> String {
         let names: Vec<String> = self.columns.iter().map(|c| quote_ident(&c.name)).collect();
         let arrays: Vec<String> = (1..=self.columns.len()).map(|i| format!("${i}::text[]")).collect();
         let batch: Vec<String> = (0..self.columns.len()).map(|i| format!("c{i}")).collect();
         format!(
-            "INSERT INTO {table} ({}) SELECT {} FROM unnest({}) AS batch({}) ON CONFLICT DO NOTHING",
+            "INSERT INTO {table} ({}) SELECT {} FROM unnest({}) AS batch({}) ON CONFLICT ({}) DO NOTHING",
             names.join(", "),
             self.select_list(),
             arrays.join(", "),
-            batch.join(", ")
+            batch.join(", "),
+            self.key().iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")
         )
     }
 
@@ -196,7 +214,8 @@ pub async fn prepare(client: &Client, table: &str) -> anyhow::Result<Plan> {
     }
     let described: Vec<Described> = client
         .query(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typcategory::text, a.atthasdef \
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typcategory::text, a.atthasdef, \
+             a.attidentity <> '' OR a.attgenerated <> '' \
              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
              WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             &[&quoted],
@@ -208,6 +227,7 @@ pub async fn prepare(client: &Client, table: &str) -> anyhow::Result<Plan> {
             type_name: row.get(1),
             category: row.get::<_, String>(2).chars().next().unwrap_or('X'),
             has_default: row.get(3),
+            generated: row.get(4),
         })
         .collect();
     let plan = Plan::from_columns(&quoted, &described)?;
@@ -231,6 +251,13 @@ pub async fn prepare(client: &Client, table: &str) -> anyhow::Result<Plan> {
             wanted.join(", ")
         );
     }
+    if !plan.has(Source::Stream) {
+        log::warn!(
+            "table {quoted} is keyed on _id alone: entries of two streams with the same id (two XADDs in the same \
+             millisecond on different streams both get <ms>-0) would be taken for one, and the second skipped; \
+             add a _stream column to the key unless only one stream is ever synced into it"
+        );
+    }
     Ok(plan)
 }
 
@@ -239,7 +266,19 @@ mod tests {
     use super::*;
 
     fn described(name: &str, type_name: &str, category: char, has_default: bool) -> Described {
-        Described { name: name.into(), type_name: type_name.into(), category, has_default }
+        Described { name: name.into(), type_name: type_name.into(), category, has_default, generated: false }
+    }
+
+    #[test]
+    fn identity_and_generated_columns_are_left_to_postgresql() {
+        let generated = |name: &str| Described { generated: true, ..described(name, "bigint", 'N', false) };
+        let plan =
+            Plan::from_columns("t", &[generated("seq"), described("_id", "text", 'S', false), generated("_ref")])
+                .unwrap();
+        let names: Vec<&str> = plan.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["_id"]);
+        let e = Plan::from_columns("t", &[generated("_id")]).unwrap_err().to_string();
+        assert!(e.contains("column _id of table t is an identity or generated column"), "{e}");
     }
 
     #[test]
@@ -267,7 +306,7 @@ mod tests {
             "INSERT INTO \"t\" (\"_stream\", \"_id\", \"_ref\", \"_time\", \"_data\", \"_fields\") SELECT c0, c1, c2, \
              CAST(c3 AS timestamp with time zone), CAST(c4 AS jsonb), CAST(c5 AS jsonb) FROM unnest($1::text[], \
              $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS batch(c0, c1, c2, c3, c4, c5) \
-             ON CONFLICT DO NOTHING"
+             ON CONFLICT (\"_id\", \"_stream\") DO NOTHING"
         );
     }
 

@@ -1,11 +1,16 @@
 //! The PostgreSQL side of a sync: a batch is one statement, `INSERT … SELECT … FROM
-//! unnest(<a text array per column>) ON CONFLICT DO NOTHING`, so that a batch written again
-//! after a crash writes nothing twice. (It measured faster than a binary COPY into a
+//! unnest(<a text array per column>) ON CONFLICT (<the table's key>) DO NOTHING`, so that a
+//! batch written again after a crash writes nothing twice. (It measured faster than a binary COPY into a
 //! temporary table followed by `INSERT … SELECT`: one round trip instead of four, and no
 //! temporary table to fill and empty.) A batch PostgreSQL rejects for its data is split
 //! in halves until the entries it rejects are found alone; those become dead letters.
+//!
+//! A statement (or the connection's set-up) unanswered for [`STATEMENT_TIMEOUT`] is an outage:
+//! the connection is dropped and made again, and the batch is written again (its key makes
+//! that safe), so a PostgreSQL that stops answering without closing holds nothing for ever.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
@@ -13,6 +18,29 @@ use tokio_postgres::{Client, Statement};
 use super::pg::Target;
 use super::row::{self, Entry};
 use super::table::{self, Plan};
+
+/// The most bytes of values one statement carries (PostgreSQL refuses a message over 1 GiB,
+/// and may say so only by closing the connection).
+pub const MOST_BYTES: usize = 64 << 20;
+
+/// Rows cut into runs of at most `most` bytes of values each (a row larger than that alone).
+fn by_bytes<T: AsRef<str>>(rows: Vec<(usize, Vec<Option<T>>)>, most: usize) -> Vec<Vec<(usize, Vec<Option<T>>)>> {
+    let mut parts = vec![Vec::new()];
+    let mut bytes = 0;
+    for row in rows {
+        let size: usize = row.1.iter().flatten().map(|v| v.as_ref().len()).sum();
+        if bytes + size > most && !parts.last().is_some_and(Vec::is_empty) {
+            parts.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        parts.last_mut().expect("one part at least").push(row);
+    }
+    parts
+}
+
+/// How long a statement, or connecting and preparing, may go unanswered.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a write did not go through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +64,7 @@ pub enum Verdict {
 /// and no code at all (I/O) are outages; 22, 23 and 54 are the data; the rest is fatal.
 pub fn verdict(sqlstate: Option<&str>) -> Verdict {
     let Some(code) = sqlstate else { return Verdict::Outage };
-    match &code[..2.min(code.len())] {
+    match code.get(..2).unwrap_or(code) {
         "22" | "23" | "54" => Verdict::Rejected,
         "08" | "53" | "57" | "40" | "58" => Verdict::Outage,
         _ => Verdict::Fatal,
@@ -88,6 +116,13 @@ impl Writer {
             return Ok(());
         }
         self.client = None;
+        match tokio::time::timeout(STATEMENT_TIMEOUT, self.connect_now()).await {
+            Ok(connected) => connected,
+            Err(_) => Err(silent()),
+        }
+    }
+
+    async fn connect_now(&mut self) -> Result<(), Failure> {
         let client = self.target.connect().await.map_err(|e| self.failure(&e))?;
         let plan = match table::prepare(&client, &self.table).await {
             Ok(plan) => plan,
@@ -115,13 +150,23 @@ impl Writer {
                 Err(unfit) => written.dead.push((i, unfit.to_string())),
             }
         }
-        // Halves to write, last first; a half PostgreSQL rejects is split again.
-        let mut todo = vec![rows];
+        // Parts of at most MOST_BYTES, then halves; written last first, and a part PostgreSQL
+        // rejects is split again.
+        let mut todo = by_bytes(rows, MOST_BYTES);
+        todo.reverse();
         while let Some(part) = todo.pop() {
             if part.is_empty() {
                 continue;
             }
-            match self.commit(&part).await {
+            let committed = match tokio::time::timeout(STATEMENT_TIMEOUT, self.commit(&part)).await {
+                Ok(committed) => committed,
+                Err(_) => {
+                    // The connection may still deliver an answer: it is never used again.
+                    self.client = None;
+                    return Err(silent());
+                }
+            };
+            match committed {
                 Ok(rows) => written.rows += rows,
                 Err(e) => match (verdict(e.code().map(|c| c.code())), part.len()) {
                     (Verdict::Rejected, 1) => {
@@ -170,6 +215,13 @@ impl Writer {
     }
 }
 
+fn silent() -> Failure {
+    Failure::Outage(format!(
+        "no answer within {} s (a stopped server or a dead route); connecting again",
+        STATEMENT_TIMEOUT.as_secs()
+    ))
+}
+
 /// PostgreSQL's own words: `message (SQLSTATE code)`, with the detail when there is one.
 pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
@@ -194,6 +246,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn batches_are_cut_by_bytes() {
+        let row = |i: usize, n: usize| (i, vec![Some("x".repeat(n)), None]);
+        let parts = by_bytes(vec![row(0, 4), row(1, 4), row(2, 9), row(3, 1)], 8);
+        let places: Vec<Vec<usize>> = parts.iter().map(|p| p.iter().map(|(i, _)| *i).collect()).collect();
+        assert_eq!(places, [vec![0, 1], vec![2], vec![3]]);
+        assert_eq!(by_bytes(Vec::<(usize, Vec<Option<String>>)>::new(), 8).len(), 1);
+    }
+
+    #[test]
     fn verdicts() {
         assert_eq!(verdict(Some("22P02")), Verdict::Rejected); // invalid text representation
         assert_eq!(verdict(Some("22001")), Verdict::Rejected); // string data right truncation
@@ -204,5 +265,7 @@ mod tests {
         assert_eq!(verdict(None), Verdict::Outage);
         assert_eq!(verdict(Some("42P01")), Verdict::Fatal); // undefined table
         assert_eq!(verdict(Some("28P01")), Verdict::Fatal); // wrong password
+        assert_eq!(verdict(Some("2")), Verdict::Fatal);
+        assert_eq!(verdict(Some("2é")), Verdict::Fatal, "no slicing inside a character");
     }
 }

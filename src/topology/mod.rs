@@ -7,9 +7,14 @@
 //! `ConnectionManager`, which behind Sentinel moves to the new master after a failover; to a
 //! Cluster, the redis crate's cluster connection, which follows slots as they move and
 //! replicas as they are promoted. Callers keep their own retries.
+//!
+//! Every connection notices silence (`silence`): TCP keepalive and `TCP_USER_TIMEOUT` on its
+//! socket, and a deadline on each command, past which the connection is replaced and the
+//! command fails as an outage.
 
 mod conn;
 mod sentinel;
+pub mod silence;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -31,12 +36,11 @@ pub enum Topology {
     Cluster(Arc<Vec<ConnectionInfo>>),
 }
 
-/// How long a connection waits, and how often it tries again, before a command fails.
+/// How long a connection waits to connect, and how often it tries again, before a command
+/// fails. (How long a command may go unanswered is the command's own deadline: `silence`.)
 #[derive(Debug, Clone, Copy)]
 pub struct Patience {
     pub connect: Duration,
-    /// None for connections that block (BLMOVE, XREADGROUP BLOCK, BRPOP).
-    pub response: Option<Duration>,
     pub retries: usize,
 }
 
@@ -44,7 +48,8 @@ impl Patience {
     fn manager_config(&self) -> ConnectionManagerConfig {
         ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect))
-            .set_response_timeout(self.response)
+            // Each command's deadline is applied by `Conn`, which also drops a silent connection.
+            .set_response_timeout(None)
             .set_number_of_retries(self.retries)
             .set_max_delay(Duration::from_secs(1))
     }
@@ -61,7 +66,10 @@ impl Topology {
         let nodes = nodes
             .into_iter()
             .map(|(host, port)| {
-                Ok(ConnectionAddr::Tcp(host, port).into_connection_info()?.set_redis_settings(settings.clone()))
+                Ok(ConnectionAddr::Tcp(host, port)
+                    .into_connection_info()?
+                    .set_redis_settings(settings.clone())
+                    .set_tcp_settings(silence::tcp()))
             })
             .collect::<RedisResult<Vec<_>>>()?;
         Ok(Topology::Cluster(Arc::new(nodes)))
@@ -73,7 +81,7 @@ impl Topology {
             Topology::Server(client) => Ok(client.clone()),
             Topology::Sentinel(sentinels, settings) => {
                 let addr = sentinels.master().await?;
-                Client::open(addr.into_connection_info()?.set_redis_settings(settings.clone()))
+                client(addr.into_connection_info()?.set_redis_settings(settings.clone()))
             }
             Topology::Cluster(_) => Err(redis::RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,
@@ -86,14 +94,14 @@ impl Topology {
     pub async fn managed(&self, patience: Patience) -> RedisResult<Conn> {
         match self {
             Topology::Cluster(nodes) => {
-                // The cluster client has no "no time-out": a day stands for it.
-                let response = patience.response.unwrap_or(Duration::from_secs(86_400));
+                // Each command's deadline is applied by `Conn`; the cluster client has no "no
+                // time-out", so a day stands for it.
                 let client = ClusterClient::builder(nodes.iter().cloned())
                     .connection_timeout(patience.connect)
-                    .response_timeout(response)
+                    .response_timeout(Duration::from_secs(86_400))
                     .retries(patience.retries as u32)
                     .build()?;
-                Ok(Conn::cluster(client.get_async_connection().await?))
+                Conn::cluster(client, patience.connect).await
             }
             _ => {
                 let client = self.master().await?;
@@ -105,6 +113,16 @@ impl Topology {
     pub fn is_cluster(&self) -> bool {
         matches!(self, Topology::Cluster(_))
     }
+}
+
+/// A client for `info`, its sockets set to notice a peer whose host is gone (`silence::tcp`).
+pub fn client(info: ConnectionInfo) -> RedisResult<Client> {
+    Client::open(info.set_tcp_settings(silence::tcp()))
+}
+
+/// A client for a `redis://` or `rediss://` URL, as [`client`].
+pub fn client_for_url(url: &str) -> RedisResult<Client> {
+    client(url.into_connection_info()?)
 }
 
 /// Runs a Redis call until Redis answers: while Redis is away (see [`is_outage`]) the
@@ -233,7 +251,7 @@ pub fn for_worker(info: ConnectionInfo) -> RedisResult<Topology> {
             return Ok(Topology::Sentinel(sentinels.clone(), info.redis_settings().clone()));
         }
     }
-    Ok(Topology::Server(Client::open(info)?))
+    Ok(Topology::Server(client(info)?))
 }
 
 /// The topology of a URL a worker was given (its `REDIS_URL`): a Cluster's URL as such.

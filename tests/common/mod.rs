@@ -7,6 +7,8 @@ pub mod acked;
 pub mod browser;
 pub mod cdp;
 pub mod demo;
+pub mod freeze;
+pub mod load;
 pub mod postgres;
 
 use std::collections::HashMap;
@@ -134,6 +136,11 @@ impl OwnRedis {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's pid (for SIGSTOP and SIGCONT).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server runs").id()
     }
 
     /// SIGKILLs the server, as a crash or an OOM killer would.
