@@ -97,7 +97,9 @@ fn stream_shards_are_created_listed_and_chosen_by_ref() {
         "h.ts",
         "export default { request(req: any) { return { code: 200, stream: req.stream }; } };",
     );
-    let fields = [("workerUrl", path.to_str().unwrap()), ("workerVersion", "local"), ("streamShards", "3")];
+    // trimAcked 0: the answered request stays on its shard for the XRANGE below.
+    let fields =
+        [("workerUrl", path.to_str().unwrap()), ("workerVersion", "local"), ("streamShards", "3"), ("trimAcked", "0")];
     redis().hset(&format!("{t}:h"), &fields);
     redis().hset(&format!("{t}:1:h"), &[("consumerId", "1")]);
 
@@ -145,6 +147,8 @@ fn a_sharded_types_dead_letters_go_back_to_their_shard_and_its_board_counts_ever
         ("workerVersion", "local"),
         ("streamShards", "3"),
         ("maxAttempts", "1"),
+        // The board's length is what the shards hold: keep the acked request to count it.
+        ("trimAcked", "0"),
     ];
     redis().hset(&format!("{t}:h"), &fields);
     let _: () = redis().cmd(&["SET", &format!("{t}:broken"), "1"]);
@@ -220,4 +224,110 @@ fn find_tells_where_a_request_stands_by_its_ref() {
     let dead = find("a");
     assert!(dead.stdout.starts_with("ref a: dead"), "{dead:?}");
     assert!(dead.stdout.contains("deadError=Error: no"), "{dead:?}");
+}
+
+/// A handler type whose dead-letter stream holds `refs`, as the handler loop writes letters,
+/// and whose worker 1 is not started yet; returns the type.
+fn type_with_dead_letters(dir: &std::path::Path, refs: &[String]) -> String {
+    let t = unique("requeue");
+    let path = write(dir, "h.ts", "export default { request(req: any) { return { code: 200, ref: req.ref }; } };");
+    // trimAcked 0: the request stream is counted once the requests are answered.
+    let fields = [("workerUrl", path.to_str().unwrap()), ("workerVersion", "local"), ("trimAcked", "0")];
+    redis().hset(&format!("{t}:h"), &fields);
+    redis().hset(&format!("{t}:1:h"), &[("consumerId", "1")]);
+    for reference in refs {
+        let letter = [
+            "XADD",
+            &format!("{t}:dead:x"),
+            "*",
+            "ref",
+            reference,
+            "data",
+            "{}",
+            "deadId",
+            "1-0",
+            "deadError",
+            "Error: down",
+            "deadAttempts",
+            "5",
+            "deadWorker",
+            &format!("{t}:1:h"),
+        ];
+        let _: String = redis().cmd(&letter);
+    }
+    t
+}
+
+/// Two operators requeue the same dead letters at the same moment: each letter goes back
+/// once, and its request runs once.
+#[test]
+fn dead_letters_requeued_twice_at_once_run_once() {
+    let dir = temp_dir();
+    let refs: Vec<String> = (0..50).map(|i| unique(&format!("twice{i}"))).collect();
+    let t = type_with_dead_letters(dir.path(), &refs);
+    let requeuers: Vec<_> = (0..2)
+        .map(|_| {
+            let t = t.clone();
+            std::thread::spawn(move || run(denorun(&["dead", &t, "--requeue"]), ""))
+        })
+        .collect();
+    let outputs: Vec<Run> = requeuers.into_iter().map(|r| r.join().unwrap()).collect();
+    assert!(outputs.iter().all(|o| o.code == 0), "{outputs:?}");
+    let requeued: usize = outputs.iter().map(|o| o.stdout.matches(" requeued on ").count()).sum();
+    assert_eq!(requeued, refs.len(), "{outputs:?}");
+    assert_eq!(redis().cmd::<usize>(&["XLEN", &format!("{t}:dead:x")]), 0);
+    assert_eq!(redis().cmd::<usize>(&["XLEN", &format!("{t}:req:x")]), refs.len());
+
+    let mut cmd = denorun(&[&format!("{t}:1:h")]);
+    cmd.stdin(std::process::Stdio::null());
+    let mut worker = Killed::new(cmd.spawn().unwrap());
+    let responses = format!("{t}:res:x");
+    wait_until("every requeued request is answered", || redis().cmd::<usize>(&["XLEN", &responses]) >= refs.len());
+    // A moment for a second run, had there been one to make.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let answered: redis::streams::StreamRangeReply = redis().cmd(&["XRANGE", &responses, "-", "+"]);
+    let mut runs: Vec<String> = answered.ids.iter().map(|e| e.get::<String>("ref").unwrap()).collect();
+    runs.sort();
+    let mut expected = refs.clone();
+    expected.sort();
+    assert_eq!(runs, expected, "each ref answered exactly once");
+    worker.kill();
+}
+
+/// A dead letter goes back byte for byte: values that are not UTF-8, its fields' order and a
+/// repeated field, without the fields the handler loop added.
+#[test]
+fn a_requeued_dead_letter_keeps_its_bytes() {
+    let dir = temp_dir();
+    let t = type_with_dead_letters(dir.path(), &[]);
+    let dead = format!("{t}:dead:x");
+    let binary: &[u8] = &[0xff, 0x00, 0xfe, b'\r', b'\n', 0x80];
+    let mut c = redis().conn();
+    let _: String = redis::cmd("XADD")
+        .arg(&dead)
+        .arg("*")
+        .arg("zeta")
+        .arg(binary)
+        .arg("deadError")
+        .arg("Error: down")
+        .arg("ref")
+        .arg("bin-ref")
+        .arg("alpha")
+        .arg("1")
+        .arg("alpha")
+        .arg("2")
+        .arg("deadAttempts")
+        .arg("5")
+        .query(&mut c)
+        .unwrap();
+    for _ in 0..2 {
+        let requeued = run(denorun(&["dead", &t, "--requeue"]), "");
+        assert_eq!(requeued.code, 0, "{requeued:?}");
+    }
+    let entries: Vec<(String, Vec<Vec<u8>>)> =
+        redis::cmd("XRANGE").arg(format!("{t}:req:x")).arg("-").arg("+").query(&mut c).unwrap();
+    assert_eq!(entries.len(), 1, "requeued once");
+    let expected: Vec<&[u8]> = vec![b"zeta", binary, b"ref", b"bin-ref", b"alpha", b"1", b"alpha", b"2"];
+    assert_eq!(entries[0].1, expected);
+    assert_eq!(redis().cmd::<usize>(&["XLEN", &dead]), 0);
 }

@@ -99,7 +99,9 @@ export default {
 fn greeter(dir: &std::path::Path) -> String {
     let worker_type = unique("console-greeter");
     let path = write(dir, "greeter.ts", GREETER);
-    redis().hset(&format!("{worker_type}:h"), &[("workerUrl", path.to_str().unwrap()), ("workerVersion", "local")]);
+    // trimAcked 0: the finder's text search reads the request streams, answered requests too.
+    let fields = [("workerUrl", path.to_str().unwrap()), ("workerVersion", "local"), ("trimAcked", "0")];
+    redis().hset(&format!("{worker_type}:h"), &fields);
     redis().hset(&format!("{worker_type}:1:h"), &[("consumerId", "1")]);
     worker_type
 }

@@ -4,9 +4,11 @@
 //! and the trace hash `req:{ref}:h`; and from those where it stands. Streams are searched
 //! from their newest entry back, at most [`SEARCHED`] entries each. The web console's
 //! "find" shows the same, and when no request has the ref it lists those whose fields
-//! hold the text ([`containing`]).
+//! hold the text ([`containing`]). Streams are read in pages, and at most [`BUDGET`] bytes of
+//! each, so that a stream of large entries costs a bounded amount of memory.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
 use redis::streams::{StreamInfoGroupsReply, StreamRangeReply};
 use redis::AsyncCommands;
@@ -18,6 +20,15 @@ use crate::topology::Conn;
 
 /// How many entries of each stream are searched, newest first.
 pub const SEARCHED: usize = 10_000;
+
+/// How many bytes of each stream's entries are read at most (ids, names and values).
+pub const BUDGET: usize = 16 * 1024 * 1024;
+
+/// How many entries one read asks for, at most; fewer when entries are large.
+const PAGE: usize = 500;
+
+/// How many the first read asks for, before the entries' size is known.
+const FIRST_PAGE: usize = 10;
 
 /// A request the group delivered and that is not acked yet.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,9 +138,13 @@ pub async fn containing(conn: &mut Conn, keys: &Keys, text: &str, most: usize) -
     streams.push(keys.dead_stream());
     let mut found = Vec::new();
     for stream in streams {
-        let reply: StreamRangeReply = conn.xrevrange_count(&stream, "+", "-", SEARCHED).await?;
-        let holding = reply.ids.iter().map(Entry::of).filter(|e| e.fields.iter().any(|(_, v)| v.contains(text)));
-        found.extend(holding.map(|e| (stream.clone(), e)));
+        newest_first(conn, &stream, |entry| {
+            if entry.fields.iter().any(|(_, v)| v.contains(text)) {
+                found.push((stream.clone(), entry));
+            }
+            ControlFlow::Continue(())
+        })
+        .await?;
     }
     found.sort_by_key(|(_, e)| std::cmp::Reverse(stream_id(&e.id)));
     found.truncate(most);
@@ -138,8 +153,55 @@ pub async fn containing(conn: &mut Conn, keys: &Keys, text: &str, most: usize) -
 
 /// The newest entry of `stream` (among its newest [`SEARCHED`]) whose `ref` is `reference`.
 async fn newest_with_ref(conn: &mut Conn, stream: &str, reference: &str) -> redis::RedisResult<Option<Entry>> {
-    let reply: StreamRangeReply = conn.xrevrange_count(stream, "+", "-", SEARCHED).await?;
-    Ok(reply.ids.iter().map(Entry::of).find(|e| e.field("ref") == reference))
+    let mut found = None;
+    newest_first(conn, stream, |entry| {
+        if entry.field("ref") == reference {
+            found = Some(entry);
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    })
+    .await?;
+    Ok(found)
+}
+
+/// Shows `visit` the entries of `stream`, newest first, until it breaks or [`SEARCHED`]
+/// entries or [`BUDGET`] bytes have been read. Pages shrink as the entries grow, so one read
+/// asks for about what the budget has left.
+async fn newest_first(
+    conn: &mut Conn,
+    stream: &str,
+    mut visit: impl FnMut(Entry) -> ControlFlow<()>,
+) -> redis::RedisResult<()> {
+    let (mut seen, mut bytes, mut page) = (0, 0, FIRST_PAGE);
+    let mut end = "+".to_string();
+    while seen < SEARCHED && bytes < BUDGET {
+        let reply: StreamRangeReply = conn.xrevrange_count(stream, &end, "-", page.min(SEARCHED - seen)).await?;
+        let Some(last) = reply.ids.last() else { return Ok(()) };
+        end = format!("({}", last.id);
+        let read = reply.ids.len();
+        for entry in reply.ids.iter().map(Entry::of) {
+            bytes += size(&entry);
+            if visit(entry).is_break() {
+                return Ok(());
+            }
+        }
+        seen += read;
+        page = next_page(bytes, seen);
+    }
+    Ok(())
+}
+
+/// An entry's bytes as read: its id, names and values.
+fn size(entry: &Entry) -> usize {
+    entry.id.len() + entry.fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+}
+
+/// How many entries to ask for next, when `seen` entries came to `bytes`: about what the rest
+/// of the budget holds at their average size, between 1 and [`PAGE`].
+fn next_page(bytes: usize, seen: usize) -> usize {
+    let average = (bytes / seen.max(1)).max(1);
+    (BUDGET.saturating_sub(bytes) / average).clamp(1, PAGE)
 }
 
 async fn pending(conn: &mut Conn, stream: &str, id: &str) -> redis::RedisResult<Option<Pending>> {
@@ -217,6 +279,16 @@ mod tests {
         // A 2021 worker's reply, without a trace or a response entry.
         let replied = Found { replies: vec!["{}".into()], ..Found::default() };
         assert_eq!(replied.standing(), Standing::Answered);
+    }
+
+    #[test]
+    fn pages_shrink_to_what_the_budget_has_left() {
+        assert_eq!(next_page(0, 0), PAGE);
+        assert_eq!(next_page(500 * 100, 500), PAGE);
+        // 1 MiB entries: 16 fit the whole budget, 6 what is left after 10.
+        assert_eq!(next_page(10 << 20, 10), 6);
+        assert_eq!(next_page(BUDGET, 16), 1);
+        assert_eq!(next_page(BUDGET * 2, 1), 1);
     }
 
     #[test]

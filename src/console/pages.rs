@@ -283,9 +283,10 @@ pub fn matches(text: &str, matches: &[(&str, String, Entry)]) -> String {
     let t = escape(text);
     if matches.is_empty() {
         return format!(
-            "<p class=standing>not found: no request has the ref {t}, and none of the newest {} entries of \
-             each request or dead-letter stream holds it</p>",
-            find::SEARCHED
+            "<p class=standing>not found: no request has the ref {t}, and none of the newest {} entries \
+             (at most {} MiB) of each request or dead-letter stream holds it</p>",
+            find::SEARCHED,
+            find::BUDGET >> 20
         );
     }
     let mut html = format!(

@@ -11,6 +11,7 @@ pub mod encoding;
 pub mod handler;
 pub mod pubsub;
 pub mod redis;
+pub mod reply;
 pub mod testing;
 
 use std::sync::Arc;

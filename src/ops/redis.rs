@@ -6,28 +6,22 @@
 //! command's block plus that); past it the connection is closed and the command rejects with
 //! `ConnectionClosedError`, as for a connection Redis closed (a client with `maxRetryCount`
 //! connects again).
-//! Arguments arrive as strings or bytes; replies go back to JS built directly as V8 values,
-//! in one of two shapes:
-//!
-//! - plain, for the typed methods: integers as numbers, simple and bulk strings as strings,
-//!   nil as `undefined`, arrays as arrays; a Redis error rejects with `ErrorReplyError`;
-//! - tagged, for reply objects (`executor.exec`, `sendCommand`, `flush`): each reply is
-//!   `[tag, value]` with the RESP type as tag (`+ $ : * - _`), bulk strings that are not UTF-8
-//!   as `Uint8Array`, and errors in place rather than thrown.
+//! Arguments arrive as strings or bytes; replies go back to JS in one of the two shapes of
+//! [`super::reply`].
 
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use deno_core::convert::Uint8Array;
 use deno_core::serde_v8::StringOrBuffer;
-use deno_core::{op2, v8, OpState, Resource, ResourceId, ToV8};
+use deno_core::{op2, OpState, Resource, ResourceId};
 use deno_runtime::deno_permissions::{PermissionCheckError, PermissionsContainer};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError, Value};
 use serde::Deserialize;
 
+use super::reply::{self, Reply};
 use crate::topology::silence::{self, Deadline};
 use crate::topology::Topology;
 use crate::worker::exit::RedisLost;
@@ -70,7 +64,7 @@ fn failed(state: &Rc<RefCell<OpState>>, e: RedisError, context: &str) -> RedisOp
 impl RedisOpError {
     pub fn from_redis(e: RedisError, context: &str) -> RedisOpError {
         if let Some(code) = e.code() {
-            return RedisOpError::Reply(reply_error_message(code, e.detail()));
+            return RedisOpError::Reply(reply::error_message(code, e.detail()));
         }
         if e.is_connection_refusal() {
             RedisOpError::Refused(format!("{context}: {e}"))
@@ -79,13 +73,6 @@ impl RedisOpError {
         } else {
             RedisOpError::Other(format!("{context}: {e}"))
         }
-    }
-}
-
-fn reply_error_message(code: &str, detail: Option<&str>) -> String {
-    match detail {
-        Some(detail) => format!("-{code} {detail}\r\n"),
-        None => format!("-{code}\r\n"),
     }
 }
 
@@ -247,7 +234,7 @@ pub async fn op_denorun_redis_call(
     let cmd = command(&args);
     let value = within(&state, rid, deadline_of(&args), conn.send_packed_command(&cmd), "Redis command failed").await?;
     if let Value::ServerError(e) = &value {
-        return Err(RedisOpError::Reply(reply_error_message(e.code(), e.details())));
+        return Err(RedisOpError::Reply(reply::error_message(e.code(), e.details())));
     }
     Ok(Reply { value, tagged })
 }
@@ -270,103 +257,4 @@ pub async fn op_denorun_redis_pipeline(
         within(&state, rid, deadline, conn.send_packed_commands(&pipe, 0, commands.len()), "Redis pipeline failed")
             .await?;
     Ok(values.into_iter().map(|value| Reply { value, tagged: true }).collect())
-}
-
-/// A reply on its way to JS.
-pub struct Reply {
-    value: Value,
-    tagged: bool,
-}
-
-impl<'a> ToV8<'a> for Reply {
-    type Error = deno_error::JsErrorBox;
-
-    fn to_v8<'i>(self, scope: &mut v8::PinScope<'a, 'i>) -> Result<v8::Local<'a, v8::Value>, Self::Error> {
-        if self.tagged {
-            tagged(scope, self.value)
-        } else {
-            plain(scope, self.value)
-        }
-    }
-}
-
-type V8Result<'a> = Result<v8::Local<'a, v8::Value>, deno_error::JsErrorBox>;
-
-fn string<'a>(scope: &mut v8::PinScope<'a, '_>, text: &str) -> V8Result<'a> {
-    v8::String::new_from_utf8(scope, text.as_bytes(), v8::NewStringType::Normal)
-        .map(Into::into)
-        .ok_or_else(|| deno_error::JsErrorBox::range_error("reply string too long for V8"))
-}
-
-/// A bulk string: a JS string when it is UTF-8, else its bytes (`lossy` = as text anyway).
-fn bulk<'a>(scope: &mut v8::PinScope<'a, '_>, bytes: Vec<u8>, lossy: bool) -> V8Result<'a> {
-    match String::from_utf8(bytes) {
-        Ok(text) => string(scope, &text),
-        Err(e) if lossy => string(scope, &String::from_utf8_lossy(e.as_bytes())),
-        Err(e) => Uint8Array::from(e.into_bytes()).to_v8(scope),
-    }
-}
-
-fn array<'a>(
-    scope: &mut v8::PinScope<'a, '_>,
-    items: Vec<Value>,
-    convert: for<'s> fn(&mut v8::PinScope<'a, 's>, Value) -> V8Result<'a>,
-) -> V8Result<'a> {
-    let elements = items.into_iter().map(|v| convert(scope, v)).collect::<Result<Vec<_>, _>>()?;
-    Ok(v8::Array::new_with_elements(scope, &elements).into())
-}
-
-/// RESP3 maps and the like are flattened the way RESP2 sends them.
-fn flatten(pairs: Vec<(Value, Value)>) -> Vec<Value> {
-    pairs.into_iter().flat_map(|(k, v)| [k, v]).collect()
-}
-
-fn plain<'a>(scope: &mut v8::PinScope<'a, '_>, value: Value) -> V8Result<'a> {
-    Ok(match value {
-        Value::Nil => v8::undefined(scope).into(),
-        Value::Int(i) => v8::Number::new(scope, i as f64).into(),
-        Value::BulkString(bytes) => return bulk(scope, bytes, true),
-        Value::SimpleString(s) => return string(scope, &s),
-        Value::Okay => return string(scope, "OK"),
-        Value::Array(items) | Value::Set(items) => return array(scope, items, plain),
-        Value::Push { data, .. } => return array(scope, data, plain),
-        Value::Map(pairs) => return array(scope, flatten(pairs), plain),
-        Value::Attribute { data, .. } => return plain(scope, *data),
-        Value::Double(d) => v8::Number::new(scope, d).into(),
-        Value::Boolean(b) => v8::Boolean::new(scope, b).into(),
-        Value::VerbatimString { text, .. } => return string(scope, &text),
-        Value::ServerError(e) => return error_tag(scope, reply_error_message(e.code(), e.details())),
-        other => return string(scope, &format!("{other:?}")),
-    })
-}
-
-fn tag<'a>(scope: &mut v8::PinScope<'a, '_>, tag: &str, value: v8::Local<'a, v8::Value>) -> V8Result<'a> {
-    let tag = string(scope, tag)?;
-    Ok(v8::Array::new_with_elements(scope, &[tag, value]).into())
-}
-
-/// An error reply inside an array: `["-", message]`, in either shape.
-fn error_tag<'a>(scope: &mut v8::PinScope<'a, '_>, message: String) -> V8Result<'a> {
-    let message = string(scope, &message)?;
-    tag(scope, "-", message)
-}
-
-fn tagged<'a>(scope: &mut v8::PinScope<'a, '_>, value: Value) -> V8Result<'a> {
-    let (t, v) = match value {
-        Value::Nil => ("_", v8::undefined(scope).into()),
-        Value::Int(i) => (":", v8::Number::new(scope, i as f64).into()),
-        Value::BulkString(bytes) => ("$", bulk(scope, bytes, false)?),
-        Value::SimpleString(s) => ("+", string(scope, &s)?),
-        Value::Okay => ("+", string(scope, "OK")?),
-        Value::Array(items) | Value::Set(items) => ("*", array(scope, items, tagged)?),
-        Value::Push { data, .. } => ("*", array(scope, data, tagged)?),
-        Value::Map(pairs) => ("*", array(scope, flatten(pairs), tagged)?),
-        Value::Attribute { data, .. } => return tagged(scope, *data),
-        Value::ServerError(e) => return error_tag(scope, reply_error_message(e.code(), e.details())),
-        Value::Double(d) => ("$", string(scope, &d.to_string())?),
-        Value::Boolean(b) => (":", v8::Number::new(scope, b as i32 as f64).into()),
-        Value::VerbatimString { text, .. } => ("$", string(scope, &text)?),
-        other => ("$", string(scope, &format!("{other:?}"))?),
-    };
-    tag(scope, t, v)
 }

@@ -53,6 +53,13 @@ impl Away {
         }
     }
 
+    /// A try met silence (no answer within its time-out): the outage has lasted that long
+    /// already, so it is said at once.
+    pub fn silent(&mut self, error: &str) {
+        self.tries = self.tries.max(1);
+        self.lost(error);
+    }
+
     /// A try went through.
     pub fn back(&mut self) {
         self.tries = 0;

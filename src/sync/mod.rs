@@ -142,7 +142,7 @@ async fn start(redis: &RedisTarget, target: &pg::Target, options: &Options) -> a
     group.join(&mut conn).await?;
     let table = options.table.clone().unwrap_or_else(|| table::default_name(&options.stream));
     let mut writer = Writer::new(target.clone(), &table);
-    if let Err(Failure::Outage(e) | Failure::Fatal(e)) = writer.connect().await {
+    if let Err(Failure::Outage(e) | Failure::Silent(e) | Failure::Fatal(e)) = writer.connect().await {
         anyhow::bail!(
             "PostgreSQL at {}: {e}; check --to (or the PG* variables) and that PostgreSQL is up",
             target.describe()
@@ -280,6 +280,10 @@ impl Loop {
         let written = loop {
             match self.writer.write(&self.group.stream, &entries).await {
                 Ok(written) => break written,
+                Err(Failure::Silent(e)) => {
+                    self.pg_away.silent(&e);
+                    tokio::time::sleep(self.pg_away.delay()).await;
+                }
                 Err(Failure::Outage(e)) => {
                     self.pg_away.lost(&e);
                     tokio::time::sleep(self.pg_away.delay()).await;
@@ -340,6 +344,10 @@ impl Loop {
             };
             match sent {
                 Ok(()) => return self.redis_away.back(),
+                Err(e) if e.is_timeout() => {
+                    self.redis_away.silent(&e.to_string());
+                    tokio::time::sleep(self.redis_away.delay()).await;
+                }
                 Err(e) if crate::topology::is_outage(&e) => {
                     self.redis_away.lost(&e.to_string());
                     tokio::time::sleep(self.redis_away.delay()).await;

@@ -55,6 +55,10 @@ impl Reader {
                     log::warn!("{}: {e}; joining again", self.group.stream);
                     self.group.join(&mut self.conn).await?;
                 }
+                Err(e) if e.is_timeout() => {
+                    self.away.silent(&e.to_string());
+                    tokio::time::sleep(self.away.delay()).await;
+                }
                 Err(e) if crate::topology::is_outage(&e) => {
                     self.away.lost(&e.to_string());
                     tokio::time::sleep(self.away.delay()).await;

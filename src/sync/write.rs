@@ -8,6 +8,12 @@
 //! A statement (or the connection's set-up) unanswered for [`STATEMENT_TIMEOUT`] is an outage:
 //! the connection is dropped and made again, and the batch is written again (its key makes
 //! that safe), so a PostgreSQL that stops answering without closing holds nothing for ever.
+//!
+//! A batch can also fail with no SQLSTATE at all on a connection that was up: the server
+//! closed it (a message too large, a backend that crashed on these rows) or did not answer
+//! in time. Once that happens [`STRIKES`] times in a row, the parts written get half as many
+//! rows ([`Strikes`]), and an entry that still fails so alone becomes a dead letter with the
+//! error, so that one batch cannot stop a sync for ever.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -22,6 +28,19 @@ use super::table::{self, Plan};
 /// The most bytes of values one statement carries (PostgreSQL refuses a message over 1 GiB,
 /// and may say so only by closing the connection).
 pub const MOST_BYTES: usize = 64 << 20;
+
+/// A part cut into runs of at most `most` rows.
+fn by_rows<R>(part: Vec<R>, most: usize) -> Vec<Vec<R>> {
+    if part.len() <= most {
+        return vec![part];
+    }
+    let mut part = part.into_iter().peekable();
+    let mut runs = Vec::new();
+    while part.peek().is_some() {
+        runs.push(part.by_ref().take(most).collect());
+    }
+    runs
+}
 
 /// Rows cut into runs of at most `most` bytes of values each (a row larger than that alone).
 fn by_bytes<T: AsRef<str>>(rows: Vec<(usize, Vec<Option<T>>)>, most: usize) -> Vec<Vec<(usize, Vec<Option<T>>)>> {
@@ -47,8 +66,19 @@ pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Failure {
     /// PostgreSQL is away (down, restarting, unreachable, out of connections): try again later.
     Outage(String),
+    /// PostgreSQL did not answer within [`STATEMENT_TIMEOUT`]: an outage already long, so said
+    /// at once.
+    Silent(String),
     /// Something no retry mends (the table dropped, permissions): the sync ends.
     Fatal(String),
+}
+
+impl Failure {
+    pub fn text(&self) -> &str {
+        match self {
+            Failure::Outage(text) | Failure::Silent(text) | Failure::Fatal(text) => text,
+        }
+    }
 }
 
 /// How PostgreSQL's answer to a batch is taken, by its SQLSTATE.
@@ -71,6 +101,52 @@ pub fn verdict(sqlstate: Option<&str>) -> Verdict {
     }
 }
 
+/// How many times in a row a part may fail without an SQLSTATE on a live connection before
+/// parts are halved.
+pub const STRIKES: u32 = 3;
+
+/// Failures without an SQLSTATE, counted across tries of one batch, and the size of part they
+/// have come to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Strikes {
+    count: u32,
+    /// The most rows a part may have.
+    pub most_rows: usize,
+}
+
+/// What to do after a failure without an SQLSTATE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Struck {
+    /// Try the batch again as it is (after a reconnect).
+    Again,
+    /// Try again with parts of at most this many rows.
+    Halve(usize),
+    /// The entry alone failed every time: it becomes a dead letter.
+    Bury,
+}
+
+impl Default for Strikes {
+    fn default() -> Self {
+        Strikes { count: 0, most_rows: usize::MAX }
+    }
+}
+
+impl Strikes {
+    /// A part of `rows` rows failed without an SQLSTATE.
+    pub fn struck(&mut self, rows: usize) -> Struck {
+        self.count += 1;
+        if self.count < STRIKES {
+            return Struck::Again;
+        }
+        self.count = 0;
+        if rows <= 1 {
+            return Struck::Bury;
+        }
+        self.most_rows = rows / 2;
+        Struck::Halve(self.most_rows)
+    }
+}
+
 /// What became of a batch.
 #[derive(Debug, Default)]
 pub struct Written {
@@ -85,6 +161,8 @@ pub struct Writer {
     target: Target,
     table: String,
     client: Option<Connected>,
+    /// Of the batch being written; cleared when a batch is written.
+    strikes: Strikes,
 }
 
 /// A connection, the table's plan, and the batch's INSERT prepared on it.
@@ -96,7 +174,7 @@ struct Connected {
 
 impl Writer {
     pub fn new(target: Target, table: &str) -> Writer {
-        Writer { target, table: table.to_string(), client: None }
+        Writer { target, table: table.to_string(), client: None, strikes: Strikes::default() }
     }
 
     /// The table, quoted for SQL and logs.
@@ -152,7 +230,8 @@ impl Writer {
         }
         // Parts of at most MOST_BYTES, then halves; written last first, and a part PostgreSQL
         // rejects is split again.
-        let mut todo = by_bytes(rows, MOST_BYTES);
+        let mut todo: Vec<_> =
+            by_bytes(rows, MOST_BYTES).into_iter().flat_map(|part| by_rows(part, self.strikes.most_rows)).collect();
         todo.reverse();
         while let Some(part) = todo.pop() {
             if part.is_empty() {
@@ -163,11 +242,26 @@ impl Writer {
                 Err(_) => {
                     // The connection may still deliver an answer: it is never used again.
                     self.client = None;
-                    return Err(silent());
+                    let failure = silent();
+                    if let Some(dead) = self.strike(&part, &failure) {
+                        written.dead.push(dead);
+                        self.connect().await?;
+                        continue;
+                    }
+                    return Err(failure);
                 }
             };
             match committed {
                 Ok(rows) => written.rows += rows,
+                Err(e) if e.code().is_none() => {
+                    let failure = self.failure(&e);
+                    if let Some(dead) = self.strike(&part, &failure) {
+                        written.dead.push(dead);
+                        self.connect().await?;
+                        continue;
+                    }
+                    return Err(failure);
+                }
                 Err(e) => match (verdict(e.code().map(|c| c.code())), part.len()) {
                     (Verdict::Rejected, 1) => {
                         written.dead.push((part[0].0, describe(&e)));
@@ -182,7 +276,28 @@ impl Writer {
                 },
             }
         }
+        self.strikes = Strikes::default();
         Ok(written)
+    }
+
+    /// Counts a failure without an SQLSTATE of `part` on a live connection; returns the dead
+    /// letter of a part of one entry that has failed so [`STRIKES`] times.
+    fn strike<T>(&mut self, part: &[(usize, T)], failure: &Failure) -> Option<(usize, String)> {
+        match self.strikes.struck(part.len()) {
+            Struck::Again => None,
+            Struck::Halve(rows) => {
+                log::warn!(
+                    "{}: a part of {} rows failed {STRIKES} times without an error code; parts of {rows} rows from now on",
+                    self.table(),
+                    part.len()
+                );
+                None
+            }
+            Struck::Bury => Some((
+                part[0].0,
+                format!("PostgreSQL failed this entry alone {STRIKES} times without an error code: {}", failure.text()),
+            )),
+        }
     }
 
     /// One statement, so one transaction: a text array per column, unnested into the table.
@@ -216,7 +331,7 @@ impl Writer {
 }
 
 fn silent() -> Failure {
-    Failure::Outage(format!(
+    Failure::Silent(format!(
         "no answer within {} s (a stopped server or a dead route); connecting again",
         STATEMENT_TIMEOUT.as_secs()
     ))
@@ -252,6 +367,27 @@ mod tests {
         let places: Vec<Vec<usize>> = parts.iter().map(|p| p.iter().map(|(i, _)| *i).collect()).collect();
         assert_eq!(places, [vec![0, 1], vec![2], vec![3]]);
         assert_eq!(by_bytes(Vec::<(usize, Vec<Option<String>>)>::new(), 8).len(), 1);
+    }
+
+    #[test]
+    fn a_part_that_keeps_failing_without_a_code_is_halved_then_buried() {
+        let mut strikes = Strikes::default();
+        assert_eq!(strikes.struck(100), Struck::Again);
+        assert_eq!(strikes.struck(100), Struck::Again);
+        assert_eq!(strikes.struck(100), Struck::Halve(50));
+        assert_eq!(strikes.most_rows, 50);
+        for _ in 1..STRIKES {
+            assert_eq!(strikes.struck(1), Struck::Again);
+        }
+        assert_eq!(strikes.struck(1), Struck::Bury);
+        assert_eq!(strikes.struck(1), Struck::Again, "counted afresh for the next entry");
+    }
+
+    #[test]
+    fn parts_are_cut_by_rows() {
+        assert_eq!(by_rows(vec![1, 2, 3, 4, 5], 2), vec![vec![1, 2], vec![3, 4], vec![5]]);
+        assert_eq!(by_rows(vec![1, 2], usize::MAX), vec![vec![1, 2]]);
+        assert_eq!(by_rows(Vec::<u8>::new(), 1), vec![Vec::<u8>::new()]);
     }
 
     #[test]

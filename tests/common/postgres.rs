@@ -114,6 +114,25 @@ impl Postgres {
         }
     }
 
+    /// Sends `signal` to the postmaster and every backend it has forked (SIGSTOP: the whole
+    /// server stops answering, its sockets open, as a paused VM would).
+    pub fn signal_all(&self, signal: i32) {
+        let postmaster = self.child.as_ref().expect("PostgreSQL runs").id();
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid ...: the fields after the last ')'.
+            let parent = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if parent == Some(postmaster.to_string().as_str()) {
+                pids.push(pid);
+            }
+        }
+        for pid in pids {
+            unsafe { libc::kill(pid as i32, signal) };
+        }
+    }
+
     fn try_client(&self) -> Option<postgres::Client> {
         postgres::Client::connect(&self.url(), postgres::NoTls).ok()
     }
