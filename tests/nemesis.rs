@@ -1,4 +1,4 @@
-//! The nemesis: for a minute (`NEMESIS_SECS`), two supervisors (started again whenever they
+//! The nemesis: for two minutes (`NEMESIS_SECS`), two supervisors (started again whenever they
 //! end, as systemd's `Restart=always` would) run four handler workers while clients count
 //! every request, and every few seconds a seeded random fault strikes: a supervisor SIGKILLed
 //! or drained (SIGTERM), redis-server SIGKILLed and restarted from its append-only file or
@@ -53,7 +53,7 @@ fn the_nemesis_loses_nothing() {
     let seed: u64 = std::env::var("NEMESIS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
     });
-    let secs: u64 = std::env::var("NEMESIS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let secs: u64 = std::env::var("NEMESIS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(120);
     eprintln!("nemesis: seed {seed} (NEMESIS_SEED={seed} replays it), {secs} s");
     let mut dice = Dice(seed);
 

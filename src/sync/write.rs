@@ -5,15 +5,17 @@
 //! temporary table to fill and empty.) A batch PostgreSQL rejects for its data is split
 //! in halves until the entries it rejects are found alone; those become dead letters.
 //!
-//! A statement (or the connection's set-up) unanswered for [`STATEMENT_TIMEOUT`] is an outage:
-//! the connection is dropped and made again, and the batch is written again (its key makes
+//! A statement unanswered past its [`deadline`] (5 s, and 1 s more per MiB it carries), or a
+//! connection's set-up unanswered for [`CONNECT_TIMEOUT`], is an outage: the connection is
+//! dropped and made again, and the batch is written again (its key makes
 //! that safe), so a PostgreSQL that stops answering without closing holds nothing for ever.
 //!
 //! A batch can also fail with no SQLSTATE at all on a connection that was up: the server
 //! closed it (a message too large, a backend that crashed on these rows) or did not answer
 //! in time. Once that happens [`STRIKES`] times in a row, the parts written get half as many
-//! rows ([`Strikes`]), and an entry that still fails so alone becomes a dead letter with the
-//! error, so that one batch cannot stop a sync for ever.
+//! rows ([`Strikes`]), and an entry on which the server still closes the connection alone
+//! becomes a dead letter with the error, so that one batch cannot stop a sync for ever. Silence
+//! alone never makes a dead letter: it may be a lock that another transaction holds.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -42,12 +44,17 @@ fn by_rows<R>(part: Vec<R>, most: usize) -> Vec<Vec<R>> {
     runs
 }
 
+/// The bytes of a row's values.
+fn row_bytes<T: AsRef<str>>(values: &[Option<T>]) -> usize {
+    values.iter().flatten().map(|v| v.as_ref().len()).sum()
+}
+
 /// Rows cut into runs of at most `most` bytes of values each (a row larger than that alone).
 fn by_bytes<T: AsRef<str>>(rows: Vec<(usize, Vec<Option<T>>)>, most: usize) -> Vec<Vec<(usize, Vec<Option<T>>)>> {
     let mut parts = vec![Vec::new()];
     let mut bytes = 0;
     for row in rows {
-        let size: usize = row.1.iter().flatten().map(|v| v.as_ref().len()).sum();
+        let size = row_bytes(&row.1);
         if bytes + size > most && !parts.last().is_some_and(Vec::is_empty) {
             parts.push(Vec::new());
             bytes = 0;
@@ -58,15 +65,29 @@ fn by_bytes<T: AsRef<str>>(rows: Vec<(usize, Vec<Option<T>>)>, most: usize) -> V
     parts
 }
 
-/// How long a statement, or connecting and preparing, may go unanswered.
-pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Set on each of the writer's sessions, for the server's side of a connection that went
+/// silent: a batch whose client froze between its Execute and its Sync holds its rows' locks
+/// in an open transaction, which would hold up the batch written again on a new connection;
+/// PostgreSQL ends it after 5 s (the writer's sessions are never idle inside a transaction).
+/// Keepalive probes let the server notice a client host that is gone.
+const SESSION: &str = "SET idle_in_transaction_session_timeout = '5s'; SET tcp_keepalives_idle = 5; \
+                       SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3";
+
+/// How long connecting, checking the table and preparing may go unanswered.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a statement carrying `bytes` of values may go unanswered: 5 s, and 1 s more per
+/// MiB, since a large batch takes its time on a slow link.
+pub fn deadline(bytes: usize) -> Duration {
+    Duration::from_secs(5) + Duration::from_secs_f64(bytes as f64 / (1u64 << 20) as f64)
+}
 
 /// Why a write did not go through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     /// PostgreSQL is away (down, restarting, unreachable, out of connections): try again later.
     Outage(String),
-    /// PostgreSQL did not answer within [`STATEMENT_TIMEOUT`]: an outage already long, so said
+    /// PostgreSQL did not answer in time (see [`deadline`]): an outage already long, so said
     /// at once.
     Silent(String),
     /// Something no retry mends (the table dropped, permissions): the sync ends.
@@ -114,6 +135,16 @@ pub struct Strikes {
     pub most_rows: usize,
 }
 
+/// How a part failed without an SQLSTATE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blow {
+    /// The server closed the connection on it.
+    Closed,
+    /// No answer in time: perhaps only a lock another transaction holds, so never a reason
+    /// to give an entry up.
+    Unanswered,
+}
+
 /// What to do after a failure without an SQLSTATE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Struck {
@@ -121,7 +152,8 @@ pub enum Struck {
     Again,
     /// Try again with parts of at most this many rows.
     Halve(usize),
-    /// The entry alone failed every time: it becomes a dead letter.
+    /// The entry alone made the server close the connection every time: it becomes a dead
+    /// letter.
     Bury,
 }
 
@@ -132,15 +164,18 @@ impl Default for Strikes {
 }
 
 impl Strikes {
-    /// A part of `rows` rows failed without an SQLSTATE.
-    pub fn struck(&mut self, rows: usize) -> Struck {
+    /// A part of `rows` rows failed without an SQLSTATE, by `blow`.
+    pub fn struck(&mut self, rows: usize, blow: Blow) -> Struck {
         self.count += 1;
         if self.count < STRIKES {
             return Struck::Again;
         }
         self.count = 0;
         if rows <= 1 {
-            return Struck::Bury;
+            return match blow {
+                Blow::Closed => Struck::Bury,
+                Blow::Unanswered => Struck::Again,
+            };
         }
         self.most_rows = rows / 2;
         Struck::Halve(self.most_rows)
@@ -194,14 +229,15 @@ impl Writer {
             return Ok(());
         }
         self.client = None;
-        match tokio::time::timeout(STATEMENT_TIMEOUT, self.connect_now()).await {
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.connect_now()).await {
             Ok(connected) => connected,
-            Err(_) => Err(silent()),
+            Err(_) => Err(silent(CONNECT_TIMEOUT)),
         }
     }
 
     async fn connect_now(&mut self) -> Result<(), Failure> {
         let client = self.target.connect().await.map_err(|e| self.failure(&e))?;
+        client.batch_execute(SESSION).await.map_err(|e| self.failure(&e))?;
         let plan = match table::prepare(&client, &self.table).await {
             Ok(plan) => plan,
             Err(e) => {
@@ -237,13 +273,14 @@ impl Writer {
             if part.is_empty() {
                 continue;
             }
-            let committed = match tokio::time::timeout(STATEMENT_TIMEOUT, self.commit(&part)).await {
+            let limit = deadline(part.iter().map(|(_, values)| row_bytes(values)).sum());
+            let committed = match tokio::time::timeout(limit, self.commit(&part)).await {
                 Ok(committed) => committed,
                 Err(_) => {
                     // The connection may still deliver an answer: it is never used again.
                     self.client = None;
-                    let failure = silent();
-                    if let Some(dead) = self.strike(&part, &failure) {
+                    let failure = silent(limit);
+                    if let Some(dead) = self.strike(&part, Blow::Unanswered, &failure) {
                         written.dead.push(dead);
                         self.connect().await?;
                         continue;
@@ -255,7 +292,7 @@ impl Writer {
                 Ok(rows) => written.rows += rows,
                 Err(e) if e.code().is_none() => {
                     let failure = self.failure(&e);
-                    if let Some(dead) = self.strike(&part, &failure) {
+                    if let Some(dead) = self.strike(&part, Blow::Closed, &failure) {
                         written.dead.push(dead);
                         self.connect().await?;
                         continue;
@@ -282,8 +319,8 @@ impl Writer {
 
     /// Counts a failure without an SQLSTATE of `part` on a live connection; returns the dead
     /// letter of a part of one entry that has failed so [`STRIKES`] times.
-    fn strike<T>(&mut self, part: &[(usize, T)], failure: &Failure) -> Option<(usize, String)> {
-        match self.strikes.struck(part.len()) {
+    fn strike<T>(&mut self, part: &[(usize, T)], blow: Blow, failure: &Failure) -> Option<(usize, String)> {
+        match self.strikes.struck(part.len(), blow) {
             Struck::Again => None,
             Struck::Halve(rows) => {
                 log::warn!(
@@ -330,10 +367,10 @@ impl Writer {
     }
 }
 
-fn silent() -> Failure {
+fn silent(limit: Duration) -> Failure {
     Failure::Silent(format!(
-        "no answer within {} s (a stopped server or a dead route); connecting again",
-        STATEMENT_TIMEOUT.as_secs()
+        "no answer within {:.1} s (a stopped server or a dead route); connecting again",
+        limit.as_secs_f64()
     ))
 }
 
@@ -372,15 +409,29 @@ mod tests {
     #[test]
     fn a_part_that_keeps_failing_without_a_code_is_halved_then_buried() {
         let mut strikes = Strikes::default();
-        assert_eq!(strikes.struck(100), Struck::Again);
-        assert_eq!(strikes.struck(100), Struck::Again);
-        assert_eq!(strikes.struck(100), Struck::Halve(50));
+        assert_eq!(strikes.struck(100, Blow::Closed), Struck::Again);
+        assert_eq!(strikes.struck(100, Blow::Unanswered), Struck::Again);
+        assert_eq!(strikes.struck(100, Blow::Closed), Struck::Halve(50));
         assert_eq!(strikes.most_rows, 50);
         for _ in 1..STRIKES {
-            assert_eq!(strikes.struck(1), Struck::Again);
+            assert_eq!(strikes.struck(1, Blow::Closed), Struck::Again);
         }
-        assert_eq!(strikes.struck(1), Struck::Bury);
-        assert_eq!(strikes.struck(1), Struck::Again, "counted afresh for the next entry");
+        assert_eq!(strikes.struck(1, Blow::Closed), Struck::Bury);
+        assert_eq!(strikes.struck(1, Blow::Closed), Struck::Again, "counted afresh for the next entry");
+    }
+
+    #[test]
+    fn an_entry_is_never_buried_for_silence_alone() {
+        let mut strikes = Strikes::default();
+        for _ in 0..10 * STRIKES {
+            assert_eq!(strikes.struck(1, Blow::Unanswered), Struck::Again);
+        }
+    }
+
+    #[test]
+    fn a_statement_has_5_s_and_1_s_per_mib() {
+        assert_eq!(deadline(0), Duration::from_secs(5));
+        assert_eq!(deadline(64 << 20), Duration::from_secs(69));
     }
 
     #[test]

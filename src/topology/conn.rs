@@ -125,7 +125,7 @@ fn of_pipeline(pipeline: &redis::Pipeline) -> Deadline {
     pipeline.cmd_iter().map(of_cmd).fold(Deadline::After(silence::response_timeout()), Deadline::max)
 }
 
-fn arg_bytes<'a>(arg: redis::Arg<&'a [u8]>) -> &'a [u8] {
+fn arg_bytes(arg: redis::Arg<&[u8]>) -> &[u8] {
     match arg {
         redis::Arg::Simple(bytes) => bytes,
         _ => b"",

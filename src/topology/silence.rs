@@ -120,7 +120,7 @@ fn millis(arg: &[u8]) -> Option<Duration> {
 
 fn seconds(arg: &[u8]) -> Option<Duration> {
     let secs: f64 = text(arg)?.parse().ok()?;
-    (secs.is_finite() && secs >= 0.0 && secs < 1e12).then(|| Duration::from_secs_f64(secs))
+    (secs.is_finite() && (0.0..1e12).contains(&secs)).then(|| Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]
