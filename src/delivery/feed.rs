@@ -206,6 +206,9 @@ impl Taker {
 async fn serve(feed: Weak<Feed>, target: Topology, streams: Vec<String>, mut told: mpsc::UnboundedReceiver<Message>) {
     let mut takers: HashMap<u64, Taker> = HashMap::new();
     let mut reader: Option<Conn> = None;
+    // Entries read for a worker that stopped, that no other worker had room for yet: handed
+    // to the next worker that asks, before any new read.
+    let mut stranded = Batch::new();
     let mut next_shard = 0;
     loop {
         while let Ok(message) = told.try_recv() {
@@ -239,6 +242,20 @@ async fn serve(feed: Weak<Feed>, target: Topology, streams: Vec<String>, mut tol
                 }
             },
         };
+        if !stranded.is_empty() {
+            let taker = takers.get_mut(&id).expect("an open taker");
+            let (stream, mut entries) = stranded.pop().expect("not empty");
+            let rest = entries.split_off(free.min(entries.len()));
+            if !rest.is_empty() {
+                stranded.push((stream.clone(), rest));
+            }
+            let claimed = hand_over(&conn, &stream, &taker.consumer, entries).await;
+            taker.sent += claimed.len() as u64;
+            if !claimed.is_empty() {
+                let _ = taker.batches.send(Ok(vec![(stream, claimed)]));
+            }
+            continue;
+        }
         let (consumer, until) = (takers[&id].consumer.clone(), takers[&id].want.lock().unwrap().until);
         let block = until.saturating_duration_since(now).clamp(Duration::from_millis(1), most_block(streams.len()));
         next_shard = (next_shard + 1) % streams.len();
@@ -249,35 +266,35 @@ async fn serve(feed: Weak<Feed>, target: Topology, streams: Vec<String>, mut tol
         while let Ok(message) = told.try_recv() {
             hear(&mut takers, message);
         }
-        deliver(&mut takers, id, read, &conn).await;
+        stranded.extend(deliver(&mut takers, id, read, &conn).await);
     }
 }
 
 /// Hands what was read for worker `id` to it; if it stopped or left meanwhile, to the others
-/// with free slots (XCLAIMed to them), and what none has room for stays pending under its
-/// consumer (its restart or XAUTOCLAIM takes it). A read that failed (not an outage: those
+/// with free slots (XCLAIMed to them); returns what none has room for (pending under the
+/// consumer it was read for until another worker asks for it). A read that failed (not an outage: those
 /// are waited out) ends the worker, which is read for no more, so that the feed does not read
 /// and fail again while the worker ends.
-async fn deliver(takers: &mut HashMap<u64, Taker>, id: u64, read: RedisResult<Batch>, conn: &Conn) {
+async fn deliver(takers: &mut HashMap<u64, Taker>, id: u64, read: RedisResult<Batch>, conn: &Conn) -> Batch {
     let batch = match read {
         Ok(batch) => batch,
         Err(e) => {
             if let Some(taker) = takers.remove(&id) {
                 let _ = taker.batches.send(Err(e));
             }
-            return;
+            return Batch::new();
         }
     };
     let n = entries(&batch);
     if n == 0 {
-        return;
+        return Batch::new();
     }
     let mut batch = batch;
     if let Some(taker) = takers.get_mut(&id).filter(|t| !t.stopped) {
         match taker.batches.send(Ok(batch)) {
             Ok(()) => {
                 taker.sent += n as u64;
-                return;
+                return Batch::new();
             }
             // It is gone (its intake dropped, the Leave not heard yet): to the others.
             Err(mpsc::error::SendError(unsent)) => {
@@ -287,6 +304,7 @@ async fn deliver(takers: &mut HashMap<u64, Taker>, id: u64, read: RedisResult<Ba
         }
     }
     let now = Instant::now();
+    let mut left = Batch::new();
     for (stream, entries) in batch {
         let mut entries = entries.into_iter().peekable();
         while entries.peek().is_some() {
@@ -294,7 +312,10 @@ async fn deliver(takers: &mut HashMap<u64, Taker>, id: u64, read: RedisResult<Ba
                 .iter()
                 .filter(|(_, t)| !t.stopped)
                 .filter_map(|(id, t)| t.open(now).map(|(free, _)| (*id, free)));
-            let Some((sibling, free)) = open.max_by_key(|(_, free)| *free) else { break };
+            let Some((sibling, free)) = open.max_by_key(|(_, free)| *free) else {
+                left.push((stream.clone(), entries.collect()));
+                break;
+            };
             let mine: Vec<StreamId> = entries.by_ref().take(free).collect();
             let taker = takers.get_mut(&sibling).expect("an open taker");
             let claimed = hand_over(conn, &stream, &taker.consumer, mine).await;
@@ -304,6 +325,7 @@ async fn deliver(takers: &mut HashMap<u64, Taker>, id: u64, read: RedisResult<Ba
             }
         }
     }
+    left
 }
 
 /// XCLAIMs `entries` to `consumer` (JUSTID: their delivery count stays as it is); returns those

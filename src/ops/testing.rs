@@ -11,6 +11,7 @@ use deno_core::{op2, v8, OpState};
 use deno_error::JsErrorBox;
 
 use crate::test_report::{FileReport, Spawned, TestRun};
+use crate::topology::silence::{self, Deadline};
 
 /// An error or thrown value as `deno test` prints it: message, source line, caret, stack.
 #[op2]
@@ -72,8 +73,10 @@ pub async fn op_denorun_testing_redis(state: Rc<RefCell<OpState>>) -> Result<Str
     let url = format!("redis://127.0.0.1:{port}");
     let client = redis::Client::open(url.as_str()).map_err(harness_error)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Each command has its own deadline (a BRPOP waits its own time-out), so none here.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
     let conn = loop {
-        match client.get_multiplexed_async_connection().await {
+        match client.get_multiplexed_async_connection_with_config(&config).await {
             Ok(conn) => break conn,
             Err(_) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await
@@ -101,8 +104,15 @@ pub async fn op_denorun_testing_command(
     for arg in &args {
         cmd.arg(arg);
     }
-    let value: redis::Value = cmd.query_async(&mut conn).await.map_err(harness_error)?;
-    Ok(json(value))
+    let sent = cmd.query_async::<redis::Value>(&mut conn);
+    let deadline = silence::deadline(args.iter().map(|a| a.as_bytes()), silence::response_timeout());
+    let value = match deadline {
+        Deadline::After(limit) => tokio::time::timeout(limit, sent).await.map_err(|_| {
+            harness_error(format!("no answer from the throwaway Redis within {} ms", limit.as_millis()))
+        })?,
+        Deadline::Never => sent.await,
+    };
+    Ok(json(value.map_err(harness_error)?))
 }
 
 fn json(value: redis::Value) -> serde_json::Value {
