@@ -282,6 +282,13 @@ fn rows(pg: &common::postgres::Postgres, table: &str) -> i64 {
     pg.client().query_one(format!("SELECT count(*) FROM {table}").as_str(), &[]).map(|r| r.get(0)).unwrap_or(0)
 }
 
+/// The oldest entry the `sync` group holds pending, if any.
+fn oldest_pending(url: &str, stream: &str) -> Option<String> {
+    let summary: (u64, Option<String>, redis::Value, redis::Value) =
+        redis::cmd("XPENDING").arg(stream).arg("sync").query(&mut conn(url)).unwrap();
+    summary.1
+}
+
 /// Waits until `table` has more than `than` rows; returns how long that took.
 fn rows_grow(pg: &common::postgres::Postgres, table: &str, than: i64, what: &str) -> Duration {
     let start = Instant::now();
@@ -332,8 +339,15 @@ fn sync_writes_every_entry_once_through_a_frozen_redis_a_frozen_then_a_stopped_p
     };
     wait_for("2,000 rows", Duration::from_secs(60), || (rows(&pg, table) >= 2_000).then_some(()));
     let frozen = redis_proxy.freeze();
-    let at = rows(&pg, table);
+    let started = Instant::now();
+    let (at, stuck) = (rows(&pg, table), oldest_pending(&url, stream));
     let redis_back = rows_grow(&pg, table, at + 200, "rows again after Redis froze");
+    // Rows come back once the reader has a new connection; acks once the writers' own
+    // (frozen too, and noticed when next used) has been replaced.
+    wait_for("acks again after Redis froze", Duration::from_secs(60), || {
+        (oldest_pending(&url, stream) != stuck).then_some(())
+    });
+    let redis_acked = started.elapsed();
     let pg_frozen = pg_proxy.freeze();
     let at = rows(&pg, table);
     let pg_back = rows_grow(&pg, table, at + 200, "rows again after PostgreSQL froze");
@@ -354,10 +368,11 @@ fn sync_writes_every_entry_once_through_a_frozen_redis_a_frozen_then_a_stopped_p
         redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query(&mut conn(&url)).unwrap();
     let missing = entries.iter().filter(|(id, _)| !ids.contains(id)).count();
     eprintln!(
-        "figure: sync through freezes: {frozen} Redis connections frozen, rows again after {:.1} s; \
+        "figure: sync through freezes: {frozen} Redis connections frozen, rows again after {:.1} s, acks after {:.1} s; \
          {pg_frozen} PostgreSQL connections frozen, rows again after {:.1} s; PostgreSQL stopped 8 s, rows \
          again {:.1} s after it went on; {} rows for {} entries, {missing} missing",
         redis_back.as_secs_f64(),
+        redis_acked.as_secs_f64(),
         pg_back.as_secs_f64(),
         stopped_back.as_secs_f64(),
         ids.len(),

@@ -57,15 +57,25 @@ impl Reader {
                 }
                 Err(e) if e.is_timeout() => {
                     self.away.silent(&e.to_string());
+                    self.reread_own();
                     tokio::time::sleep(self.away.delay()).await;
                 }
                 Err(e) if crate::topology::is_outage(&e) => {
                     self.away.lost(&e.to_string());
+                    self.reread_own();
                     tokio::time::sleep(self.away.delay()).await;
                 }
                 Err(e) => return Err(anyhow::anyhow!("{}: reading from Redis: {e}", self.group.stream)),
             }
         }
+    }
+
+    /// A read whose answer was lost (silence, a dropped connection) left its entries pending
+    /// under this consumer, where only XAUTOCLAIM would find them after `--claim-idle-ms`:
+    /// this consumer's own pending entries are read again first. Those a writer holds may be
+    /// written twice, which the table's key and the dead-letter script make harmless.
+    fn reread_own(&mut self) {
+        self.history = Some("0".into());
     }
 
     async fn try_next(&mut self) -> redis::RedisResult<Read> {

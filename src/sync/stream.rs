@@ -178,6 +178,7 @@ impl Group {
 /// KEYS: the dead-letter stream, the stream; ARGV: the group, then per entry its id, the
 /// number of field pairs and the pairs. The dead-letter key's type is checked first, and each
 /// entry is acked only after its XADD, so a failure leaves no entry acked without its letter.
+/// An entry no longer pending (dead-lettered already, by a batch read twice) is skipped.
 const DEAD_LETTER: &str = r"
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'stream' and kind ~= 'none' then
@@ -188,8 +189,10 @@ while i <= #ARGV do
   local id, pairs = ARGV[i], tonumber(ARGV[i + 1])
   local add = {'XADD', KEYS[1], '*'}
   for j = i + 2, i + 1 + 2 * pairs do add[#add + 1] = ARGV[j] end
-  redis.call(unpack(add))
-  redis.call('XACK', KEYS[2], ARGV[1], id)
+  if #redis.call('XPENDING', KEYS[2], ARGV[1], id, id, 1) > 0 then
+    redis.call(unpack(add))
+    redis.call('XACK', KEYS[2], ARGV[1], id)
+  end
   i = i + 2 + 2 * pairs
 end
 return 'OK'

@@ -1,14 +1,15 @@
 //! The PostgreSQL side of a sync: a batch is one statement, `INSERT … SELECT … FROM
 //! unnest(<a text array per column>) ON CONFLICT (<the table's key>) DO NOTHING`, so that a
-//! batch written again after a crash writes nothing twice. (It measured faster than a binary COPY into a
-//! temporary table followed by `INSERT … SELECT`: one round trip instead of four, and no
-//! temporary table to fill and empty.) A batch PostgreSQL rejects for its data is split
+//! batch written again after a crash writes nothing twice. (It measured faster than a binary
+//! COPY into a temporary table followed by `INSERT … SELECT`: one round trip instead of four,
+//! and no temporary table to fill and empty.) A batch PostgreSQL rejects for its data is split
 //! in halves until the entries it rejects are found alone; those become dead letters.
 //!
 //! A statement unanswered past its [`deadline`] (5 s, and 1 s more per MiB it carries), or a
 //! connection's set-up unanswered for [`CONNECT_TIMEOUT`], is an outage: the connection is
-//! dropped and made again, and the batch is written again (its key makes
-//! that safe), so a PostgreSQL that stops answering without closing holds nothing for ever.
+//! dropped and made again (ending the dropped one's server process, which may hold the
+//! batch's rows locked), and the batch is written again (its key makes that safe), so a
+//! PostgreSQL that stops answering without closing holds nothing for ever.
 //!
 //! A batch can also fail with no SQLSTATE at all on a connection that was up: the server
 //! closed it (a message too large, a backend that crashed on these rows) or did not answer
@@ -65,13 +66,9 @@ fn by_bytes<T: AsRef<str>>(rows: Vec<(usize, Vec<Option<T>>)>, most: usize) -> V
     parts
 }
 
-/// Set on each of the writer's sessions, for the server's side of a connection that went
-/// silent: a batch whose client froze between its Execute and its Sync holds its rows' locks
-/// in an open transaction, which would hold up the batch written again on a new connection;
-/// PostgreSQL ends it after 5 s (the writer's sessions are never idle inside a transaction).
-/// Keepalive probes let the server notice a client host that is gone.
-const SESSION: &str = "SET idle_in_transaction_session_timeout = '5s'; SET tcp_keepalives_idle = 5; \
-                       SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3";
+/// Set on each of the writer's sessions: keepalive probes from the server's side, so that it
+/// notices a client host that is gone.
+const SESSION: &str = "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3";
 
 /// How long connecting, checking the table and preparing may go unanswered.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -198,6 +195,11 @@ pub struct Writer {
     client: Option<Connected>,
     /// Of the batch being written; cleared when a batch is written.
     strikes: Strikes,
+    /// The server process of a connection dropped because a statement went unanswered. It
+    /// may hold that statement's rows locked in a transaction that waits for the rest of a
+    /// message that will never come (PostgreSQL has no time-out for that), which would hold
+    /// up the batch written again: the next connection ends it.
+    abandoned: Option<i32>,
 }
 
 /// A connection, the table's plan, and the batch's INSERT prepared on it.
@@ -205,11 +207,13 @@ struct Connected {
     client: Client,
     plan: Plan,
     insert: Statement,
+    /// Its server process (`pg_backend_pid()`).
+    pid: i32,
 }
 
 impl Writer {
     pub fn new(target: Target, table: &str) -> Writer {
-        Writer { target, table: table.to_string(), client: None, strikes: Strikes::default() }
+        Writer { target, table: table.to_string(), client: None, strikes: Strikes::default(), abandoned: None }
     }
 
     /// The table, quoted for SQL and logs.
@@ -238,6 +242,14 @@ impl Writer {
     async fn connect_now(&mut self) -> Result<(), Failure> {
         let client = self.target.connect().await.map_err(|e| self.failure(&e))?;
         client.batch_execute(SESSION).await.map_err(|e| self.failure(&e))?;
+        let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.map_err(|e| self.failure(&e))?.get(0);
+        if let Some(abandoned) = self.abandoned.take() {
+            // Allowed for a backend of the same role; without that right, its locks last until
+            // its connection ends.
+            if let Err(e) = client.query_one("SELECT pg_terminate_backend($1)", &[&abandoned]).await {
+                log::warn!("{}: cannot end the unanswered session {abandoned}: {}", self.table(), describe(&e));
+            }
+        }
         let plan = match table::prepare(&client, &self.table).await {
             Ok(plan) => plan,
             Err(e) => {
@@ -248,7 +260,7 @@ impl Writer {
             }
         };
         let insert = client.prepare(&plan.insert_sql(&self.table())).await.map_err(|e| self.failure(&e))?;
-        self.client = Some(Connected { client, plan, insert });
+        self.client = Some(Connected { client, plan, insert, pid });
         Ok(())
     }
 
@@ -277,8 +289,9 @@ impl Writer {
             let committed = match tokio::time::timeout(limit, self.commit(&part)).await {
                 Ok(committed) => committed,
                 Err(_) => {
-                    // The connection may still deliver an answer: it is never used again.
-                    self.client = None;
+                    // The connection may still deliver an answer: it is never used again, and
+                    // its server process is ended from the next one.
+                    self.abandoned = self.client.take().map(|c| c.pid);
                     let failure = silent(limit);
                     if let Some(dead) = self.strike(&part, Blow::Unanswered, &failure) {
                         written.dead.push(dead);
@@ -339,7 +352,7 @@ impl Writer {
 
     /// One statement, so one transaction: a text array per column, unnested into the table.
     async fn commit(&mut self, rows: &[(usize, Vec<Option<Cow<'_, str>>>)]) -> Result<u64, tokio_postgres::Error> {
-        let Some(Connected { client, plan, insert }) = &self.client else { unreachable!("connected by write") };
+        let Some(Connected { client, plan, insert, .. }) = &self.client else { unreachable!("connected by write") };
         let mut columns: Vec<Vec<Option<&str>>> = vec![Vec::with_capacity(rows.len()); plan.columns.len()];
         for (_, values) in rows {
             for (column, value) in columns.iter_mut().zip(values) {
