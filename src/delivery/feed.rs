@@ -242,18 +242,12 @@ async fn serve(feed: Weak<Feed>, target: Topology, streams: Vec<String>, mut tol
                 }
             },
         };
-        if !stranded.is_empty() {
-            let taker = takers.get_mut(&id).expect("an open taker");
-            let (stream, mut entries) = stranded.pop().expect("not empty");
+        if let Some((stream, mut entries)) = stranded.pop() {
             let rest = entries.split_off(free.min(entries.len()));
             if !rest.is_empty() {
                 stranded.push((stream.clone(), rest));
             }
-            let claimed = hand_over(&conn, &stream, &taker.consumer, entries).await;
-            taker.sent += claimed.len() as u64;
-            if !claimed.is_empty() {
-                let _ = taker.batches.send(Ok(vec![(stream, claimed)]));
-            }
+            give(&conn, &stream, takers.get_mut(&id).expect("an open taker"), entries).await;
             continue;
         }
         let (consumer, until) = (takers[&id].consumer.clone(), takers[&id].want.lock().unwrap().until);
@@ -272,9 +266,9 @@ async fn serve(feed: Weak<Feed>, target: Topology, streams: Vec<String>, mut tol
 
 /// Hands what was read for worker `id` to it; if it stopped or left meanwhile, to the others
 /// with free slots (XCLAIMed to them); returns what none has room for (pending under the
-/// consumer it was read for until another worker asks for it). A read that failed (not an outage: those
-/// are waited out) ends the worker, which is read for no more, so that the feed does not read
-/// and fail again while the worker ends.
+/// consumer it was read for until another worker asks for it). A read that failed (not an
+/// outage: those are waited out) ends the worker, which is read for no more, so that the feed
+/// does not read and fail again while the worker ends.
 async fn deliver(takers: &mut HashMap<u64, Taker>, id: u64, read: RedisResult<Batch>, conn: &Conn) -> Batch {
     let batch = match read {
         Ok(batch) => batch,
@@ -317,15 +311,19 @@ async fn deliver(takers: &mut HashMap<u64, Taker>, id: u64, read: RedisResult<Ba
                 break;
             };
             let mine: Vec<StreamId> = entries.by_ref().take(free).collect();
-            let taker = takers.get_mut(&sibling).expect("an open taker");
-            let claimed = hand_over(conn, &stream, &taker.consumer, mine).await;
-            taker.sent += claimed.len() as u64;
-            if !claimed.is_empty() {
-                let _ = taker.batches.send(Ok(vec![(stream.clone(), claimed)]));
-            }
+            give(conn, &stream, takers.get_mut(&sibling).expect("an open taker"), mine).await;
         }
     }
     left
+}
+
+/// XCLAIMs `entries` of `stream` to `taker`'s consumer and sends it those it now has.
+async fn give(conn: &Conn, stream: &str, taker: &mut Taker, entries: Vec<StreamId>) {
+    let claimed = hand_over(conn, stream, &taker.consumer, entries).await;
+    taker.sent += claimed.len() as u64;
+    if !claimed.is_empty() {
+        let _ = taker.batches.send(Ok(vec![(stream.to_string(), claimed)]));
+    }
 }
 
 /// XCLAIMs `entries` to `consumer` (JUSTID: their delivery count stays as it is); returns those

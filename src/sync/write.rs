@@ -286,45 +286,36 @@ impl Writer {
                 continue;
             }
             let limit = deadline(part.iter().map(|(_, values)| row_bytes(values)).sum());
-            let committed = match tokio::time::timeout(limit, self.commit(&part)).await {
-                Ok(committed) => committed,
+            let (blow, failure) = match tokio::time::timeout(limit, self.commit(&part)).await {
+                Ok(Ok(rows)) => {
+                    written.rows += rows;
+                    continue;
+                }
                 Err(_) => {
                     // The connection may still deliver an answer: it is never used again, and
                     // its server process is ended from the next one.
                     self.abandoned = self.client.take().map(|c| c.pid);
-                    let failure = silent(limit);
-                    if let Some(dead) = self.strike(&part, Blow::Unanswered, &failure) {
-                        written.dead.push(dead);
-                        self.connect().await?;
-                        continue;
+                    (Blow::Unanswered, silent(limit))
+                }
+                Ok(Err(e)) if e.code().is_none() => (Blow::Closed, self.failure(&e)),
+                Ok(Err(e)) => {
+                    match (verdict(e.code().map(|c| c.code())), part.len()) {
+                        (Verdict::Rejected, 1) => written.dead.push((part[0].0, describe(&e))),
+                        (Verdict::Rejected, n) => {
+                            let mut part = part;
+                            let second = part.split_off(n / 2);
+                            todo.push(second);
+                            todo.push(part);
+                        }
+                        _ => return Err(self.failure(&e)),
                     }
-                    return Err(failure);
+                    continue;
                 }
             };
-            match committed {
-                Ok(rows) => written.rows += rows,
-                Err(e) if e.code().is_none() => {
-                    let failure = self.failure(&e);
-                    if let Some(dead) = self.strike(&part, Blow::Closed, &failure) {
-                        written.dead.push(dead);
-                        self.connect().await?;
-                        continue;
-                    }
-                    return Err(failure);
-                }
-                Err(e) => match (verdict(e.code().map(|c| c.code())), part.len()) {
-                    (Verdict::Rejected, 1) => {
-                        written.dead.push((part[0].0, describe(&e)));
-                    }
-                    (Verdict::Rejected, n) => {
-                        let mut part = part;
-                        let second = part.split_off(n / 2);
-                        todo.push(second);
-                        todo.push(part);
-                    }
-                    _ => return Err(self.failure(&e)),
-                },
-            }
+            // No SQLSTATE: counted; the part is halved after a few, or its entry buried.
+            let Some(dead) = self.strike(&part, blow, &failure) else { return Err(failure) };
+            written.dead.push(dead);
+            self.connect().await?;
         }
         self.strikes = Strikes::default();
         Ok(written)
