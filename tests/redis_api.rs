@@ -485,6 +485,79 @@ out.nothingPending = await attempt(() => redis.xpending(k("empty"), "g"));
     );
 }
 
+/// A `>` read lost before its worker replied is given again to the next client of that
+/// consumer; one whose transaction committed is not; a consumer without a mark replays nothing.
+#[test]
+fn a_read_lost_before_its_reply_is_given_again_and_an_answered_one_is_not() {
+    let out = redis_script(
+        r#"
+const s = k("s");
+const ids = (m: any) => (m[0]?.messages ?? []).map((e: any) => e.fieldValues.n);
+const read = (c: any, consumer: string) => c.xreadgroup([[s, ">"]], { group: "g", consumer, count: 1, block: 100 });
+const reply = async (c: any, n: string) => { const tx = c.tx(); tx.lpush(k("res"), n); tx.hset(k("h"), "last", n); return (await tx.flush()).map((r: any) => r.value()); };
+await redis.xgroupCreate(s, "g", "$", true);
+const added: any[] = [];
+for (let n = 1; n <= 4; n++) added.push(await redis.xadd(s, "*", { n: String(n) }));
+out.fourth = `${added[3].unixMs}-${added[3].seqNo}`;
+// An old consumer's entries, pending before any mark: never replayed.
+out.old = ids(await redis.xreadgroup([[s, ">"]], { group: "g", consumer: "old", count: 1 }));
+const a = await connect({ hostname: "127.0.0.1", port: PORT });
+out.first = ids(await read(a, "c"));
+out.exec = await reply(a, out.first[0]);
+out.second = ids(await read(a, "c"));
+a.close(); // ends before replying to the second
+const b = await connect({ hostname: "127.0.0.1", port: PORT });
+out.again = ids(await read(b, "c"));
+await reply(b, out.again[0]);
+out.next = ids(await read(b, "c"));
+await reply(b, out.next[0]);
+b.close();
+const c = await connect({ hostname: "127.0.0.1", port: PORT });
+out.afterAnswered = ids(await read(c, "c"));
+out.oldAgain = ids(await read(c, "old"));
+out.mark = await redis.hget(`${s}:seen:h`, JSON.stringify(["g", "c"]));
+out.pending = (await redis.xpendingCount(s, "g", { start: "-", end: "+", count: 10 })).map((p: any) => [p.owner, p.timesDelivered]);
+out.replies = await redis.lrange(k("res"), 0, -1);
+// A request that ends its worker twice is passed over, as `>` passed it over in 2021.
+await redis.xadd(s, "*", { n: "5" });
+const poisoned = [];
+for (let i = 0; i < 3; i++) {
+  const d = await connect({ hostname: "127.0.0.1", port: PORT });
+  poisoned.push(ids(await read(d, "c")));
+  d.close();
+}
+out.poisoned = poisoned;
+// The mark only moves forward: a late transaction cannot move it back.
+await redis.hset(`${s}:seen:h`, JSON.stringify(["g", "c"]), "99999999999999-0");
+await redis.xadd(s, "*", { n: "6" });
+const e = await connect({ hostname: "127.0.0.1", port: PORT });
+out.sixth = ids(await read(e, "c"));
+await reply(e, "6");
+e.close();
+out.markKept = await redis.hget(`${s}:seen:h`, JSON.stringify(["g", "c"]));
+"#,
+    );
+    assert_fields(
+        &out,
+        json!({
+            "old": ["1"],
+            "first": ["2"],
+            "exec": ["OK", "QUEUED", "QUEUED", [1, 1]],
+            "second": ["3"],
+            "again": ["3"],
+            "next": ["4"],
+            "afterAnswered": [],
+            "oldAgain": [],
+            "pending": [["old", 1], ["c", 1], ["c", 2], ["c", 1]],
+            "replies": ["4", "3", "2"],
+            "poisoned": [["5"], ["5"], []],
+            "sixth": ["6"],
+            "markKept": "99999999999999-0",
+        }),
+    );
+    assert_eq!(out["mark"], out["fourth"], "the mark is the last entry answered: {out:#}");
+}
+
 #[test]
 fn pubsub_plain_and_pattern_on_dedicated_connections() {
     let out = redis_script(

@@ -12,6 +12,7 @@ pub mod handler;
 pub mod pubsub;
 pub mod redis;
 pub mod reply;
+pub mod resume;
 pub mod testing;
 
 use std::sync::Arc;

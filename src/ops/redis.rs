@@ -22,6 +22,7 @@ use redis::{AsyncConnectionConfig, RedisError, Value};
 use serde::Deserialize;
 
 use super::reply::{self, Reply};
+use super::resume::{self, Id, Read, Reads};
 use crate::topology::silence::{self, Deadline};
 use crate::topology::Topology;
 use crate::worker::exit::RedisLost;
@@ -92,8 +93,12 @@ pub struct ConnectOptions {
     password: Option<String>,
 }
 
-/// One client's connection; none once it was found silent and closed.
-struct Connection(RefCell<Option<MultiplexedConnection>>);
+/// One client's connection (none once it was found silent and closed), and the reads of its
+/// worker that it follows (`resume`).
+struct Connection {
+    conn: RefCell<Option<MultiplexedConnection>>,
+    reads: RefCell<Reads>,
+}
 
 impl Resource for Connection {
     fn name(&self) -> Cow<'_, str> {
@@ -160,6 +165,7 @@ fn own_redis_user(hostname: &str, port: u16) -> Option<redis::RedisConnectionInf
 pub async fn op_denorun_redis_connect(
     state: Rc<RefCell<OpState>>,
     #[serde] options: ConnectOptions,
+    #[serde] replaces: Option<ResourceId>,
 ) -> Result<ResourceId, RedisOpError> {
     let (target, address) = client(&state, &options)?;
     let config = AsyncConnectionConfig::new().set_connection_timeout(Some(CONNECT_TIMEOUT)).set_response_timeout(None);
@@ -168,7 +174,12 @@ pub async fn op_denorun_redis_connect(
     // Connected again: an earlier lost connection is no longer why the worker might end.
     let mut state = state.borrow_mut();
     let _ = state.try_take::<RedisLost>();
-    Ok(state.resource_table.add(Connection(RefCell::new(Some(conn)))))
+    // A client connected again takes over the reads of the connection it replaces.
+    let reads = replaces
+        .and_then(|rid| state.resource_table.get::<Connection>(rid).ok())
+        .map(|lost| std::mem::take(&mut *lost.reads.borrow_mut()))
+        .unwrap_or_default();
+    Ok(state.resource_table.add(Connection { conn: RefCell::new(Some(conn)), reads: RefCell::new(reads) }))
 }
 
 /// Closes a client's connection.
@@ -179,12 +190,13 @@ pub fn op_denorun_redis_close(state: &mut OpState, #[smi] rid: ResourceId) {
 }
 
 fn connection(state: &Rc<RefCell<OpState>>, rid: ResourceId) -> Result<MultiplexedConnection, RedisOpError> {
-    let conn = state.borrow().resource_table.get::<Connection>(rid)?.0.borrow().clone();
+    let conn = state.borrow().resource_table.get::<Connection>(rid)?.conn.borrow().clone();
     conn.ok_or_else(|| RedisOpError::Closed("the connection was closed after Redis went silent".into()))
 }
 
 /// Runs a command (or pipeline) within `deadline`; past it, the connection is closed (a late
-/// reply is read by nobody) and the worker learns that Redis was lost.
+/// reply is read by nobody) and the worker learns that Redis was lost. After a lost
+/// connection, the reads it followed resume first (`resume`).
 async fn within<T>(
     state: &Rc<RefCell<OpState>>,
     rid: ResourceId,
@@ -192,21 +204,39 @@ async fn within<T>(
     call: impl std::future::Future<Output = Result<T, RedisError>>,
     context: &str,
 ) -> Result<T, RedisOpError> {
-    let Deadline::After(limit) = deadline else {
-        return call.await.map_err(|e| failed(state, e, context));
-    };
-    match tokio::time::timeout(limit, call).await {
-        Ok(result) => result.map_err(|e| failed(state, e, context)),
-        Err(_) => {
-            if let Ok(conn) = state.borrow().resource_table.get::<Connection>(rid) {
-                conn.0.borrow_mut().take();
+    let result = match deadline {
+        Deadline::After(limit) => match tokio::time::timeout(limit, call).await {
+            Ok(result) => result.map_err(|e| failed(state, e, context)),
+            Err(_) => {
+                if let Ok(conn) = state.borrow().resource_table.get::<Connection>(rid) {
+                    conn.conn.borrow_mut().take();
+                }
+                let message = format!(
+                    "{context}: no answer from Redis within {} ms; the connection is closed",
+                    limit.as_millis()
+                );
+                state.borrow_mut().put(RedisLost(message.clone()));
+                Err(RedisOpError::Closed(message))
             }
-            let message =
-                format!("{context}: no answer from Redis within {} ms; the connection is closed", limit.as_millis());
-            state.borrow_mut().put(RedisLost(message.clone()));
-            Err(RedisOpError::Closed(message))
-        }
+        },
+        Deadline::Never => call.await.map_err(|e| failed(state, e, context)),
+    };
+    if let Err(RedisOpError::Closed(_) | RedisOpError::Refused(_)) = &result {
+        let _ = with_reads(state, rid, Reads::lost);
     }
+    result
+}
+
+/// Runs `f` on the reads `rid`'s client follows.
+fn with_reads<T>(
+    state: &Rc<RefCell<OpState>>,
+    rid: ResourceId,
+    f: impl FnOnce(&mut Reads) -> T,
+) -> Result<T, RedisOpError> {
+    let state = state.borrow();
+    let conn = state.resource_table.get::<Connection>(rid)?;
+    let mut reads = conn.reads.borrow_mut();
+    Ok(f(&mut reads))
 }
 
 fn deadline_of(args: &[StringOrBuffer]) -> Deadline {
@@ -214,11 +244,22 @@ fn deadline_of(args: &[StringOrBuffer]) -> Deadline {
 }
 
 fn command(args: &[StringOrBuffer]) -> redis::Cmd {
+    words(args.iter().map(|arg| &arg[..]))
+}
+
+fn words<'a>(args: impl IntoIterator<Item = &'a [u8]>) -> redis::Cmd {
     let mut cmd = redis::Cmd::new();
     for arg in args {
-        cmd.arg(&arg[..]);
+        cmd.arg(arg);
     }
     cmd
+}
+
+fn refused(value: &Value) -> Result<(), RedisOpError> {
+    match value {
+        Value::ServerError(e) => Err(RedisOpError::Reply(reply::error_message(e.code(), e.details()))),
+        _ => Ok(()),
+    }
 }
 
 /// Sends one command. `tagged` chooses the reply shape (see the module doc); a Redis error
@@ -230,17 +271,20 @@ pub async fn op_denorun_redis_call(
     #[serde] args: Vec<StringOrBuffer>,
     tagged: bool,
 ) -> Result<Reply, RedisOpError> {
+    if let Some(read) = Read::parse(&args) {
+        let value = followed(&state, rid, &args, &read).await?;
+        return Ok(Reply { value, tagged });
+    }
     let mut conn = connection(&state, rid)?;
     let cmd = command(&args);
     let value = within(&state, rid, deadline_of(&args), conn.send_packed_command(&cmd), "Redis command failed").await?;
-    if let Value::ServerError(e) = &value {
-        return Err(RedisOpError::Reply(reply::error_message(e.code(), e.details())));
-    }
+    refused(&value)?;
     Ok(Reply { value, tagged })
 }
 
 /// Writes several commands in one go and reads one tagged reply per command; Redis errors
-/// stay in place (for `tx()` and `pipeline()`, whose callers add MULTI and EXEC).
+/// stay in place (for `tx()` and `pipeline()`, whose callers add MULTI and EXEC). A
+/// transaction carries the marks of the reads before it (`resume`), out of the worker's sight.
 #[op2]
 pub async fn op_denorun_redis_pipeline(
     state: Rc<RefCell<OpState>>,
@@ -248,13 +292,161 @@ pub async fn op_denorun_redis_pipeline(
     #[serde] commands: Vec<Vec<StringOrBuffer>>,
 ) -> Result<Vec<Reply>, RedisOpError> {
     let mut conn = connection(&state, rid)?;
+    let word = |args: Option<&Vec<StringOrBuffer>>, w: &[u8]| {
+        args.is_some_and(|a| a.len() == 1 && a[0].eq_ignore_ascii_case(w))
+    };
+    let transaction = commands.len() >= 2 && word(commands.first(), b"MULTI") && word(commands.last(), b"EXEC");
+    let marks = if transaction { with_reads(&state, rid, |reads| reads.for_transaction())? } else { Vec::new() };
     let mut pipe = redis::pipe();
-    for args in &commands {
+    for args in &commands[..commands.len() - usize::from(transaction)] {
         pipe.add_command(command(args));
     }
+    for (read, id) in &marks {
+        pipe.add_command(words(read.mark(*id).iter().map(Vec::as_slice)));
+    }
+    if transaction {
+        pipe.add_command(words([&b"EXEC"[..]]));
+    }
     let deadline = commands.iter().map(|args| deadline_of(args)).fold(deadline_of(&[]), Deadline::max);
-    let values =
-        within(&state, rid, deadline, conn.send_packed_commands(&pipe, 0, commands.len()), "Redis pipeline failed")
-            .await?;
+    let sent = commands.len() + marks.len();
+    let mut values =
+        within(&state, rid, deadline, conn.send_packed_commands(&pipe, 0, sent), "Redis pipeline failed").await?;
+    if !marks.is_empty() {
+        let exec = values.pop().unwrap_or(Value::Nil);
+        values.truncate(commands.len() - 1);
+        if let Value::Array(mut results) = exec {
+            let own = results.split_off(results.len().saturating_sub(marks.len()));
+            if own.iter().all(|result| !matches!(result, Value::ServerError(_))) {
+                with_reads(&state, rid, |reads| reads.committed(&marks))?;
+            }
+            values.push(Value::Array(results));
+        } else {
+            values.push(exec);
+        }
+    }
     Ok(values.into_iter().map(|value| Reply { value, tagged: true }).collect())
+}
+
+/// A `>` read this client follows (`resume`): the consumer's lost entries come first, and the
+/// entry given before is marked with it.
+async fn followed(
+    state: &Rc<RefCell<OpState>>,
+    rid: ResourceId,
+    args: &[StringOrBuffer],
+    read: &Read,
+) -> Result<Value, RedisOpError> {
+    const CONTEXT: &str = "Redis command failed";
+    let resume = with_reads(state, rid, |reads| reads.begin_resume(read))?;
+    let mut unmarked = with_reads(state, rid, |reads| reads.unmarked(read))?;
+    if resume {
+        if let Some(id) = unmarked.take() {
+            let mark = run(state, rid, &read.mark(id), CONTEXT).await?;
+            note_mark(state, rid, read, id, &mark)?;
+        }
+        match resumed(state, rid, read).await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => {
+                with_reads(state, rid, Reads::lost)?;
+                return Err(e);
+            }
+        }
+    }
+    let mut conn = connection(state, rid)?;
+    let mut value = match unmarked {
+        None => within(state, rid, deadline_of(args), conn.send_packed_command(&command(args)), CONTEXT).await?,
+        Some(id) => {
+            let mut pipe = redis::pipe();
+            pipe.add_command(words(read.mark(id).iter().map(Vec::as_slice)));
+            pipe.add_command(command(args));
+            let mut values =
+                within(state, rid, deadline_of(args), conn.send_packed_commands(&pipe, 0, 2), CONTEXT).await?;
+            let value = values.pop().unwrap_or(Value::Nil);
+            note_mark(state, rid, read, id, &values.pop().unwrap_or(Value::Nil))?;
+            value
+        }
+    };
+    refused(&value)?;
+    let ids: Vec<Id> = resume::entries_mut(&mut value)
+        .map(|entries| entries.iter().filter_map(resume::entry_id).collect())
+        .unwrap_or_default();
+    with_reads(state, rid, |reads| reads.gave(read, &ids))?;
+    Ok(value)
+}
+
+/// Records a mark's outcome: committed, or refused by Redis (logged; the entry stays unmarked,
+/// so a worker that ends now may be given it again).
+fn note_mark(
+    state: &Rc<RefCell<OpState>>,
+    rid: ResourceId,
+    read: &Read,
+    id: Id,
+    reply: &Value,
+) -> Result<(), RedisOpError> {
+    if let Value::ServerError(e) = reply {
+        let (key, _) = read.mark_key();
+        let worker = std::thread::current().name().unwrap_or("worker").to_string();
+        log::warn!(
+            "{worker}: cannot mark entry {id} of {} handled in {key}: {}; the worker's user needs HSET and EVAL on that key",
+            read.stream,
+            reply::error_message(e.code(), e.details()).trim_end()
+        );
+        return Ok(());
+    }
+    with_reads(state, rid, |reads| reads.committed(&[(read.clone(), id)]))
+}
+
+/// Sends one command of `words` within the response time-out.
+async fn run(
+    state: &Rc<RefCell<OpState>>,
+    rid: ResourceId,
+    args: &[Vec<u8>],
+    context: &str,
+) -> Result<Value, RedisOpError> {
+    let mut conn = connection(state, rid)?;
+    let deadline = silence::deadline(args.iter().map(Vec::as_slice), silence::response_timeout());
+    within(state, rid, deadline, conn.send_packed_command(&words(args.iter().map(Vec::as_slice))), context).await
+}
+
+/// The consumer's pending entries after its mark that were delivered once, up to the read's
+/// COUNT, claimed again as a read's reply; none without a mark, or when there are none.
+async fn resumed(state: &Rc<RefCell<OpState>>, rid: ResourceId, read: &Read) -> Result<Option<Value>, RedisOpError> {
+    const CONTEXT: &str = "reading a consumer's lost entries failed";
+    let (key, field) = read.mark_key();
+    let hget = [b"HGET".to_vec(), key.clone().into_bytes(), field.clone().into_bytes()];
+    let mark = run(state, rid, &hget, CONTEXT).await?;
+    refused(&mark)?;
+    let mut after = match &mark {
+        Value::Nil => return Ok(None),
+        Value::BulkString(text) => Id::parse(text).ok_or_else(|| {
+            RedisOpError::Other(format!(
+                "{key} field {field} holds {:?}, not a stream entry id; delete the field to read on from new entries",
+                String::from_utf8_lossy(text)
+            ))
+        })?,
+        other => return Err(RedisOpError::Other(format!("{key} field {field}: unexpected reply {other:?}"))),
+    };
+    let wanted = read.count.unwrap_or(1).max(1) as usize;
+    loop {
+        let page = run(state, rid, &read.pending_after(after), CONTEXT).await?;
+        refused(&page)?;
+        let rows = resume::pending(&page);
+        let Some((last, _)) = rows.last() else { return Ok(None) };
+        after = *last;
+        let lost: Vec<Id> =
+            rows.iter().filter(|(_, deliveries)| *deliveries == 1).map(|(id, _)| *id).take(wanted).collect();
+        if lost.is_empty() {
+            continue;
+        }
+        let claimed = run(state, rid, &read.claim(&lost), CONTEXT).await?;
+        refused(&claimed)?;
+        let Value::Array(mut entries) = claimed else { continue };
+        entries.retain(|entry| !resume::deleted(entry));
+        if entries.is_empty() {
+            continue;
+        }
+        let ids: Vec<Id> = entries.iter().filter_map(resume::entry_id).collect();
+        with_reads(state, rid, |reads| reads.resumed(read, &ids))?;
+        return Ok(Some(resume::read_reply(&read.stream, entries)));
+    }
 }

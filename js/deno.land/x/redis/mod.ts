@@ -271,6 +271,9 @@ class Connection implements Sender {
   #rid: number | undefined;
   #opening: Promise<number> | undefined;
   #reconnecting: Promise<void> | undefined;
+  /** The lost connection a reconnect replaces: the new one takes over what it had given the
+   * worker from stream reads (src/ops/resume.rs). */
+  #lost: number | undefined;
   readonly options: RedisConnectOptions;
   isClosed = false;
 
@@ -296,7 +299,7 @@ class Connection implements Sender {
    * any of them rejects with its `ErrorReplyError`. */
   async #handshake(): Promise<number> {
     const { password, username, db, name } = this.options;
-    const rid: number = await ops.redisConnect(connectArgs(this.options));
+    const rid: number = await ops.redisConnect(connectArgs(this.options), this.#lost ?? null);
     try {
       if (password != null) await ops.redisCall(rid, encode(["AUTH", username, password]), false);
       if (db) await ops.redisCall(rid, encode(["SELECT", db]), false);
@@ -320,23 +323,26 @@ class Connection implements Sender {
   }
 
   async #reconnect(lost: number, cause: Error): Promise<void> {
-    if (this.#rid === lost) {
-      ops.redisClose(lost);
-      this.#rid = undefined;
-    }
-    const { maxRetryCount = 0, retryInterval = 1200 } = this.options;
-    for (let attempt = 1; attempt <= maxRetryCount; attempt++) {
-      await new Promise((resolve) => setTimeout(resolve, retryInterval));
-      if (this.isClosed) break;
-      try {
-        await this.open();
-        return;
-      } catch (e) {
-        if (!isConnectionLost(e)) throw e;
+    if (this.#rid === lost) this.#rid = undefined;
+    this.#lost = lost;
+    try {
+      const { maxRetryCount = 0, retryInterval = 1200 } = this.options;
+      for (let attempt = 1; attempt <= maxRetryCount; attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, retryInterval));
+        if (this.isClosed) break;
+        try {
+          await this.open();
+          return;
+        } catch (e) {
+          if (!isConnectionLost(e)) throw e;
+        }
       }
+      this.close();
+      throw new ConnectionClosedError(`gave up reconnecting after ${maxRetryCount} attempts: ${cause.message}`);
+    } finally {
+      ops.redisClose(lost);
+      this.#lost = undefined;
     }
-    this.close();
-    throw new ConnectionClosedError(`gave up reconnecting after ${maxRetryCount} attempts: ${cause.message}`);
   }
 
   call(args: Arg[], shape?: (v: any) => any): Promise<any> {
