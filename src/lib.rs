@@ -77,6 +77,7 @@ mod loader;
 mod lock;
 mod logs;
 mod metrics;
+mod npm;
 mod ops;
 mod permissions;
 mod remote;

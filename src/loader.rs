@@ -4,6 +4,9 @@
 //! permission before anything is fetched, as in Deno: a refused import sends nothing.
 //! What may be loaded at all is the worker's [`Provenance`]: the origins code may come from,
 //! the main module's pinned digest, and the lockfiles remote modules must match.
+//! A local worker's imports are resolved through its [`Project`] (import maps, `npm:` and
+//! bare specifiers from its `node_modules`), and files of npm packages are loaded by it, under
+//! the same origin rule as the worker's own files.
 
 use deno_ast::MediaType;
 use deno_error::JsErrorBox;
@@ -15,12 +18,14 @@ use deno_runtime::deno_core::{
 use deno_runtime::deno_permissions::{CheckSpecifierKind, PermissionsContainer};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::audit;
 use crate::builtins;
 use crate::code_cache::CodeCache;
 use crate::lock::{self, Lock};
+use crate::npm::Project;
 use crate::remote::RemoteModules;
 use crate::transpile;
 
@@ -44,6 +49,8 @@ pub struct Loader {
     /// For the audit log: the module each pending dynamic `import()` came from (Deno gives
     /// the loader a referrer for static imports only).
     dynamic_referrers: RefCell<HashMap<ModuleSpecifier, ModuleSpecifier>>,
+    /// A local worker's project (`npm`); none for a remote one.
+    project: Option<Rc<Project>>,
 }
 
 impl Loader {
@@ -52,6 +59,7 @@ impl Loader {
         permissions: PermissionsContainer,
         provenance: Provenance,
         code_cache: Option<CodeCache>,
+        project: Option<Rc<Project>>,
     ) -> Loader {
         Loader {
             remote,
@@ -59,7 +67,17 @@ impl Loader {
             provenance: Arc::new(provenance),
             code_cache,
             dynamic_referrers: Default::default(),
+            project,
         }
+    }
+
+    /// The project that resolves `specifier` for `referrer`: a local module's imports, but
+    /// not the built-in `jsr:` and `denorun:` modules.
+    fn project_for(&self, specifier: &str, referrer: &str) -> Option<(&Project, ModuleSpecifier)> {
+        let project = self.project.as_deref()?;
+        let referrer = ModuleSpecifier::parse(referrer).ok().filter(|r| r.scheme() == "file")?;
+        let builtin_scheme = specifier.starts_with("jsr:") || specifier.starts_with("denorun:");
+        (!builtin_scheme).then_some((project, referrer))
     }
 
     /// Where an import was asked for, for the audit log.
@@ -109,7 +127,10 @@ fn check_pin(
 
 impl ModuleLoader for Loader {
     fn resolve(&self, specifier: &str, referrer: &str, kind: ResolutionKind) -> Result<ModuleSpecifier, JsErrorBox> {
-        let url = resolve_import(specifier, referrer).map_err(JsErrorBox::from_err)?;
+        let url = match self.project_for(specifier, referrer) {
+            Some((project, referrer)) => project.resolve(specifier, &referrer)?,
+            None => resolve_import(specifier, referrer).map_err(JsErrorBox::from_err)?,
+        };
         let url = builtins::canonical(&url).unwrap_or(url);
         if audit::enabled() && matches!(kind, ResolutionKind::DynamicImport) {
             if let Ok(referrer) = ModuleSpecifier::parse(referrer) {
@@ -137,6 +158,13 @@ impl ModuleLoader for Loader {
             return ModuleLoadResponse::Sync(Err(e));
         }
         match specifier.scheme() {
+            "file" if self.project.as_ref().is_some_and(|project| project.in_package(specifier)) => {
+                let project = self.project.clone().expect("checked above");
+                let (specifier, referrer) = (specifier.clone(), referrer.map(|r| r.specifier.clone()));
+                ModuleLoadResponse::Async(Box::pin(
+                    async move { project.load(&specifier, referrer.as_ref(), json).await },
+                ))
+            }
             "file" => ModuleLoadResponse::Sync(load_file(specifier, json, provenance.pin.as_ref(), cache)),
             "http" | "https" => {
                 let kind =
@@ -162,6 +190,10 @@ impl ModuleLoader for Loader {
                     emit(&specifier, &found, module.source, media_type, json, cache.as_ref())
                 }))
             }
+            "npm" => ModuleLoadResponse::Sync(Err(JsErrorBox::generic(format!(
+                "cannot load {specifier}: npm packages come from a local worker's node_modules (run `npm install` \
+                 in its directory); a worker loaded from a URL cannot import them"
+            )))),
             // node: and ext: specifiers are served by the runtime itself before they get here.
             other => ModuleLoadResponse::Sync(Err(JsErrorBox::generic(format!(
                 "cannot load {specifier}: '{other}:' modules are not supported; use a path, https:// or http://"

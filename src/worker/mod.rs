@@ -29,6 +29,7 @@ pub use self::stop::StopHandle;
 use crate::code_cache::CodeCache;
 use crate::flags::{DenoFlags, InspectMode};
 use crate::loader::{Loader, Provenance};
+use crate::npm::Project;
 use crate::remote::{denorun_dir, RemoteModules};
 
 /// The startup snapshot every worker starts from: deno_runtime's JavaScript and denorun's
@@ -153,7 +154,7 @@ pub fn run_to_end(spec: WorkerSpec) -> i32 {
 /// resolved, fetched and checked as a run would, and nothing is evaluated.
 pub fn load_graph(spec: WorkerSpec) -> anyhow::Result<()> {
     deno_runtime::tokio_util::create_and_run_current_thread(async move {
-        let (mut worker, _server) = create(&spec)?;
+        let (mut worker, _server) = create(&spec).await?;
         worker.preload_main_module(&spec.main_module).await.map_err(|e| anyhow::anyhow!(format_error(&e)))?;
         Ok(())
     })
@@ -162,7 +163,7 @@ pub fn load_graph(spec: WorkerSpec) -> anyhow::Result<()> {
 /// Runs a worker to its end: `Deno.exit(n)` gives n, an uncaught error gives its report,
 /// and a stop request, the heap guard or the watchdog end it where it is.
 pub async fn run(spec: WorkerSpec, stop: StopHandle) -> Exit {
-    let (mut worker, server) = match create(&spec) {
+    let (mut worker, server) = match create(&spec).await {
         Ok(created) => created,
         Err(e) => return Exit::new(Reason::StartFailed(format!("{e:#}"))),
     };
@@ -205,19 +206,23 @@ pub async fn run(spec: WorkerSpec, stop: StopHandle) -> Exit {
     exit
 }
 
-fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<InspectorServer>>)> {
+async fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<InspectorServer>>)> {
     let snapshot = SNAPSHOT.get().expect("the binary sets the startup snapshot before any worker starts");
     let server = inspector::bind(spec.flags.inspect)?;
     let remote = RemoteModules::new(spec.flags.reload)?;
     let code_cache = (!spec.flags.no_code_cache).then(|| CodeCache::new(denorun_dir().join("code_cache")));
+    let project = Project::discover(&spec.main_module, None).await?.map(Rc::new);
+    let node_services = project.as_ref().map(Project::node_services);
+    let has_node_modules_dir = project.as_ref().is_some_and(|project| project.has_node_modules_dir());
+    let loader = Loader::new(remote, spec.permissions.clone(), spec.provenance.clone(), code_cache, project);
     let services = WorkerServiceOptions::<DenoInNpmPackageChecker, NpmResolver<RealSys>, RealSys> {
         blob_store: deno_runtime::deno_web::BlobStore::default_arc(),
         broadcast_channel: Default::default(),
         deno_rt_native_addon_loader: None,
         feature_checker: Arc::new(FeatureChecker::default()),
         fs: Arc::new(deno_runtime::deno_fs::RealFs),
-        module_loader: Rc::new(Loader::new(remote, spec.permissions.clone(), spec.provenance.clone(), code_cache)),
-        node_services: None,
+        module_loader: Rc::new(loader),
+        node_services,
         npm_process_state_provider: None,
         permissions: spec.permissions.clone(),
         root_cert_store_provider: None,
@@ -235,6 +240,7 @@ fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Inspector
             inspect: inspect.is_some(),
             user_agent: format!("denorun/{VERSION}"),
             deno_version: VERSION.to_string(),
+            has_node_modules_dir,
             ..Default::default()
         },
         extensions: vec![crate::ops::denorun::init(

@@ -1,0 +1,272 @@
+//! A local worker's project: the `deno.json` / `package.json` found from its directory up, and
+//! the `node_modules` beside them, resolved as `deno run` resolves them with
+//! `"nodeModulesDir": "manual"` (Deno's BYONM, "bring your own node_modules").
+//!
+//! It resolves `npm:` specifiers, bare specifiers (a package in `node_modules`, an import
+//! map alias, a `package.json` dependency), subpaths and scoped packages, with Deno's
+//! conditions for `exports`/`imports`. It loads files inside `node_modules` with CommonJS
+//! translated to ESM (named exports found by [`analyzer`]), and refuses TypeScript there as
+//! Deno does. It gives deno_node what `require()` and `createRequire` need
+//! ([`Project::node_services`]). All of it is deno_resolver's and node_resolver's, wired as
+//! Deno's own runtime wires them: nothing is ever installed or downloaded, and an `npm:`
+//! package missing from `node_modules` is an error that says to run `npm install`.
+
+mod analyzer;
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use deno_ast::MediaType;
+use deno_config::deno_json::NodeModulesDirMode;
+use deno_error::JsErrorBox;
+use deno_resolver::cjs::analyzer::{DenoCjsCodeAnalyzer, NullNodeAnalysisCache};
+use deno_resolver::cjs::{CjsTrackerRc, IsCjsResolutionMode};
+use deno_resolver::factory::{
+    ConfigDiscoveryOption, ResolverFactory, ResolverFactoryOptions, WorkspaceFactory, WorkspaceFactoryOptions,
+};
+use deno_resolver::loader::{DenoNpmModuleLoader, LoadedModuleSource, NpmModuleLoader, RequestedModuleType};
+use deno_resolver::npm::{DenoInNpmPackageChecker, NpmResolver};
+use deno_resolver::{DefaultRawDenoResolverRc, DenoIsBuiltInNodeModuleChecker};
+use deno_runtime::deno_core::{FastString, ModuleSource, ModuleSourceCode, ModuleSpecifier, ModuleType};
+use deno_runtime::deno_node::{NodeExtInitServices, NodeRequireLoader, NodeRequireLoaderRc};
+use deno_runtime::deno_permissions::{OpenAccessKind, PermissionsContainer};
+use node_resolver::analyze::{CjsModuleExportAnalyzer, NodeCodeTranslator, NodeCodeTranslatorMode};
+use node_resolver::errors::PackageJsonLoadError;
+use node_resolver::{InNpmPackageChecker, NodeResolutionKind, NodeResolverRc, PackageJsonResolverRc, ResolutionMode};
+use sys_traits::impls::RealSys;
+
+type Resolver = NodeResolverRc<DenoInNpmPackageChecker, DenoIsBuiltInNodeModuleChecker, NpmResolver<RealSys>, RealSys>;
+
+/// What resolves and loads a local worker's packages.
+pub struct Project {
+    resolver: DefaultRawDenoResolverRc<RealSys>,
+    in_npm: DenoInNpmPackageChecker,
+    cjs_tracker: CjsTrackerRc<DenoInNpmPackageChecker, RealSys>,
+    npm_loader: Arc<DenoNpmModuleLoader<RealSys>>,
+    node_resolver: Resolver,
+    pkg_json_resolver: PackageJsonResolverRc<RealSys>,
+    /// The `node_modules` packages come from (it may not exist).
+    node_modules: Option<PathBuf>,
+}
+
+impl Project {
+    /// The project of a worker whose main module is a local file: its config found from the
+    /// module's directory up (or `config`, a `deno.json` named by the worker), and its
+    /// `node_modules`. None for a remote module: its packages would have to be downloaded.
+    pub async fn discover(main: &ModuleSpecifier, config: Option<&Path>) -> anyhow::Result<Option<Project>> {
+        let Ok(path) = main.to_file_path() else { return Ok(None) };
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let config_discovery = match config {
+            Some(config) => ConfigDiscoveryOption::Path(config.to_path_buf()),
+            None => ConfigDiscoveryOption::Discover { start_paths: vec![path.clone()] },
+        };
+        let options = WorkspaceFactoryOptions {
+            config_discovery,
+            node_modules_dir: Some(NodeModulesDirMode::Manual),
+            no_lock: true,
+            ..Default::default()
+        };
+        let workspace = Arc::new(WorkspaceFactory::new(RealSys, dir, options));
+        let node_modules = workspace.node_modules_dir_path()?.map(Path::to_path_buf);
+        let factory = ResolverFactory::new(
+            workspace,
+            ResolverFactoryOptions {
+                is_cjs_resolution_mode: IsCjsResolutionMode::ExplicitTypeCommonJs,
+                ..Default::default()
+            },
+        );
+        let resolver = factory.raw_deno_resolver().await?.clone();
+        let in_npm = factory.in_npm_package_checker()?.clone();
+        let npm_resolver = factory.npm_resolver()?.clone();
+        let node_resolver = factory.node_resolver()?.clone();
+        let pkg_json_resolver = factory.pkg_json_resolver().clone();
+        let cjs_tracker = factory.cjs_tracker()?.clone();
+        let code_analyzer = DenoCjsCodeAnalyzer::new(
+            Arc::new(NullNodeAnalysisCache),
+            cjs_tracker.clone(),
+            Arc::new(analyzer::Analyzer),
+        );
+        let exports = Arc::new(CjsModuleExportAnalyzer::new(
+            code_analyzer,
+            in_npm.clone(),
+            node_resolver.clone(),
+            npm_resolver,
+            pkg_json_resolver.clone(),
+            RealSys,
+        ));
+        let translator = Arc::new(NodeCodeTranslator::new(exports, NodeCodeTranslatorMode::ModuleLoader));
+        let npm_loader = Arc::new(NpmModuleLoader::new(cjs_tracker.clone(), in_npm.clone(), translator, RealSys));
+        Ok(Some(Project { resolver, in_npm, cjs_tracker, npm_loader, node_resolver, pkg_json_resolver, node_modules }))
+    }
+
+    /// Whether the worker has a `node_modules` directory (deno_node's bootstrap option).
+    pub fn has_node_modules_dir(&self) -> bool {
+        self.node_modules.as_deref().is_some_and(Path::is_dir)
+    }
+
+    /// Where `specifier`, imported by `referrer` (a local file), leads.
+    pub fn resolve(&self, specifier: &str, referrer: &ModuleSpecifier) -> Result<ModuleSpecifier, JsErrorBox> {
+        let media_type = MediaType::from_specifier(referrer);
+        let require = self.cjs_tracker.is_maybe_cjs(referrer, media_type).map_err(JsErrorBox::from_err)?;
+        let mode = if require { ResolutionMode::Require } else { ResolutionMode::Import };
+        match self.resolver.resolve(specifier, referrer, mode, NodeResolutionKind::Execution) {
+            Ok(resolution) => Ok(resolution.url),
+            Err(e) => Err(JsErrorBox::generic(match self.missing(specifier) {
+                Some(why) => format!("cannot import {specifier}: {why}\n    imported by {referrer}"),
+                None => format!("{e}\n    imported by {referrer}"),
+            })),
+        }
+    }
+
+    /// Why an `npm:` package could not be found, and what to do, from what is installed.
+    fn missing(&self, specifier: &str) -> Option<String> {
+        let (name, range) = npm_request(specifier)?;
+        let node_modules = self.node_modules.as_deref()?;
+        let project = node_modules.parent().map_or(String::new(), |dir| dir.display().to_string());
+        if !node_modules.is_dir() {
+            return Some(format!(
+                "there is no {}; denorun installs nothing: list {name} in package.json and run `npm install` in {project}",
+                node_modules.display()
+            ));
+        }
+        let manifest = std::fs::read_to_string(node_modules.join(name).join("package.json")).ok();
+        let installed = manifest
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|json| json.get("version")?.as_str().map(str::to_owned));
+        Some(match (installed, range) {
+            (Some(version), Some(range)) => format!(
+                "{name} {version} is installed in {}, which does not satisfy {range}; run `npm install {name}@{range}` in {project}",
+                node_modules.display()
+            ),
+            _ => format!(
+                "{name} is not installed in {}; list it in package.json and run `npm install` in {project}",
+                node_modules.display()
+            ),
+        })
+    }
+
+    /// Whether `specifier` is a file of an npm package.
+    pub fn in_package(&self, specifier: &ModuleSpecifier) -> bool {
+        self.in_npm.in_npm_package(specifier)
+    }
+
+    /// Loads a file of an npm package: JSON as JSON, CommonJS as an ES module.
+    pub async fn load(
+        &self,
+        specifier: &ModuleSpecifier,
+        referrer: Option<&ModuleSpecifier>,
+        json: bool,
+    ) -> Result<ModuleSource, JsErrorBox> {
+        let requested = if json { RequestedModuleType::Json } else { RequestedModuleType::None };
+        let loaded =
+            self.npm_loader.load(Cow::Borrowed(specifier), referrer, &requested, None).await.map_err(
+                |e| match referrer {
+                    Some(referrer) => JsErrorBox::generic(format!("{e}\n    imported by {referrer}")),
+                    None => JsErrorBox::from_err(e),
+                },
+            )?;
+        let module_type = if loaded.media_type == MediaType::Json { ModuleType::Json } else { ModuleType::JavaScript };
+        let code = match loaded.source {
+            LoadedModuleSource::ArcStr(text) => ModuleSourceCode::String(text.to_string().into()),
+            LoadedModuleSource::String(text) => ModuleSourceCode::String(text.into_owned().into()),
+            LoadedModuleSource::ArcBytes(bytes) => ModuleSourceCode::Bytes(bytes.to_vec().into_boxed_slice().into()),
+            LoadedModuleSource::Bytes(bytes) => ModuleSourceCode::Bytes(bytes.into_owned().into_boxed_slice().into()),
+        };
+        let found = loaded.specifier.into_owned();
+        Ok(if &found == specifier {
+            ModuleSource::new(module_type, code, specifier, None)
+        } else {
+            ModuleSource::new_with_redirect(module_type, code, specifier, &found, None)
+        })
+    }
+
+    /// What deno_node needs for `require()` and `createRequire`.
+    pub fn node_services(
+        self: &Rc<Self>,
+    ) -> NodeExtInitServices<DenoInNpmPackageChecker, NpmResolver<RealSys>, RealSys> {
+        let require_loader: NodeRequireLoaderRc = Rc::new(RequireLoader(self.clone()));
+        NodeExtInitServices {
+            node_require_loader: require_loader,
+            node_resolver: self.node_resolver.clone(),
+            pkg_json_resolver: self.pkg_json_resolver.clone(),
+            sys: RealSys,
+        }
+    }
+}
+
+/// The package name and version range of an `npm:` specifier (`npm:@scope/name@^1/sub`).
+fn npm_request(specifier: &str) -> Option<(&str, Option<&str>)> {
+    let rest = specifier.strip_prefix("npm:")?.trim_start_matches('/');
+    let name_end = if rest.starts_with('@') {
+        let slash = rest.find('/')?;
+        slash + 1 + rest[slash + 1..].find(['@', '/']).unwrap_or(rest.len() - slash - 1)
+    } else {
+        rest.find(['@', '/']).unwrap_or(rest.len())
+    };
+    let (name, after) = rest.split_at(name_end);
+    let range = after.strip_prefix('@').map(|r| r.split('/').next().unwrap_or(r)).filter(|r| !r.is_empty());
+    (!name.is_empty()).then_some((name, range))
+}
+
+/// `require()`'s file access.
+struct RequireLoader(Rc<Project>);
+
+impl NodeRequireLoader for RequireLoader {
+    /// As under Deno: a package's own files may be read by `require`; any other file needs
+    /// the worker's read permission.
+    fn ensure_read_permission<'a>(
+        &self,
+        permissions: &mut PermissionsContainer,
+        path: Cow<'a, Path>,
+    ) -> Result<Cow<'a, Path>, JsErrorBox> {
+        if path.components().any(|part| part.as_os_str() == "node_modules") {
+            return Ok(path);
+        }
+        permissions
+            .check_open(path, OpenAccessKind::Read, Some("require()"))
+            .map(|checked| checked.into_path())
+            .map_err(JsErrorBox::from_err)
+    }
+
+    fn load_text_file_lossy(&self, path: &Path) -> Result<FastString, JsErrorBox> {
+        let media_type = MediaType::from_path(path);
+        if media_type.is_emittable() {
+            return Err(JsErrorBox::generic(format!(
+                "cannot require {}: TypeScript is not loaded by require(); import it instead, or require its JavaScript",
+                path.display()
+            )));
+        }
+        let bytes = std::fs::read(path)
+            .map_err(|e| JsErrorBox::generic(format!("cannot read {} for require(): {e}", path.display())))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned().into())
+    }
+
+    fn is_maybe_cjs(&self, specifier: &ModuleSpecifier) -> Result<bool, PackageJsonLoadError> {
+        self.0.cjs_tracker.is_maybe_cjs(specifier, MediaType::from_specifier(specifier))
+    }
+
+    fn is_maybe_cjs_from_require(&self, specifier: &ModuleSpecifier) -> Result<bool, PackageJsonLoadError> {
+        self.0.cjs_tracker.is_maybe_cjs_from_require(specifier, MediaType::from_specifier(specifier))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::npm_request;
+
+    #[test]
+    fn an_npm_specifier_gives_its_package_and_range() {
+        assert_eq!(npm_request("npm:zod"), Some(("zod", None)));
+        assert_eq!(npm_request("npm:zod@^3.22"), Some(("zod", Some("^3.22"))));
+        assert_eq!(npm_request("npm:date-fns@4/format"), Some(("date-fns", Some("4"))));
+        assert_eq!(npm_request("npm:lodash/fp"), Some(("lodash", None)));
+        assert_eq!(npm_request("npm:@scope/pkg"), Some(("@scope/pkg", None)));
+        assert_eq!(npm_request("npm:@scope/pkg@1.2.3/sub"), Some(("@scope/pkg", Some("1.2.3"))));
+        assert_eq!(npm_request("npm:/@scope/pkg@2"), Some(("@scope/pkg", Some("2"))));
+        assert_eq!(npm_request("zod"), None);
+        assert_eq!(npm_request("npm:"), None);
+        assert_eq!(npm_request("npm:@scope"), None);
+    }
+}
