@@ -2,7 +2,8 @@
 # Prepares a fresh Debian machine to build and test denorun: redis-server (tests and demo),
 # libclang-dev (bindgen in deno_runtime's native crates), prometheus and tmux (the
 # observability tests), PostgreSQL (the `denorun sync` tests start their own server), Chromium
-# (the web console's tests drive it headless; the product does not need it), and V8's prebuilt archive from
+# (the web console's tests drive it headless; the product does not need it), npm (the npm
+# tests' packages and Deno's CLI for comparisons), and V8's prebuilt archive from
 # ../shared/v8 when this machine cannot download it. Idempotent and quick when done before.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +15,8 @@ ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v tmux >/dev/null || missing+=(tmux)
 command -v chromium >/dev/null || missing+=(chromium)
+# npm (and Node.js): Deno 2.9.6 for the comparisons, and the npm packages the npm tests install.
+command -v npm >/dev/null || missing+=(npm)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"

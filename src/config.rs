@@ -34,6 +34,9 @@ pub struct WorkerConfig {
     pub max_block_ms: Option<u64>,
     /// `workerSha256`: the SHA-256 (hex) the main module's bytes must have.
     pub sha256: Option<String>,
+    /// `denoConfig`: the worker's `deno.json`, a path relative to its module's directory
+    /// (as `--config` in `denoOptions`), when not the one found from there up.
+    pub deno_config: Option<String>,
 }
 
 impl WorkerConfig {
@@ -65,6 +68,7 @@ impl WorkerConfig {
             version: field("workerVersion", "version").unwrap_or_else(|| "main".to_string()),
             worker_type: field("workerType", "type"),
             deno_options: field("denoOptions", "denoOptions").unwrap_or_default(),
+            deno_config: field("denoConfig", "denoConfig"),
             sha256: match field("workerSha256", "workerSha256") {
                 Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => Some(hex.to_lowercase()),
                 Some(other) => bail!(

@@ -32,6 +32,9 @@ pub struct DenoFlags {
     pub no_code_cache: bool,
     /// `--lock[=FILE]` (bare: `deno.lock`): remote modules must match it. It is always frozen.
     pub lock: Option<PathBuf>,
+    /// `--config=FILE` / `-c=FILE`: the `deno.json` whose import map resolves the worker's
+    /// imports, instead of the one found from the module's directory up.
+    pub config: Option<PathBuf>,
 }
 
 /// `--inspect`, `--inspect-brk` or `--inspect-wait`, with its address.
@@ -211,6 +214,22 @@ impl DenoFlags {
                     }),
                 }
             }
+            "--config" | "-c" => {
+                self.config = Some(PathBuf::from(needs_value()?));
+                return Ok(());
+            }
+            // denorun never installs: packages come from the worker's own node_modules.
+            "--node-modules-dir" => {
+                return match value {
+                    None | Some("manual") => Ok(()),
+                    Some(v) => Err(FlagError::BadValue {
+                        flag: flag.to_string(),
+                        reason: format!(
+                            "'{v}': denorun installs nothing; run `npm install` and use the node_modules it made"
+                        ),
+                    }),
+                }
+            }
             "--v8-flags" => {
                 let list = needs_value()?;
                 self.v8_flags.extend(list.split(',').filter(|f| !f.is_empty()).map(String::from));
@@ -353,6 +372,17 @@ mod tests {
         assert_eq!(f.lock, Some(PathBuf::from("/srv/w/deno.lock")));
         assert!(parse_options("--frozen=true").is_ok());
         assert!(matches!(parse_options("--frozen=false"), Err(FlagError::BadValue { .. })));
+    }
+
+    #[test]
+    fn a_config_is_named_and_node_modules_are_always_the_users_own() {
+        assert_eq!(parse_options("--config=deno.jsonc").unwrap().config, Some(PathBuf::from("deno.jsonc")));
+        assert_eq!(parse_options("-c=/srv/w/deno.json").unwrap().config, Some(PathBuf::from("/srv/w/deno.json")));
+        assert_eq!(parse_options("--config"), Err(FlagError::NeedsValue("--config".into())));
+        assert!(parse_options("--node-modules-dir").is_ok());
+        assert!(parse_options("--node-modules-dir=manual").is_ok());
+        let auto = parse_options("--node-modules-dir=auto").unwrap_err().to_string();
+        assert!(auto.contains("npm install"), "{auto}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! address, limits and where its code may come from. `denorun <key>`, `denorun supervise` and
 //! `denorun lock` all assemble workers here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,9 +84,17 @@ fn origins(given: &[String]) -> anyhow::Result<Vec<String>> {
 pub fn assemble(config: &WorkerConfig, host: &Host, stdio: Stdio) -> anyhow::Result<WorkerSpec> {
     let key = &config.key;
     let main_module = config.main_module(&std::env::current_dir()?)?;
-    let flags = flags::parse_options(&config.deno_options).with_context(|| {
+    let mut flags = flags::parse_options(&config.deno_options).with_context(|| {
         format!("worker '{key}': bad denoOptions; fix the field with redis-cli hset {key} denoOptions ...")
     })?;
+    // A worker's deno.json is named relative to its module's directory, wherever denorun runs.
+    if let Some(config_file) = config.deno_config.as_deref().map(PathBuf::from).or(flags.config.take()) {
+        let dir = main_module.to_file_path().ok().and_then(|path| path.parent().map(Path::to_path_buf));
+        flags.config = Some(match dir {
+            Some(dir) if config_file.is_relative() => dir.join(config_file),
+            _ => config_file,
+        });
+    }
     host.trust.ceiling.check(&flags).map_err(|e| anyhow::anyhow!("worker '{key}': {e}"))?;
     inspector::check_address(flags.inspect, host.allow_remote_inspect).with_context(|| format!("worker '{key}'"))?;
     let redis_addr = host.redis.addr.as_ref().map(|(h, p)| permissions::net_addr(h, *p));

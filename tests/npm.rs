@@ -136,3 +136,164 @@ try {
     let out = json_of(&run_main(&main, &[&allowed]));
     assert_eq!(out, json!({ "read": true }));
 }
+
+/// A module using the project's `deno.json`: an alias, a prefix, an `npm:` mapping and a scope.
+const IMPORT_MAP_MAIN: &str = r#"
+import { greeting } from "greeting";
+import { twice } from "@/util.ts";
+import { greet } from "cjs";
+import { scoped } from "./scoped/mod.ts";
+console.log(JSON.stringify({ greeting: greeting("map"), twice: twice("ab"), cjs: greet("alias"), scoped }));
+"#;
+
+#[test]
+fn deno_json_imports_and_scopes_resolve_as_under_deno() {
+    let (dir, main) = project(IMPORT_MAP_MAIN);
+    let ours = json_of(&run_main(&main, &[]));
+    assert_eq!(
+        ours,
+        json!({ "greeting": "hello map", "twice": "abab", "cjs": "hello alias", "scoped": "HELLO SCOPE" })
+    );
+    let deno = std::process::Command::new(deno_cli())
+        .args(["run", "--node-modules-dir=manual", "main.ts"])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(deno.status.success(), "{}", String::from_utf8_lossy(&deno.stderr));
+    let theirs: Value = serde_json::from_slice(&deno.stdout).unwrap();
+    assert_eq!(ours, theirs, "Deno 2.9.6 resolves the same module the same way");
+}
+
+#[test]
+fn a_config_the_worker_names_replaces_the_one_found() {
+    let (dir, main) = project(IMPORT_MAP_MAIN);
+    let mut cmd = denorun(&["run", "--config=alt.json", main.to_str().unwrap()]);
+    cmd.current_dir(dir.path());
+    assert_eq!(json_of(&run(cmd, ""))["greeting"], "alt map");
+    // In a worker hash, `denoConfig` is relative to the worker's module.
+    let key = local_worker(dir.path(), IMPORT_MAP_MAIN, &[("denoConfig", "alt.json")]);
+    let out = json_of(&run(denorun(&[&key]), ""));
+    assert_eq!(out["greeting"], "alt map", "{out}");
+    let key = local_worker(dir.path(), IMPORT_MAP_MAIN, &[("denoConfig", "missing.json")]);
+    let failed = run(denorun(&[&key]), "");
+    assert_ne!(failed.code, 0, "{failed:?}");
+    assert!(failed.stderr.contains("missing.json"), "{failed:?}");
+}
+
+#[test]
+fn denorun_test_resolves_through_the_projects_import_map() {
+    let (dir, _main) = project("");
+    let test = write(
+        dir.path(),
+        "alias_test.ts",
+        r#"import { greeting } from "greeting";
+import { greet } from "cjs";
+Deno.test("the alias and the npm mapping", () => {
+  if (greeting("t") !== "hello t" || greet("t") !== "hello t") throw new Error("wrong module");
+});
+"#,
+    );
+    let mut cmd = denorun(&["test", test.to_str().unwrap()]);
+    cmd.current_dir(dir.path());
+    let out = run(cmd, "");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("the alias and the npm mapping ... ok"), "{out:?}");
+}
+
+/// A project with real packages from the npm registry (`npm install`, once per run): zod,
+/// date-fns, lodash and ioredis. Fails, saying so, when npm or its registry cannot be reached.
+fn real_packages() -> &'static Path {
+    static PROJECT: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    PROJECT
+        .get_or_init(|| {
+            let dir = temp_dir();
+            write(dir.path(), "package.json", r#"{ "name": "real-npm-worker", "private": true, "type": "module" }"#);
+            let install = std::process::Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "zod@4", "date-fns@4", "lodash@4", "ioredis@5"])
+                .current_dir(dir.path())
+                .output();
+            match install {
+                Ok(out) if out.status.success() => dir,
+                Ok(out) => panic!(
+                    "npm install failed; this test needs the npm registry: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+                Err(e) => panic!("cannot run npm ({e}); this test needs Node.js's npm and its registry"),
+            }
+        })
+        .path()
+}
+
+const ORDERS: &str = r#"
+import { z } from "npm:zod@4";
+import { format } from "date-fns";
+import _ from "lodash";
+import Redis from "ioredis";
+
+const Order = z.object({ id: z.string(), qty: z.number().int().positive() });
+const redis = new Redis(Deno.env.get("REDIS_URL")!);
+
+export default {
+  async request(req: any) {
+    const order = Order.safeParse(req.data);
+    if (!order.success) return { code: 400, issues: order.error.issues.map((i) => i.path.join(".")) };
+    const count = await redis.incr(`orders:count:${order.data.id}`);
+    return {
+      code: 200,
+      day: format(new Date(2026, 11, 7), "yyyy-MM-dd"),
+      chunks: _.chunk([1, 2, 3], 2),
+      count,
+    };
+  },
+};
+"#;
+
+#[test]
+fn a_handler_worker_serves_with_zod_date_fns_lodash_and_ioredis_from_npm() {
+    use redis::Commands;
+    let dir = real_packages();
+    let db = 1;
+    let mut c = redis().db(db);
+    let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
+    let path = write(dir, "orders.ts", ORDERS);
+    let net = format!("--allow-env --allow-net=127.0.0.1:{}", redis().port);
+    let fields = [("workerUrl", path.to_str().unwrap()), ("workerVersion", "local"), ("denoOptions", net.as_str())];
+    let _: () = c.hset_multiple("orders:1:h", &fields).unwrap();
+    let mut cmd = denorun(&["orders:1:h"]);
+    cmd.env("REDIS_URL", redis().db_url(db)).stdin(std::process::Stdio::null());
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let worker = Killed::new(cmd.spawn().unwrap());
+    let ask = |c: &mut redis::Connection, reference: &str, data: &str| -> Value {
+        let _: String = c.xadd("orders:req:x", "*", &[("type", "orders"), ("ref", reference), ("data", data)]).unwrap();
+        let popped: Option<(String, String)> = c.brpop(format!("res:{reference}"), 30.0).unwrap();
+        serde_json::from_str(&popped.expect("a reply within 30 s").1).unwrap()
+    };
+    let ok = ask(&mut c, "o1", r#"{ "id": "a1", "qty": 3 }"#);
+    assert_eq!(ok["code"], 200, "{ok}");
+    assert_eq!((&ok["day"], &ok["chunks"], &ok["count"]), (&json!("2026-12-07"), &json!([[1, 2], [3]]), &json!(1)));
+    let again = ask(&mut c, "o2", r#"{ "id": "a1", "qty": 1 }"#);
+    assert_eq!(again["count"], 2, "ioredis counted in the same Redis: {again}");
+    let refused = ask(&mut c, "o3", r#"{ "id": 7, "qty": -1 }"#);
+    assert_eq!(refused, json!({ "code": 400, "issues": ["id", "qty"] }), "zod refused it");
+    drop(worker);
+}
+
+/// The benchmark's worker for Node's ioredis (`bench/workers/ioredis-worker.mjs`), unchanged,
+/// serves the demo's requests under denorun's supervisor.
+#[test]
+fn the_benchmarks_node_ioredis_worker_runs_unchanged() {
+    let dir = real_packages();
+    let worker = dir.join("ioredis-worker.mjs");
+    std::fs::copy(Path::new(ROOT).join("bench/workers/ioredis-worker.mjs"), &worker).unwrap();
+    let url = redis().db_url(2);
+    common::demo::setup(&url, &worker, &[], 0);
+    common::demo::add_worker(&url, "1", 0, &[("denoOptions", "--allow-env")]);
+    let supervisor = common::demo::Supervisor::start(&url, &["--heartbeat", "0.3"]);
+    for n in 0..5 {
+        let reply = common::demo::request(&url, &format!("ioredis-{n}"));
+        assert_eq!(reply["code"], 200, "{reply}");
+        assert_eq!(reply["worker"]["workerKey"], "demo-worker:1:h", "{reply}");
+    }
+    drop(supervisor);
+}

@@ -4,22 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/deno_test");
-
-/// Deno 2.9.6's CLI, where .ci/test.sh put it (or `DENORUN_DENO`).
-fn deno() -> PathBuf {
-    let path = std::env::var_os("DENORUN_DENO").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").expect("HOME");
-        Path::new(&home).join(".cache/denorun/deno/node_modules/@deno/linux-x64-glibc/deno")
-    });
-    assert!(path.exists(), "{} is missing: run .ci/test.sh, which installs Deno 2.9.6 from npm", path.display());
-    path
-}
 
 fn run_in(dir: &str, mut cmd: Command) -> Output {
     cmd.current_dir(dir).env("NO_COLOR", "1").env_remove("RUST_BACKTRACE").output().unwrap()
@@ -52,7 +41,7 @@ fn normalize(text: &[u8]) -> String {
 /// `denorun test ARGS` and `deno test --no-check ARGS`, both in the fixtures' directory.
 fn both(args: &[&str]) -> (Output, Output) {
     let ours = run_in(FIXTURES, denorun(&[&["test"], args].concat()));
-    let mut theirs = Command::new(deno());
+    let mut theirs = Command::new(deno_cli());
     theirs.args(["test", "--no-check"]).args(args);
     (ours, run_in(FIXTURES, theirs))
 }

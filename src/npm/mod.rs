@@ -33,8 +33,12 @@ use deno_runtime::deno_core::{FastString, ModuleSource, ModuleSourceCode, Module
 use deno_runtime::deno_node::{NodeExtInitServices, NodeRequireLoader, NodeRequireLoaderRc};
 use deno_runtime::deno_permissions::{OpenAccessKind, PermissionsContainer};
 use node_resolver::analyze::{CjsModuleExportAnalyzer, NodeCodeTranslator, NodeCodeTranslatorMode};
+use node_resolver::cache::NodeResolutionThreadLocalCache;
 use node_resolver::errors::PackageJsonLoadError;
-use node_resolver::{InNpmPackageChecker, NodeResolutionKind, NodeResolverRc, PackageJsonResolverRc, ResolutionMode};
+use node_resolver::{
+    InNpmPackageChecker, NodeResolutionKind, NodeResolverRc, PackageJsonResolverRc, PackageJsonThreadLocalCache,
+    ResolutionMode,
+};
 use sys_traits::impls::RealSys;
 
 type Resolver = NodeResolverRc<DenoInNpmPackageChecker, DenoIsBuiltInNodeModuleChecker, NpmResolver<RealSys>, RealSys>;
@@ -56,7 +60,19 @@ impl Project {
     /// module's directory up (or `config`, a `deno.json` named by the worker), and its
     /// `node_modules`. None for a remote module: its packages would have to be downloaded.
     pub async fn discover(main: &ModuleSpecifier, config: Option<&Path>) -> anyhow::Result<Option<Project>> {
-        let Ok(path) = main.to_file_path() else { return Ok(None) };
+        let Ok(path) = main.to_file_path() else {
+            if let Some(config) = config {
+                anyhow::bail!(
+                    "{} names a deno.json ({}), but only a local worker has a project",
+                    main,
+                    config.display()
+                );
+            }
+            return Ok(None);
+        };
+        if let Some(config) = config.filter(|config| !config.is_file()) {
+            anyhow::bail!("the worker's deno.json {} does not exist; fix --config or denoConfig", config.display());
+        }
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let config_discovery = match config {
             Some(config) => ConfigDiscoveryOption::Path(config.to_path_buf()),
@@ -74,6 +90,10 @@ impl Project {
             workspace,
             ResolverFactoryOptions {
                 is_cjs_resolution_mode: IsCjsResolutionMode::ExplicitTypeCommonJs,
+                // Each package.json is read and parsed once per worker thread: a package such
+                // as date-fns has hundreds of modules under one large package.json.
+                package_json_cache: Some(Arc::new(PackageJsonThreadLocalCache)),
+                node_resolution_cache: Some(Arc::new(NodeResolutionThreadLocalCache)),
                 ..Default::default()
             },
         );

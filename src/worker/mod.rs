@@ -211,7 +211,9 @@ async fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Ins
     let server = inspector::bind(spec.flags.inspect)?;
     let remote = RemoteModules::new(spec.flags.reload)?;
     let code_cache = (!spec.flags.no_code_cache).then(|| CodeCache::new(denorun_dir().join("code_cache")));
-    let project = Project::discover(&spec.main_module, None).await?.map(Rc::new);
+    let config =
+        spec.flags.config.as_ref().map(|file| std::env::current_dir().map(|cwd| cwd.join(file))).transpose()?;
+    let project = Project::discover(&spec.main_module, config.as_deref()).await?.map(Rc::new);
     let node_services = project.as_ref().map(Project::node_services);
     let has_node_modules_dir = project.as_ref().is_some_and(|project| project.has_node_modules_dir());
     let loader = Loader::new(remote, spec.permissions.clone(), spec.provenance.clone(), code_cache, project);

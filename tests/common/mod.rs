@@ -282,6 +282,17 @@ impl std::fmt::Debug for Run {
 /// tests' own HTTP servers (`--allow-module-from`, for every denorun the tests start).
 pub const TEST_ORIGINS: &str = "file:///,http://127.0.0.1:,https://";
 
+/// Deno 2.9.6's CLI, where .ci/test.sh put it (or `DENORUN_DENO`), for tests that compare
+/// denorun with Deno.
+pub fn deno_cli() -> PathBuf {
+    let path = std::env::var_os("DENORUN_DENO").map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").expect("HOME");
+        Path::new(&home).join(".cache/denorun/deno/node_modules/@deno/linux-x64-glibc/deno")
+    });
+    assert!(path.exists(), "{} is missing: run .ci/test.sh, which installs Deno 2.9.6 from npm", path.display());
+    path
+}
+
 /// A denorun command with the test Redis and the tests' module origins.
 pub fn denorun(args: &[&str]) -> Command {
     let mut cmd = Command::new(DENORUN);
