@@ -143,6 +143,9 @@ name contains TEXT. FLAGS are Deno's, as for denorun run."
         /// Where to write (default: ./<type>)
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
+        /// A handler that validates its requests with zod from npm, and its package.json
+        #[arg(long)]
+        npm: bool,
     },
 
     /// Run, restart and drain the workers of a type in this process, one isolate each

@@ -132,7 +132,7 @@ pub fn main(snapshot: Snapshot) -> ! {
     let code = match cli.command {
         Some(Command::Run(args)) => run_script(args),
         Some(Command::Test(args)) => test_runner::run(&args.argv),
-        Some(Command::New { worker_type, dir }) => scaffold::new(&worker_type, dir.as_deref()),
+        Some(Command::New { worker_type, dir, npm }) => scaffold::new(&worker_type, dir.as_deref(), npm),
         Some(Command::Supervise(args)) => RedisTarget::parse(&cli.redis.url).and_then(|redis| {
             supervisor::supervise(
                 redis,

@@ -71,6 +71,12 @@ impl Loader {
         }
     }
 
+    /// Whether `specifier` is a file of an npm package (and not the pinned main module).
+    fn in_package(&self, specifier: &ModuleSpecifier) -> bool {
+        let pinned = self.provenance.pin.as_ref().is_some_and(|(main, _)| main == specifier);
+        !pinned && self.project.as_ref().is_some_and(|project| project.in_package(specifier))
+    }
+
     /// The project that resolves `specifier` for `referrer`: a local module's imports, but
     /// not the built-in `jsr:` and `denorun:` modules.
     fn project_for(&self, specifier: &str, referrer: &str) -> Option<(&Project, ModuleSpecifier)> {
@@ -95,7 +101,7 @@ impl Loader {
 }
 
 /// Refuses a module from outside the allowed origins (`--allow-module-from`).
-fn check_origin(origins: Option<&Vec<String>>, specifier: &ModuleSpecifier) -> Result<(), JsErrorBox> {
+pub(crate) fn check_origin(origins: Option<&Vec<String>>, specifier: &ModuleSpecifier) -> Result<(), JsErrorBox> {
     match origins {
         Some(origins) if !origins.iter().any(|prefix| specifier.as_str().starts_with(prefix.as_str())) => {
             Err(JsErrorBox::generic(format!(
@@ -127,11 +133,14 @@ fn check_pin(
 
 impl ModuleLoader for Loader {
     fn resolve(&self, specifier: &str, referrer: &str, kind: ResolutionKind) -> Result<ModuleSpecifier, JsErrorBox> {
-        let url = match self.project_for(specifier, referrer) {
-            Some((project, referrer)) => project.resolve(specifier, &referrer)?,
-            None => resolve_import(specifier, referrer).map_err(JsErrorBox::from_err)?,
+        // Built-in modules first: no import map redirects them.
+        let plain = resolve_import(specifier, referrer);
+        let builtin = plain.as_ref().ok().and_then(builtins::canonical);
+        let url = match (builtin, self.project_for(specifier, referrer)) {
+            (Some(builtin), _) => builtin,
+            (None, Some((project, referrer))) => project.resolve(specifier, &referrer)?,
+            (None, None) => plain.map_err(JsErrorBox::from_err)?,
         };
-        let url = builtins::canonical(&url).unwrap_or(url);
         if audit::enabled() && matches!(kind, ResolutionKind::DynamicImport) {
             if let Ok(referrer) = ModuleSpecifier::parse(referrer) {
                 self.dynamic_referrers.borrow_mut().insert(url.clone(), referrer);
@@ -158,12 +167,15 @@ impl ModuleLoader for Loader {
             return ModuleLoadResponse::Sync(Err(e));
         }
         match specifier.scheme() {
-            "file" if self.project.as_ref().is_some_and(|project| project.in_package(specifier)) => {
+            // A pinned main module is read and checked as a file, wherever it is.
+            "file" if self.in_package(specifier) => {
                 let project = self.project.clone().expect("checked above");
                 let (specifier, referrer) = (specifier.clone(), referrer.map(|r| r.specifier.clone()));
-                ModuleLoadResponse::Async(Box::pin(
-                    async move { project.load(&specifier, referrer.as_ref(), json).await },
-                ))
+                let cache = cache.cloned();
+                ModuleLoadResponse::Async(Box::pin(async move {
+                    let loaded = project.load(&specifier, referrer.as_ref(), json).await?;
+                    Ok(module(&specifier, &loaded.found, loaded.module_type, loaded.code, cache.as_ref()))
+                }))
             }
             "file" => ModuleLoadResponse::Sync(load_file(specifier, json, provenance.pin.as_ref(), cache)),
             "http" | "https" => {
@@ -275,13 +287,25 @@ fn emit(
         }
         _ => (ModuleType::JavaScript, source),
     };
+    Ok(module(requested, found, module_type, code, cache))
+}
+
+/// A module V8 compiles with its code cache (JavaScript only), under the name it was imported
+/// by and the one it was found at.
+fn module(
+    requested: &ModuleSpecifier,
+    found: &ModuleSpecifier,
+    module_type: ModuleType,
+    code: String,
+    cache: Option<&CodeCache>,
+) -> ModuleSource {
     let cached = cache.filter(|_| module_type == ModuleType::JavaScript).map(|cache| cache.lookup(found, &code));
     let code = ModuleSourceCode::String(code.into());
-    Ok(if requested == found {
+    if requested == found {
         ModuleSource::new(module_type, code, found, cached)
     } else {
         ModuleSource::new_with_redirect(module_type, code, requested, found, cached)
-    })
+    }
 }
 
 fn transpile(specifier: &ModuleSpecifier, source: String, media_type: MediaType) -> Result<String, JsErrorBox> {

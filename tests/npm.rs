@@ -119,6 +119,32 @@ fn typescript_inside_node_modules_is_refused_as_deno_refuses_it() {
 }
 
 #[test]
+fn an_import_map_does_not_redirect_the_built_in_modules() {
+    let (_dir, main) = project(
+        r#"import { connect } from "https://deno.land/x/redis/mod.ts"; console.log(JSON.stringify(typeof connect));"#,
+    );
+    assert_eq!(json_of(&run_main(&main, &[])), json!("function"));
+}
+
+#[test]
+fn require_cannot_read_past_node_modules_with_dot_dot() {
+    let (_dir, main) = project(
+        r#"
+import Module from "node:module";
+const dir = new URL(".", import.meta.url).pathname;
+let result = "read";
+try {
+  (Module as any)._extensions[".cjs"]({ _compile: () => {} }, dir + "node_modules/../package.json");
+} catch (e) {
+  result = (e as Error).constructor.name;
+}
+console.log(JSON.stringify(result));
+"#,
+    );
+    assert_eq!(json_of(&run_main(&main, &[])), json!("NotCapable"));
+}
+
+#[test]
 fn a_packages_file_reads_need_the_workers_read_permission() {
     let source = r#"
 import { read } from "reads-files";
@@ -201,6 +227,23 @@ Deno.test("the alias and the npm mapping", () => {
     assert!(out.stdout.contains("the alias and the npm mapping ... ok"), "{out:?}");
 }
 
+/// `npm install [packages]` in `dir`; fails, saying so, when npm or its registry cannot be
+/// reached.
+fn npm_install(dir: &Path, packages: &[&str]) {
+    let install = std::process::Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund"])
+        .args(packages)
+        .current_dir(dir)
+        .output();
+    match install {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            panic!("npm install failed; this test needs the npm registry: {}", String::from_utf8_lossy(&out.stderr))
+        }
+        Err(e) => panic!("cannot run npm ({e}); this test needs Node.js's npm and its registry"),
+    }
+}
+
 /// A project with real packages from the npm registry (`npm install`, once per run): zod,
 /// date-fns, lodash and ioredis. Fails, saying so, when npm or its registry cannot be reached.
 fn real_packages() -> &'static Path {
@@ -209,18 +252,8 @@ fn real_packages() -> &'static Path {
         .get_or_init(|| {
             let dir = temp_dir();
             write(dir.path(), "package.json", r#"{ "name": "real-npm-worker", "private": true, "type": "module" }"#);
-            let install = std::process::Command::new("npm")
-                .args(["install", "--no-audit", "--no-fund", "zod@4", "date-fns@4", "lodash@4", "ioredis@5"])
-                .current_dir(dir.path())
-                .output();
-            match install {
-                Ok(out) if out.status.success() => dir,
-                Ok(out) => panic!(
-                    "npm install failed; this test needs the npm registry: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-                Err(e) => panic!("cannot run npm ({e}); this test needs Node.js's npm and its registry"),
-            }
+            npm_install(dir.path(), &["zod@4", "date-fns@4", "lodash@4", "ioredis@5"]);
+            dir
         })
         .path()
 }
@@ -296,4 +329,29 @@ fn the_benchmarks_node_ioredis_worker_runs_unchanged() {
         assert_eq!(reply["worker"]["workerKey"], "demo-worker:1:h", "{reply}");
     }
     drop(supervisor);
+}
+
+#[test]
+fn denorun_new_npm_makes_a_worker_that_passes_its_tests_after_npm_install() {
+    let root = temp_dir();
+    let dir = root.path().join("orders");
+    let made = run(denorun(&["new", "orders", "--npm", "--dir", dir.to_str().unwrap()]), "");
+    assert_eq!(made.code, 0, "{made:?}");
+    assert!(made.stdout.contains("npm install && denorun test"), "{made:?}");
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    assert!(readme.contains("npm install"), "{readme}");
+    let package: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("package.json")).unwrap()).unwrap();
+    assert!(package["dependencies"]["zod"].is_string(), "{package}");
+    // Before `npm install`, the error says what to do.
+    let mut early = denorun(&["test"]);
+    early.current_dir(&dir);
+    let early = run(early, "");
+    assert_ne!(early.code, 0, "{early:?}");
+    assert!(early.stdout.contains("zod") || early.stderr.contains("zod"), "{early:?}");
+    npm_install(&dir, &[]);
+    let mut cmd = denorun(&["test"]);
+    cmd.current_dir(&dir);
+    let out = run(cmd, "");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("greets by name ... ok"), "{out:?}");
 }

@@ -44,6 +44,7 @@ mod forms;
 mod handler;
 mod load;
 mod measure;
+mod npm_startup;
 mod options;
 mod report;
 mod scale;
@@ -75,7 +76,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{requests} requests in {:.2}s", start.elapsed().as_secs_f64());
             Ok(())
         }),
-        _ => bail!("usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--only-metrics] [--only-scale] [--only-startup] [--only-sync] [--only-density] [--only-backlog] [--out FILE]"),
+        _ => bail!("usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--only-metrics] [--only-scale] [--only-startup] [--only-sync] [--only-density] [--only-backlog] [--only-npm-startup] [--out FILE]"),
     }
 }
 
@@ -86,6 +87,12 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     let mut bench = Bench { opts, redis_url, conn, root, metrics_port: None };
     let requests = if bench.opts.quick { 400 } else { 10_000 };
     let cold_runs = if bench.opts.quick { 1 } else { 5 };
+    if bench.opts.only_npm_startup {
+        let runs = if bench.opts.quick { 5 } else { 21 };
+        let measured = npm_startup::NpmStartup::measure(&bench.opts.denorun, &bench.opts.deno, runs)?;
+        println!("{}", measured.report());
+        return Ok(());
+    }
     if bench.opts.only_metrics {
         println!("{}", metrics_overhead(&mut bench, 10 * requests).await?);
         return Ok(());

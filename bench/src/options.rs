@@ -12,6 +12,8 @@ pub(crate) struct Options {
     /// Only one Redis vs a three-master Cluster, printed, not written.
     pub(crate) only_scale: bool,
     /// Only start-up: cold start of (a) and (b), `run empty.ts` and sizes, printed, not written.
+    /// Only the start-up of a worker importing npm packages (zod, date-fns) against Deno's.
+    pub(crate) only_npm_startup: bool,
     pub(crate) only_startup: bool,
     /// Only the sync section (`denorun sync` against two hand-written sinks).
     pub(crate) only_sync: bool,
@@ -35,7 +37,7 @@ impl Options {
         let mut values: HashMap<&str, &str> = HashMap::new();
         let (mut quick, mut only_metrics, mut only_scale, mut only_startup) = (false, false, false, false);
         let (mut only_sync, mut only_density, mut only_backlog, mut only_handler) = (false, false, false, false);
-        let mut only_soak = false;
+        let (mut only_soak, mut only_npm_startup) = (false, false);
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             match arg.as_str() {
@@ -48,6 +50,7 @@ impl Options {
                 "--only-backlog" => only_backlog = true,
                 "--only-handler" => only_handler = true,
                 "--only-soak" => only_soak = true,
+                "--only-npm-startup" => only_npm_startup = true,
                 "--denorun" | "--deno" | "--node" | "--out" | "--before" => {
                     values.insert(arg, it.next().context("a flag needs a value")?);
                 }
@@ -68,6 +71,7 @@ impl Options {
             only_backlog,
             only_handler,
             only_soak,
+            only_npm_startup,
             before: values.get("--before").map(PathBuf::from),
             out: values.get("--out").map(PathBuf::from).unwrap_or_else(|| "BENCHMARKS.md".into()),
             command: std::env::var("BENCH_COMMAND").unwrap_or_else(|_| "bench/run.sh".into()),

@@ -29,7 +29,7 @@ use deno_resolver::factory::{
 use deno_resolver::loader::{DenoNpmModuleLoader, LoadedModuleSource, NpmModuleLoader, RequestedModuleType};
 use deno_resolver::npm::{DenoInNpmPackageChecker, NpmResolver};
 use deno_resolver::{DefaultRawDenoResolverRc, DenoIsBuiltInNodeModuleChecker};
-use deno_runtime::deno_core::{FastString, ModuleSource, ModuleSourceCode, ModuleSpecifier, ModuleType};
+use deno_runtime::deno_core::{FastString, ModuleSpecifier, ModuleType};
 use deno_runtime::deno_node::{NodeExtInitServices, NodeRequireLoader, NodeRequireLoaderRc};
 use deno_runtime::deno_permissions::{OpenAccessKind, PermissionsContainer};
 use node_resolver::analyze::{CjsModuleExportAnalyzer, NodeCodeTranslator, NodeCodeTranslatorMode};
@@ -42,6 +42,14 @@ use node_resolver::{
 use sys_traits::impls::RealSys;
 
 type Resolver = NodeResolverRc<DenoInNpmPackageChecker, DenoIsBuiltInNodeModuleChecker, NpmResolver<RealSys>, RealSys>;
+
+/// A file of an npm package, as V8 takes it.
+pub struct Loaded {
+    /// Where the file is (after following `exports` and symlinks).
+    pub found: ModuleSpecifier,
+    pub module_type: ModuleType,
+    pub code: String,
+}
 
 /// What resolves and loads a local worker's packages.
 pub struct Project {
@@ -128,8 +136,14 @@ impl Project {
 
     /// Where `specifier`, imported by `referrer` (a local file), leads.
     pub fn resolve(&self, specifier: &str, referrer: &ModuleSpecifier) -> Result<ModuleSpecifier, JsErrorBox> {
+        // A package's file may be CommonJS (its package.json says); the worker's own files are
+        // ES modules unless named .cjs/.cts, whatever "type" its package.json gives.
         let media_type = MediaType::from_specifier(referrer);
-        let require = self.cjs_tracker.is_maybe_cjs(referrer, media_type).map_err(JsErrorBox::from_err)?;
+        let require = if self.in_package(referrer) {
+            self.cjs_tracker.is_maybe_cjs(referrer, media_type).map_err(JsErrorBox::from_err)?
+        } else {
+            matches!(media_type, MediaType::Cjs | MediaType::Cts)
+        };
         let mode = if require { ResolutionMode::Require } else { ResolutionMode::Import };
         match self.resolver.resolve(specifier, referrer, mode, NodeResolutionKind::Execution) {
             Ok(resolution) => Ok(resolution.url),
@@ -142,7 +156,10 @@ impl Project {
 
     /// Why an `npm:` package could not be found, and what to do, from what is installed.
     fn missing(&self, specifier: &str) -> Option<String> {
-        let (name, range) = npm_request(specifier)?;
+        let bare = !specifier.contains(':') && !specifier.starts_with(['.', '/', '#']);
+        let as_npm = if bare { format!("npm:{specifier}") } else { specifier.to_string() };
+        let (name, range) = npm_request(&as_npm)?;
+        let range = range.filter(|_| !bare);
         let node_modules = self.node_modules.as_deref()?;
         let project = node_modules.parent().map_or(String::new(), |dir| dir.display().to_string());
         if !node_modules.is_dir() {
@@ -155,16 +172,17 @@ impl Project {
         let installed = manifest
             .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
             .and_then(|json| json.get("version")?.as_str().map(str::to_owned));
-        Some(match (installed, range) {
-            (Some(version), Some(range)) => format!(
+        match (installed, range) {
+            (Some(version), Some(range)) => Some(format!(
                 "{name} {version} is installed in {}, which does not satisfy {range}; run `npm install {name}@{range}` in {project}",
                 node_modules.display()
-            ),
-            _ => format!(
+            )),
+            (Some(_), None) => None,
+            (None, _) => Some(format!(
                 "{name} is not installed in {}; list it in package.json and run `npm install` in {project}",
                 node_modules.display()
-            ),
-        })
+            )),
+        }
     }
 
     /// Whether `specifier` is a file of an npm package.
@@ -178,7 +196,7 @@ impl Project {
         specifier: &ModuleSpecifier,
         referrer: Option<&ModuleSpecifier>,
         json: bool,
-    ) -> Result<ModuleSource, JsErrorBox> {
+    ) -> Result<Loaded, JsErrorBox> {
         let requested = if json { RequestedModuleType::Json } else { RequestedModuleType::None };
         let loaded =
             self.npm_loader.load(Cow::Borrowed(specifier), referrer, &requested, None).await.map_err(
@@ -189,24 +207,22 @@ impl Project {
             )?;
         let module_type = if loaded.media_type == MediaType::Json { ModuleType::Json } else { ModuleType::JavaScript };
         let code = match loaded.source {
-            LoadedModuleSource::ArcStr(text) => ModuleSourceCode::String(text.to_string().into()),
-            LoadedModuleSource::String(text) => ModuleSourceCode::String(text.into_owned().into()),
-            LoadedModuleSource::ArcBytes(bytes) => ModuleSourceCode::Bytes(bytes.to_vec().into_boxed_slice().into()),
-            LoadedModuleSource::Bytes(bytes) => ModuleSourceCode::Bytes(bytes.into_owned().into_boxed_slice().into()),
+            LoadedModuleSource::ArcStr(text) => text.to_string(),
+            LoadedModuleSource::String(text) => text.into_owned(),
+            LoadedModuleSource::ArcBytes(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            LoadedModuleSource::Bytes(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         };
-        let found = loaded.specifier.into_owned();
-        Ok(if &found == specifier {
-            ModuleSource::new(module_type, code, specifier, None)
-        } else {
-            ModuleSource::new_with_redirect(module_type, code, specifier, &found, None)
-        })
+        Ok(Loaded { found: loaded.specifier.into_owned(), module_type, code })
     }
 
     /// What deno_node needs for `require()` and `createRequire`.
+    /// `origins` are the worker's (`Provenance::origins`): what `require()` runs must come
+    /// from them, as what `import` loads must.
     pub fn node_services(
         self: &Rc<Self>,
+        origins: Option<Vec<String>>,
     ) -> NodeExtInitServices<DenoInNpmPackageChecker, NpmResolver<RealSys>, RealSys> {
-        let require_loader: NodeRequireLoaderRc = Rc::new(RequireLoader(self.clone()));
+        let require_loader: NodeRequireLoaderRc = Rc::new(RequireLoader { project: self.clone(), origins });
         NodeExtInitServices {
             node_require_loader: require_loader,
             node_resolver: self.node_resolver.clone(),
@@ -230,19 +246,40 @@ fn npm_request(specifier: &str) -> Option<(&str, Option<&str>)> {
     (!name.is_empty()).then_some((name, range))
 }
 
+/// `path` without `.` and `..` (each `..` takes away the part before it), as written.
+fn normalized(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// `require()`'s file access.
-struct RequireLoader(Rc<Project>);
+struct RequireLoader {
+    project: Rc<Project>,
+    origins: Option<Vec<String>>,
+}
 
 impl NodeRequireLoader for RequireLoader {
     /// As under Deno: a package's own files may be read by `require`; any other file needs
-    /// the worker's read permission.
+    /// the worker's read permission. "A package's own" is judged on the real path (no `..`,
+    /// no symlink), so `node_modules/../../etc/passwd` needs the permission.
     fn ensure_read_permission<'a>(
         &self,
         permissions: &mut PermissionsContainer,
         path: Cow<'a, Path>,
     ) -> Result<Cow<'a, Path>, JsErrorBox> {
-        if path.components().any(|part| part.as_os_str() == "node_modules") {
-            return Ok(path);
+        // Paths that do not exist (require() tries candidates) are judged without their `..`.
+        let real = std::fs::canonicalize(&path).unwrap_or_else(|_| normalized(&path));
+        if real.components().any(|part| part.as_os_str() == "node_modules") {
+            return Ok(Cow::Owned(real));
         }
         permissions
             .check_open(path, OpenAccessKind::Read, Some("require()"))
@@ -250,7 +287,13 @@ impl NodeRequireLoader for RequireLoader {
             .map_err(JsErrorBox::from_err)
     }
 
+    /// Reads a file `require()` runs, if it comes from the worker's origins (its real path).
     fn load_text_file_lossy(&self, path: &Path) -> Result<FastString, JsErrorBox> {
+        let real = std::fs::canonicalize(path)
+            .map_err(|e| JsErrorBox::generic(format!("cannot read {} for require(): {e}", path.display())))?;
+        let url = ModuleSpecifier::from_file_path(&real)
+            .map_err(|_| JsErrorBox::generic(format!("cannot make a file URL of {}", real.display())))?;
+        crate::loader::check_origin(self.origins.as_ref(), &url)?;
         let media_type = MediaType::from_path(path);
         if media_type.is_emittable() {
             return Err(JsErrorBox::generic(format!(
@@ -264,17 +307,25 @@ impl NodeRequireLoader for RequireLoader {
     }
 
     fn is_maybe_cjs(&self, specifier: &ModuleSpecifier) -> Result<bool, PackageJsonLoadError> {
-        self.0.cjs_tracker.is_maybe_cjs(specifier, MediaType::from_specifier(specifier))
+        self.project.cjs_tracker.is_maybe_cjs(specifier, MediaType::from_specifier(specifier))
     }
 
     fn is_maybe_cjs_from_require(&self, specifier: &ModuleSpecifier) -> Result<bool, PackageJsonLoadError> {
-        self.0.cjs_tracker.is_maybe_cjs_from_require(specifier, MediaType::from_specifier(specifier))
+        self.project.cjs_tracker.is_maybe_cjs_from_require(specifier, MediaType::from_specifier(specifier))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::npm_request;
+    use super::{normalized, npm_request};
+    use std::path::Path;
+
+    #[test]
+    fn dot_dot_takes_away_what_is_before_it() {
+        assert_eq!(normalized(Path::new("/p/node_modules/../../etc/passwd")), Path::new("/etc/passwd"));
+        assert_eq!(normalized(Path::new("/p/./node_modules/x/../y")), Path::new("/p/node_modules/y"));
+        assert_eq!(normalized(Path::new("/../..")), Path::new("/"));
+    }
 
     #[test]
     fn an_npm_specifier_gives_its_package_and_range() {

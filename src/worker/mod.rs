@@ -9,6 +9,8 @@ pub mod limits;
 pub mod stop;
 
 use std::rc::Rc;
+
+use anyhow::Context;
 use std::sync::Arc;
 
 use deno_resolver::npm::{DenoInNpmPackageChecker, NpmResolver};
@@ -213,8 +215,11 @@ async fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Ins
     let code_cache = (!spec.flags.no_code_cache).then(|| CodeCache::new(denorun_dir().join("code_cache")));
     let config =
         spec.flags.config.as_ref().map(|file| std::env::current_dir().map(|cwd| cwd.join(file))).transpose()?;
-    let project = Project::discover(&spec.main_module, config.as_deref()).await?.map(Rc::new);
-    let node_services = project.as_ref().map(Project::node_services);
+    let project = Project::discover(&spec.main_module, config.as_deref())
+        .await
+        .with_context(|| format!("finding the project of {} (its deno.json and package.json)", spec.main_module))?
+        .map(Rc::new);
+    let node_services = project.as_ref().map(|project| project.node_services(spec.provenance.origins.clone()));
     let has_node_modules_dir = project.as_ref().is_some_and(|project| project.has_node_modules_dir());
     let loader = Loader::new(remote, spec.permissions.clone(), spec.provenance.clone(), code_cache, project);
     let services = WorkerServiceOptions::<DenoInNpmPackageChecker, NpmResolver<RealSys>, RealSys> {
