@@ -8,7 +8,8 @@
 //! denies, as Deno does without a terminal. Deno then remembers the denial, so a worker
 //! asking again for the same thing is denied without a second line. The line of code comes
 //! from the stack trace Deno's permission-checking ops capture (on while auditing), or from
-//! the module loader for an import.
+//! the module loader for an import. When that code is a file of an npm package, the line
+//! names the package too.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -87,6 +88,20 @@ struct Denial<'a> {
     api: Option<&'a str>,
     #[serde(flatten)]
     at: Option<Location>,
+    /// The npm package whose code asked (`at` is inside its `node_modules` folder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    package: Option<String>,
+}
+
+/// The npm package a module belongs to: the name after its last `node_modules/`.
+fn package_of(module: &str) -> Option<String> {
+    let (_, rest) = module.rsplit_once("/node_modules/")?;
+    let mut parts = rest.split('/');
+    let first = parts.next().filter(|part| !part.is_empty())?;
+    match first.starts_with('@') {
+        true => Some(format!("{first}/{}", parts.next().filter(|part| !part.is_empty())?)),
+        false => Some(first.to_string()),
+    }
 }
 
 /// The prompter of every worker's permissions: it denies, and logs the denial if auditing.
@@ -103,6 +118,8 @@ impl PermissionPrompter for Prompter {
     ) -> PromptResponse {
         if let Some(sink) = SINK.get() {
             let thread = std::thread::current();
+            let at = HERE.with(|here| here.borrow_mut().take());
+            let package = at.as_ref().and_then(|at| package_of(&at.module));
             let denial = Denial {
                 ts: now(),
                 event: "denied",
@@ -110,7 +127,8 @@ impl PermissionPrompter for Prompter {
                 kind: name,
                 value: value_of(message, name),
                 api: api_name,
-                at: HERE.with(|here| here.borrow_mut().take()),
+                at,
+                package,
             };
             write(sink, &denial);
         }
@@ -155,6 +173,16 @@ fn value_of<'a>(message: &'a str, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_module_in_node_modules_names_its_package() {
+        assert_eq!(package_of("file:///w/node_modules/reads-files/index.js").as_deref(), Some("reads-files"));
+        assert_eq!(package_of("file:///w/node_modules/@scope/pkg/lib/main.js").as_deref(), Some("@scope/pkg"));
+        let nested = "file:///w/node_modules/a/node_modules/debug/src/node.js";
+        assert_eq!(package_of(nested).as_deref(), Some("debug"), "the innermost package");
+        assert_eq!(package_of("file:///w/main.ts"), None);
+        assert_eq!(package_of("file:///w/node_modules/@scope"), None);
+    }
 
     #[test]
     fn the_value_is_the_quoted_part_of_the_message() {

@@ -155,9 +155,23 @@ try {
 }
 "#;
     let (dir, main) = project(source);
-    let out = json_of(&run_main(&main, &[]));
+    let mut audited = denorun(&["run", main.to_str().unwrap()]);
+    audited.env("DENORUN_AUDIT", "1");
+    let denied = run(audited, "");
+    let out = json_of(&denied);
     assert_eq!(out["error"], "NotCapable", "{out}");
     assert!(out["message"].as_str().unwrap().contains("package.json"), "{out}");
+    // The audit line names the package whose code asked, and its line.
+    let line: Value = denied
+        .stderr
+        .lines()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no audit line: {denied:?}"));
+    assert_eq!(
+        (&line["event"], &line["kind"], &line["package"]),
+        (&json!("denied"), &json!("read"), &json!("reads-files"))
+    );
+    assert!(line["module"].as_str().unwrap().ends_with("node_modules/reads-files/index.js"), "{line}");
     let allowed = format!("--allow-read={}", dir.path().display());
     let out = json_of(&run_main(&main, &[&allowed]));
     assert_eq!(out, json!({ "read": true }));
