@@ -165,26 +165,23 @@ fn workers_of_2021_serve_again_after_every_connection_of_theirs_freezes() {
     });
 }
 
+/// The fault of the SIGSTOP tests: redis-server stopped for 8 s, then continued.
+fn stop_the_server_for_8_s(scene: &mut Scene) -> String {
+    let pid = scene.server.pid();
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_secs(8));
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    "redis-server stopped for 8 s".to_string()
+}
+
 #[test]
 fn handler_workers_wait_out_a_stopped_redis_server() {
-    under_load(Workers::Handlers, 3_000, 1_000, |scene| {
-        let pid = scene.server.pid();
-        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
-        std::thread::sleep(Duration::from_secs(8));
-        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
-        "redis-server stopped for 8 s".to_string()
-    });
+    under_load(Workers::Handlers, 3_000, 1_000, stop_the_server_for_8_s);
 }
 
 #[test]
 fn workers_of_2021_wait_out_a_stopped_redis_server() {
-    under_load(Workers::Of2021, 2_000, 700, |scene| {
-        let pid = scene.server.pid();
-        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
-        std::thread::sleep(Duration::from_secs(8));
-        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
-        "redis-server stopped for 8 s".to_string()
-    });
+    under_load(Workers::Of2021, 2_000, 700, stop_the_server_for_8_s);
 }
 
 /// `denorun <key>` for one greeter worker on `url`, with `fields` over the defaults.
