@@ -72,6 +72,7 @@ mod console;
 mod delivery;
 mod fields;
 mod flags;
+mod jsr;
 mod keys;
 mod loader;
 mod lock;
@@ -270,8 +271,9 @@ fn write_lock(args: &LockArgs, redis_url: &str) -> anyhow::Result<i32> {
     spec.flags.inspect = None;
     worker::init_engine(&spec.flags)?;
     worker::load_graph(spec).with_context(|| format!("cannot load the module graph of {}", args.worker_key))?;
-    let count = lock.write()?;
-    println!("{}: {count} remote modules locked in {}", args.worker_key, lock.path().display());
+    let (remote, jsr) = lock.write()?;
+    let jsr = if jsr > 0 { format!(" and {jsr} JSR packages") } else { String::new() };
+    println!("{}: {remote} remote modules{jsr} locked in {}", args.worker_key, lock.path().display());
     Ok(0)
 }
 

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use crate::audit;
 use crate::builtins;
 use crate::code_cache::CodeCache;
+use crate::jsr::{self, Registry};
 use crate::lock::{self, Lock};
 use crate::npm::Project;
 use crate::remote::RemoteModules;
@@ -42,6 +43,8 @@ pub struct Provenance {
 
 pub struct Loader {
     remote: RemoteModules,
+    /// The JSR registry `jsr:` imports are resolved through.
+    jsr: Registry,
     permissions: PermissionsContainer,
     provenance: Arc<Provenance>,
     /// Transpiled JavaScript and V8's code cache of the modules it loads, unless `--no-code-cache`.
@@ -60,15 +63,16 @@ impl Loader {
         provenance: Provenance,
         code_cache: Option<CodeCache>,
         project: Option<Rc<Project>>,
-    ) -> Loader {
-        Loader {
+    ) -> anyhow::Result<Loader> {
+        Ok(Loader {
+            jsr: Registry::from_env(remote.clone())?,
             remote,
             permissions,
             provenance: Arc::new(provenance),
             code_cache,
             dynamic_referrers: Default::default(),
             project,
-        }
+        })
     }
 
     /// Whether `specifier` is a file of an npm package (and not the pinned main module).
@@ -84,6 +88,24 @@ impl Loader {
         let referrer = ModuleSpecifier::parse(referrer).ok().filter(|r| r.scheme() == "file")?;
         let builtin_scheme = specifier.starts_with("jsr:") || specifier.starts_with("denorun:");
         (!builtin_scheme).then_some((project, referrer))
+    }
+
+    fn fetcher(&self) -> Fetcher {
+        Fetcher {
+            remote: self.remote.clone(),
+            jsr: self.jsr.clone(),
+            provenance: self.provenance.clone(),
+            cache: self.code_cache.clone(),
+        }
+    }
+
+    fn fetch(
+        &self,
+        requested: ModuleSpecifier,
+        url: ModuleSpecifier,
+        json: bool,
+    ) -> impl std::future::Future<Output = Result<ModuleSource, JsErrorBox>> {
+        self.fetcher().fetch(requested, url, json)
     }
 
     /// Where an import was asked for, for the audit log.
@@ -138,7 +160,11 @@ impl ModuleLoader for Loader {
         let builtin = plain.as_ref().ok().and_then(builtins::canonical);
         let url = match (builtin, self.project_for(specifier, referrer)) {
             (Some(builtin), _) => builtin,
-            (None, Some((project, referrer))) => project.resolve(specifier, &referrer)?,
+            // An import map may lead to a built-in module too (`"@std/assert": "jsr:@std/assert@1"`).
+            (None, Some((project, referrer))) => {
+                let url = project.resolve(specifier, &referrer)?;
+                builtins::canonical(&url).unwrap_or(url)
+            }
             (None, None) => plain.map_err(JsErrorBox::from_err)?,
         };
         if audit::enabled() && matches!(kind, ResolutionKind::DynamicImport) {
@@ -163,8 +189,11 @@ impl ModuleLoader for Loader {
             return ModuleLoadResponse::Sync(Ok(ModuleSource::new(ModuleType::JavaScript, code, specifier, cached)));
         }
         let provenance = &self.provenance;
-        if let Err(e) = check_origin(provenance.origins.as_ref(), specifier) {
-            return ModuleLoadResponse::Sync(Err(e));
+        // A `jsr:` specifier is not a place: the package file it leads to is checked instead.
+        if specifier.scheme() != "jsr" {
+            if let Err(e) = check_origin(provenance.origins.as_ref(), specifier) {
+                return ModuleLoadResponse::Sync(Err(e));
+            }
         }
         match specifier.scheme() {
             // A pinned main module is read and checked as a file, wherever it is.
@@ -187,19 +216,33 @@ impl ModuleLoader for Loader {
                 if let Err(e) = self.permissions.check_specifier(specifier, kind) {
                     return ModuleLoadResponse::Sync(Err(JsErrorBox::from_err(e)));
                 }
-                let (remote, specifier, provenance) = (self.remote.clone(), specifier.clone(), provenance.clone());
-                let cache = cache.cloned();
+                let fetch = self.fetch(specifier.clone(), specifier.clone(), json);
+                ModuleLoadResponse::Async(Box::pin(fetch))
+            }
+            "jsr" => {
+                let importer = referrer.map(|r| r.specifier.clone());
+                let imported_by = move |e: JsErrorBox| match &importer {
+                    Some(importer) => JsErrorBox::generic(format!("{e}\n    imported by {importer}")),
+                    None => e,
+                };
+                let reference = match jsr::parse(specifier) {
+                    Ok(reference) => reference,
+                    Err(e) => return ModuleLoadResponse::Sync(Err(imported_by(e.into()))),
+                };
+                // Asking the registry is an import from it: refused, nothing is sent.
+                let kind =
+                    if options.is_dynamic_import { CheckSpecifierKind::Dynamic } else { CheckSpecifierKind::Static };
+                if audit::enabled() {
+                    audit::at(self.importer(specifier, referrer));
+                }
+                if let Err(e) = self.permissions.check_specifier(self.jsr.url(), kind) {
+                    return ModuleLoadResponse::Sync(Err(JsErrorBox::from_err(e)));
+                }
+                let (registry, locks, specifier) = (self.jsr.clone(), provenance.locks.clone(), specifier.clone());
+                let loader = self.fetcher();
                 ModuleLoadResponse::Async(Box::pin(async move {
-                    let module = remote.get(specifier.clone()).await?;
-                    check_pin(provenance.pin.as_ref(), &specifier, &module.source)?;
-                    let found = ModuleSpecifier::parse(&module.url).map_err(JsErrorBox::from_err)?;
-                    // A redirect may not lead outside the allowed origins either.
-                    check_origin(provenance.origins.as_ref(), &found)?;
-                    for lock in &provenance.locks {
-                        lock.admit(&specifier, &found, &module.source)?;
-                    }
-                    let media_type = MediaType::from_specifier_and_content_type(&found, module.content_type.as_deref());
-                    emit(&specifier, &found, module.source, media_type, json, cache.as_ref())
+                    let url = registry.resolve(&reference, &locks).await.map_err(|e| imported_by(e.into()))?;
+                    loader.fetch(specifier, url, json).await.map_err(imported_by)
                 }))
             }
             "npm" => ModuleLoadResponse::Sync(Err(JsErrorBox::generic(format!(
@@ -240,6 +283,42 @@ impl ModuleLoader for Loader {
             None => std::fs::read_to_string(specifier.to_file_path().ok()?).ok()?,
         };
         source.split('\n').nth(line_number).map(|line| line.trim_end_matches('\r').to_string())
+    }
+}
+
+/// What fetching a remote module needs, apart from the loader (which a future cannot borrow).
+struct Fetcher {
+    remote: RemoteModules,
+    jsr: Registry,
+    provenance: Arc<Provenance>,
+    cache: Option<CodeCache>,
+}
+
+impl Fetcher {
+    /// Fetches `url` (from the cache or the network) as the module `requested`, and admits it:
+    /// the pin, the origins (redirects included), the JSR manifest for a package's file and
+    /// the lockfiles for any other.
+    async fn fetch(
+        self,
+        requested: ModuleSpecifier,
+        url: ModuleSpecifier,
+        json: bool,
+    ) -> Result<ModuleSource, JsErrorBox> {
+        let provenance = &self.provenance;
+        let module = self.remote.get(url.clone()).await?;
+        check_pin(provenance.pin.as_ref(), &requested, &module.source)?;
+        let found = ModuleSpecifier::parse(&module.url).map_err(JsErrorBox::from_err)?;
+        // A redirect may not lead outside the allowed origins either.
+        check_origin(provenance.origins.as_ref(), &found)?;
+        if self.jsr.is_package_file(&found) {
+            self.jsr.verify(&found, &module.source, &provenance.locks).await?;
+        } else {
+            for lock in &provenance.locks {
+                lock.admit(&url, &found, &module.source)?;
+            }
+        }
+        let media_type = MediaType::from_specifier_and_content_type(&found, module.content_type.as_deref());
+        emit(&requested, &found, module.source, media_type, json, self.cache.as_ref())
     }
 }
 

@@ -3,7 +3,9 @@
 //!
 //! A running worker only checks, as `deno run --frozen` does: a remote module that is not in
 //! the lock, or whose bytes have another digest, is refused before it is evaluated, and the
-//! file is never written. `denorun lock <key>` is what writes it, by loading the worker's
+//! file is never written. JSR packages are locked as Deno locks them: `specifiers` pins the
+//! version a `jsr:` request gets, and `jsr` the SHA-256 of that version's meta data, whose
+//! manifest in turn holds the digest of every file (checked by `jsr`). `denorun lock <key>` is what writes it, by loading the worker's
 //! module graph (without running it) through a recording lock.
 
 use std::path::Path;
@@ -13,6 +15,9 @@ use anyhow::Context;
 use deno_error::JsErrorBox;
 use deno_lockfile::{Lockfile, NewLockfileOptions, NpmPackageInfoProvider};
 use deno_runtime::deno_core::ModuleSpecifier;
+use deno_semver::jsr::JsrDepPackageReq;
+use deno_semver::package::{PackageNv, PackageReq};
+use deno_semver::Version;
 use sha2::Digest;
 
 /// One lockfile, either checked (frozen) or filled in (`denorun lock`).
@@ -67,11 +72,6 @@ impl Lock {
             file.insert_remote(found.to_string(), actual);
             return Ok(());
         }
-        let refuse = |why: String| {
-            JsErrorBox::generic(format!(
-                "{why}; if the change is intended, update the lockfile with `denorun lock <worker-key>`"
-            ))
-        };
         let path = file.filename.display().to_string();
         if requested != found && file.content.redirects.get(requested.as_str()) != Some(&found.to_string()) {
             return Err(refuse(format!("{requested} redirects to {found}, which the lockfile {path} does not record")));
@@ -85,11 +85,38 @@ impl Lock {
         }
     }
 
-    /// Writes a recording lock (through a temporary file, so no reader sees half of it).
-    /// Returns how many remote modules it holds.
-    pub fn write(&self) -> anyhow::Result<usize> {
+    /// Records the version a `jsr:` request got (a frozen lock records nothing).
+    pub fn record_jsr_specifier(&self, req: &PackageReq, version: &Version) {
+        if self.recording {
+            let mut file = self.file.lock().unwrap();
+            file.insert_package_specifier(JsrDepPackageReq::jsr(req.clone()), version.to_string().as_str().into());
+        }
+    }
+
+    /// Checks (or records) a JSR package version: `integrity` is its version meta's SHA-256.
+    pub fn admit_jsr_package(&self, nv: &PackageNv, integrity: &str) -> Result<(), JsErrorBox> {
         let mut file = self.file.lock().unwrap();
-        let count = file.remote().len();
+        if self.recording {
+            file.insert_package(nv.clone(), integrity.to_string());
+            return Ok(());
+        }
+        let path = file.filename.display().to_string();
+        match file.content.packages.jsr.get(nv) {
+            None => Err(refuse(format!("the JSR package {nv} is not in the lockfile {path} (it is frozen)"))),
+            Some(info) if info.integrity != integrity => Err(refuse(format!(
+                "the JSR package {nv} does not match the lockfile {path}: the lock has {}, the registry's \
+                 {}_meta.json has {integrity}",
+                info.integrity, nv.version
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Writes a recording lock (through a temporary file, so no reader sees half of it).
+    /// Returns how many remote modules and JSR packages it holds.
+    pub fn write(&self) -> anyhow::Result<(usize, usize)> {
+        let mut file = self.file.lock().unwrap();
+        let count = (file.remote().len(), file.content.packages.jsr.len());
         let path = file.filename.clone();
         let text = file.as_json_string();
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -98,6 +125,39 @@ impl Lock {
         file.has_content_changed = false;
         Ok(count)
     }
+}
+
+/// The version the frozen locks pin for a `jsr:` request; `None` when no lock is frozen. A
+/// frozen lock without the request refuses it, and two that disagree refuse it too.
+pub fn jsr_version(locks: &[std::sync::Arc<Lock>], req: &PackageReq) -> Result<Option<Version>, JsErrorBox> {
+    let dep = JsrDepPackageReq::jsr(req.clone());
+    let mut pinned: Option<(Version, String)> = None;
+    for lock in locks.iter().filter(|lock| !lock.recording) {
+        let file = lock.file.lock().unwrap();
+        let path = file.filename.display().to_string();
+        let Some(text) = file.content.packages.specifiers.get(&dep) else {
+            return Err(refuse(format!("jsr:{req} is not in the lockfile {path} (it is frozen)")));
+        };
+        let version = Version::parse_standard(text).map_err(|e| {
+            refuse(format!("the lockfile {path} pins jsr:{req} to {text}, which is not a version ({e})"))
+        })?;
+        match &pinned {
+            Some((other, other_path)) if *other != version => {
+                return Err(refuse(format!(
+                    "the lockfiles disagree on jsr:{req}: {other_path} pins {other}, {path} pins {version}"
+                )))
+            }
+            Some(_) => {}
+            None => pinned = Some((version, path)),
+        }
+    }
+    Ok(pinned.map(|(version, _)| version))
+}
+
+fn refuse(why: String) -> JsErrorBox {
+    JsErrorBox::generic(format!(
+        "{why}; if the change is intended, update the lockfile with `denorun lock <worker-key>`"
+    ))
 }
 
 fn parse(path: &Path, text: &str) -> anyhow::Result<Lockfile> {
@@ -137,7 +197,7 @@ mod tests {
         let (a, b, moved) = (url("https://x.test/a.ts"), url("https://x.test/b.ts"), url("https://x.test/v1/b.ts"));
         recording.admit(&a, &a, "export const a = 1;").unwrap();
         recording.admit(&b, &moved, "export const b = 2;").unwrap();
-        assert_eq!(recording.write().unwrap(), 2);
+        assert_eq!(recording.write().unwrap(), (2, 0));
 
         let frozen = Lock::frozen(&path).unwrap();
         frozen.admit(&a, &a, "export const a = 1;").unwrap();

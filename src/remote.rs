@@ -50,6 +50,11 @@ impl RemoteModules {
         Ok(RemoteModules { dir: denorun_dir().join("remote"), client, reload })
     }
 
+    /// The same cache, fetching again what it is asked for (as `--reload` does).
+    pub fn reloading(&self) -> RemoteModules {
+        RemoteModules { reload: true, ..self.clone() }
+    }
+
     /// The module at `url`, from the cache or the network.
     pub async fn get(self, url: ModuleSpecifier) -> Result<RemoteModule, JsErrorBox> {
         let path = self.cache_path(&url);

@@ -91,7 +91,10 @@ export async function withWorker<T>(options: WorkerOptions, fn: (worker: TestWor
   try {
     const started = Date.now();
     while ((await redis("HEXISTS", key, "pid")) !== 1) {
-      if (Date.now() - started > 10_000) throw new Error(`${key} did not start within 10 s`);
+      if (Date.now() - started > 10_000) {
+        const logs: string[] = ops.testingLogs(rid);
+        throw new Error(`${key} did not start within 10 s; its output:\n${logs.join("\n")}`);
+      }
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
     const stream = fields.requestStream ?? `${type}:req:x`;

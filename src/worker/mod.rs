@@ -221,7 +221,7 @@ async fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Ins
         .map(Rc::new);
     let node_services = project.as_ref().map(|project| project.node_services(spec.provenance.origins.clone()));
     let has_node_modules_dir = project.as_ref().is_some_and(|project| project.has_node_modules_dir());
-    let loader = Loader::new(remote, spec.permissions.clone(), spec.provenance.clone(), code_cache, project);
+    let loader = Loader::new(remote, spec.permissions.clone(), spec.provenance.clone(), code_cache, project)?;
     let services = WorkerServiceOptions::<DenoInNpmPackageChecker, NpmResolver<RealSys>, RealSys> {
         blob_store: deno_runtime::deno_web::BlobStore::default_arc(),
         broadcast_channel: Default::default(),
