@@ -72,17 +72,17 @@ pub enum JsrError {
     )]
     BadSpecifier(String, String),
     #[error("{url} is not a package's meta data ({why}); check JSR_URL ({registry})")]
-    BadMeta { url: Url, why: String, registry: Url },
+    BadMeta { url: String, why: String, registry: String },
     #[error("no version of {name} on {registry} satisfies {range} (it has {available})")]
-    NoVersion { name: String, range: String, available: String, registry: Url },
+    NoVersion { name: String, range: String, available: String, registry: String },
     #[error("{name} has no version tagged {tag}")]
     NoTag { name: String, tag: String },
     #[error("{nv} does not export {export} (it exports {exports})")]
-    NotExported { nv: PackageNv, export: String, exports: String },
+    NotExported { nv: String, export: String, exports: String },
     #[error("{url} is not a file of {nv}: its manifest does not list {path}")]
-    NotInManifest { url: Url, nv: PackageNv, path: String },
+    NotInManifest { url: String, nv: String, path: String },
     #[error("{url} does not match the manifest of {nv}: the registry lists {expected}, the file's bytes have sha256-{actual}")]
-    Checksum { url: Url, nv: PackageNv, expected: String, actual: String },
+    Checksum { url: String, nv: String, expected: String, actual: String },
     #[error(transparent)]
     Fetch(JsErrorBox),
     #[error(transparent)]
@@ -98,10 +98,24 @@ impl From<JsrError> for JsErrorBox {
     }
 }
 
-/// Parses a `jsr:` specifier.
+/// Parses a `jsr:` specifier. Its name must be a JSR name, `@scope/name` of lowercase letters,
+/// digits and `-`: anything else (`jsr:http:evil.example`) could lead outside the registry.
 pub fn parse(specifier: &ModuleSpecifier) -> Result<JsrPackageReqReference, JsrError> {
-    JsrPackageReqReference::from_specifier(specifier)
-        .map_err(|e| JsrError::BadSpecifier(specifier.to_string(), e.to_string()))
+    let bad = |why: String| JsrError::BadSpecifier(specifier.to_string(), why);
+    let reference = JsrPackageReqReference::from_specifier(specifier).map_err(|e| bad(e.to_string()))?;
+    if !is_jsr_name(&reference.req().name) {
+        return Err(bad(format!("'{}' is not a JSR package name", reference.req().name)));
+    }
+    Ok(reference)
+}
+
+/// Whether `name` is `@scope/name`, each part of lowercase ASCII letters, digits and `-`.
+fn is_jsr_name(name: &str) -> bool {
+    let part = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    match name.strip_prefix('@').and_then(|rest| rest.split_once('/')) {
+        Some((scope, name)) => part(scope) && part(name),
+        None => false,
+    }
 }
 
 /// The version a request gets from a package's versions: for a tag, what the registry tags
@@ -195,9 +209,15 @@ impl Registry {
         &self.url
     }
 
-    /// Whether `url` is a package file of this registry.
-    pub fn is_package_file(&self, url: &Url) -> bool {
-        package_file(&self.url, url).is_some()
+    /// Whether `url` is a file of the same package version as `referrer`: a package's own
+    /// import of its own file, checked against its manifest like the file a `jsr:` import
+    /// leads to. (A file of the registry imported from elsewhere, by its https URL, is a plain
+    /// remote module.)
+    pub fn same_package(&self, referrer: &Url, url: &Url) -> bool {
+        match (package_file(&self.url, referrer), package_file(&self.url, url)) {
+            (Some((a, _)), Some((b, _))) => a == b,
+            _ => false,
+        }
     }
 
     /// The package file `reference` leads to: in the version the locks pin, else in the
@@ -212,26 +232,37 @@ impl Registry {
         let meta = self.version_meta(&nv, locks).await?;
         let export = reference.export_name();
         let path = export_path(&meta, &export).ok_or_else(|| JsrError::NotExported {
-            nv: nv.clone(),
+            nv: nv.to_string(),
             export: export.to_string(),
             exports: sorted_list(meta.exports.keys()),
         })?;
         self.join(&format!("{}/{}{path}", nv.name, nv.version))
     }
 
-    /// Checks a package file's bytes against its version's manifest (and the version meta
-    /// against the locks). Not a package file of this registry: nothing to check.
+    /// Checks the bytes of a package file, fetched from `url`, against its version's manifest
+    /// (and the version meta against the locks).
     pub async fn verify(&self, url: &Url, source: &str, locks: &[Arc<Lock>]) -> Result<(), JsrError> {
-        let Some((nv, path)) = package_file(&self.url, url) else { return Ok(()) };
+        let Some((nv, path)) = package_file(&self.url, url) else {
+            return Err(JsrError::NotInManifest {
+                url: url.to_string(),
+                nv: "any package".into(),
+                path: url.path().into(),
+            });
+        };
         let meta = self.version_meta(&nv, locks).await?;
         let entry = meta.manifest.get(&path).ok_or_else(|| JsrError::NotInManifest {
-            url: url.clone(),
-            nv: nv.clone(),
+            url: url.to_string(),
+            nv: nv.to_string(),
             path: path.clone(),
         })?;
         let actual = lock::digest(source);
         if entry.checksum != format!("sha256-{actual}") {
-            return Err(JsrError::Checksum { url: url.clone(), nv, expected: entry.checksum.clone(), actual });
+            return Err(JsrError::Checksum {
+                url: url.to_string(),
+                nv: nv.to_string(),
+                expected: entry.checksum.clone(),
+                actual,
+            });
         }
         Ok(())
     }
@@ -266,7 +297,7 @@ impl Registry {
                 name: req.name.to_string(),
                 range: req.version_req.version_text().to_string(),
                 available: available(&meta),
-                registry: self.url.clone(),
+                registry: self.url.to_string(),
             },
         })
     }
@@ -287,12 +318,17 @@ impl Registry {
         serde_json::from_str(&fetched.source).map_err(|e| self.bad_meta(&url, e))
     }
 
+    /// `path` under the registry; never a URL outside it.
     fn join(&self, path: &str) -> Result<Url, JsrError> {
-        self.url.join(path).map_err(|e| self.bad_meta(&self.url, e))
+        let url = self.url.join(path).map_err(|e| self.bad_meta(&self.url, e))?;
+        if !url.as_str().starts_with(self.url.as_str()) {
+            return Err(self.bad_meta(&url, "it is outside the registry"));
+        }
+        Ok(url)
     }
 
     fn bad_meta(&self, url: &Url, e: impl std::fmt::Display) -> JsrError {
-        JsrError::BadMeta { url: url.clone(), why: e.to_string(), registry: self.url.clone() }
+        JsrError::BadMeta { url: url.to_string(), why: e.to_string(), registry: self.url.to_string() }
     }
 }
 
@@ -372,6 +408,15 @@ mod tests {
         assert_eq!(file("http://127.0.0.1:4545/jsr/a/b/1.2.3/x.ts"), None, "scopes start with @");
         assert_eq!(file("http://127.0.0.1:4545/other/@a/b/1.2.3/x.ts"), None);
         assert_eq!(file("http://127.0.0.1:4545/jsr/@a/b/latest/x.ts"), None);
+    }
+
+    #[test]
+    fn only_jsr_names_are_accepted() {
+        for bad in ["jsr:http:evil.example", "jsr:fixture", "jsr:@Up/per", "jsr:@a/b:c", "jsr:@a/"] {
+            let specifier = ModuleSpecifier::parse(bad).unwrap();
+            assert!(parse(&specifier).is_err(), "{bad}");
+        }
+        assert!(parse(&ModuleSpecifier::parse("jsr:@std/log-2@^0.224/mod").unwrap()).is_ok());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use deno_runtime::deno_core::{
 
 use deno_runtime::deno_permissions::{CheckSpecifierKind, PermissionsContainer};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -45,6 +45,8 @@ pub struct Loader {
     remote: RemoteModules,
     /// The JSR registry `jsr:` imports are resolved through.
     jsr: Registry,
+    /// Files of JSR packages imported by files of the same package (checked against its manifest).
+    package_files: RefCell<HashSet<ModuleSpecifier>>,
     permissions: PermissionsContainer,
     provenance: Arc<Provenance>,
     /// Transpiled JavaScript and V8's code cache of the modules it loads, unless `--no-code-cache`.
@@ -66,6 +68,7 @@ impl Loader {
     ) -> anyhow::Result<Loader> {
         Ok(Loader {
             jsr: Registry::from_env(remote.clone())?,
+            package_files: Default::default(),
             remote,
             permissions,
             provenance: Arc::new(provenance),
@@ -97,15 +100,6 @@ impl Loader {
             provenance: self.provenance.clone(),
             cache: self.code_cache.clone(),
         }
-    }
-
-    fn fetch(
-        &self,
-        requested: ModuleSpecifier,
-        url: ModuleSpecifier,
-        json: bool,
-    ) -> impl std::future::Future<Output = Result<ModuleSource, JsErrorBox>> {
-        self.fetcher().fetch(requested, url, json)
     }
 
     /// Where an import was asked for, for the audit log.
@@ -167,6 +161,11 @@ impl ModuleLoader for Loader {
             }
             (None, None) => plain.map_err(JsErrorBox::from_err)?,
         };
+        if let Ok(referrer) = ModuleSpecifier::parse(referrer) {
+            if self.jsr.same_package(&referrer, &url) {
+                self.package_files.borrow_mut().insert(url.clone());
+            }
+        }
         if audit::enabled() && matches!(kind, ResolutionKind::DynamicImport) {
             if let Ok(referrer) = ModuleSpecifier::parse(referrer) {
                 self.dynamic_referrers.borrow_mut().insert(url.clone(), referrer);
@@ -216,15 +215,13 @@ impl ModuleLoader for Loader {
                 if let Err(e) = self.permissions.check_specifier(specifier, kind) {
                     return ModuleLoadResponse::Sync(Err(JsErrorBox::from_err(e)));
                 }
-                let fetch = self.fetch(specifier.clone(), specifier.clone(), json);
-                ModuleLoadResponse::Async(Box::pin(fetch))
+                let in_package = self.package_files.borrow().contains(specifier);
+                let fetch = self.fetcher().fetch(specifier.clone(), specifier.clone(), json, in_package);
+                let imported_by = imported_by(referrer);
+                ModuleLoadResponse::Async(Box::pin(async move { fetch.await.map_err(imported_by) }))
             }
             "jsr" => {
-                let importer = referrer.map(|r| r.specifier.clone());
-                let imported_by = move |e: JsErrorBox| match &importer {
-                    Some(importer) => JsErrorBox::generic(format!("{e}\n    imported by {importer}")),
-                    None => e,
-                };
+                let imported_by = imported_by(referrer);
                 let reference = match jsr::parse(specifier) {
                     Ok(reference) => reference,
                     Err(e) => return ModuleLoadResponse::Sync(Err(imported_by(e.into()))),
@@ -236,13 +233,17 @@ impl ModuleLoader for Loader {
                     audit::at(self.importer(specifier, referrer));
                 }
                 if let Err(e) = self.permissions.check_specifier(self.jsr.url(), kind) {
-                    return ModuleLoadResponse::Sync(Err(JsErrorBox::from_err(e)));
+                    let e = JsErrorBox::generic(format!("cannot import {specifier} from {}: {e}", self.jsr.url()));
+                    return ModuleLoadResponse::Sync(Err(imported_by(e)));
                 }
                 let (registry, locks, specifier) = (self.jsr.clone(), provenance.locks.clone(), specifier.clone());
-                let loader = self.fetcher();
+                let (loader, permissions) = (self.fetcher(), self.permissions.clone());
                 ModuleLoadResponse::Async(Box::pin(async move {
                     let url = registry.resolve(&reference, &locks).await.map_err(|e| imported_by(e.into()))?;
-                    loader.fetch(specifier, url, json).await.map_err(imported_by)
+                    // The file is checked as any remote module is, before it is fetched.
+                    check_origin(loader.provenance.origins.as_ref(), &url).map_err(&imported_by)?;
+                    permissions.check_specifier(&url, kind).map_err(|e| imported_by(JsErrorBox::from_err(e)))?;
+                    loader.fetch(specifier, url, json, true).await.map_err(imported_by)
                 }))
             }
             "npm" => ModuleLoadResponse::Sync(Err(JsErrorBox::generic(format!(
@@ -286,6 +287,15 @@ impl ModuleLoader for Loader {
     }
 }
 
+/// Adds the module that imported a module to the error that loading it ended in.
+fn imported_by(referrer: Option<&ModuleLoadReferrer>) -> impl Fn(JsErrorBox) -> JsErrorBox {
+    let importer = referrer.map(|r| r.specifier.clone());
+    move |e: JsErrorBox| match &importer {
+        Some(importer) => JsErrorBox::generic(format!("{e}\n    imported by {importer}")),
+        None => e,
+    }
+}
+
 /// What fetching a remote module needs, apart from the loader (which a future cannot borrow).
 struct Fetcher {
     remote: RemoteModules,
@@ -296,13 +306,15 @@ struct Fetcher {
 
 impl Fetcher {
     /// Fetches `url` (from the cache or the network) as the module `requested`, and admits it:
-    /// the pin, the origins (redirects included), the JSR manifest for a package's file and
-    /// the lockfiles for any other.
+    /// the pin, the origins (redirects included), and for a file of a JSR package (`in_package`:
+    /// a `jsr:` import, or a package's import of its own file) its version's manifest, for any
+    /// other module the lockfiles.
     async fn fetch(
         self,
         requested: ModuleSpecifier,
         url: ModuleSpecifier,
         json: bool,
+        in_package: bool,
     ) -> Result<ModuleSource, JsErrorBox> {
         let provenance = &self.provenance;
         let module = self.remote.get(url.clone()).await?;
@@ -310,8 +322,9 @@ impl Fetcher {
         let found = ModuleSpecifier::parse(&module.url).map_err(JsErrorBox::from_err)?;
         // A redirect may not lead outside the allowed origins either.
         check_origin(provenance.origins.as_ref(), &found)?;
-        if self.jsr.is_package_file(&found) {
-            self.jsr.verify(&found, &module.source, &provenance.locks).await?;
+        if in_package {
+            // The bytes are judged by the file asked for, wherever a redirect found them.
+            self.jsr.verify(&url, &module.source, &provenance.locks).await?;
         } else {
             for lock in &provenance.locks {
                 lock.admit(&url, &found, &module.source)?;

@@ -268,7 +268,8 @@ fn a_file_whose_bytes_are_not_the_manifests_is_refused() {
     let registry = Registry::start();
     let tampered = "export const version = 'evil';\nexport function shout(s: string) { return s; }\n";
     registry.server.set("/@fixture/strings/1.1.0/mod.ts", Response::Body("application/typescript", tampered.into()));
-    let worker = worker(r#"import { version } from "jsr:@fixture/strings@^1"; console.log(version);"#);
+    // `pad` is intact; the package's own import of `../mod.ts` is checked as `pad` is.
+    let worker = worker(r#"import { pad } from "jsr:@fixture/strings@^1/pad"; console.log(pad("x", 1));"#);
     let run = worker.denorun(&registry.url(), &[]);
     assert_eq!((run.code, run.stdout.as_str()), (1, ""), "{run:?}");
     assert!(
@@ -279,7 +280,7 @@ fn a_file_whose_bytes_are_not_the_manifests_is_refused() {
         "{run:?}"
     );
     assert!(run.stderr.contains(&format!("sha256-{}", sha256(tampered.as_bytes()))), "{run:?}");
-    assert!(run.stderr.contains("main.ts"), "the importing file is named: {run:?}");
+    assert!(run.stderr.contains("/@fixture/strings/1.1.0/src/pad.ts"), "the importing file is named: {run:?}");
 }
 
 #[test]
@@ -315,6 +316,7 @@ fn a_registry_the_worker_may_not_import_from_is_never_asked() {
     let run = run(cmd, "");
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("Requires import access") && run.stderr.contains("--allow-import"), "{run:?}");
+    assert!(run.stderr.contains("cannot import jsr:@fixture/strings@^1") && run.stderr.contains("main.ts"), "{run:?}");
     assert_eq!(registry.server.hits(), 0, "a refused import sends nothing");
 }
 
@@ -394,4 +396,48 @@ fn the_lockfile_pins_jsr_versions_and_refuses_a_changed_package() {
     let unlisted = denorun(&[&key]);
     assert_eq!(unlisted.code, 1, "{unlisted:?}");
     assert!(unlisted.stderr.contains("jsr:@fixture/strings@^2 is not in the lockfile"), "{unlisted:?}");
+}
+
+/// A `jsr:` name is a JSR name (`@scope/name`): `jsr:http:host` is refused before anything is
+/// sent, and cannot reach a host the worker may not import from.
+#[test]
+fn a_jsr_specifier_cannot_lead_outside_the_registry() {
+    let registry = Registry::start();
+    let elsewhere = HttpServer::start(registry_routes(registry.packages.path(), &[]));
+    let port = elsewhere.port;
+    let worker = worker(&format!(
+        r#"try {{ await import("jsr:http:127.0.0.1:{port}"); console.log("loaded"); }}
+catch (e) {{ console.log((e as Error).message.split("\n")[0]); }}"#
+    ));
+    let run = worker.denorun(&registry.url(), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("is not a JSR specifier") && run.stdout.contains("not a JSR package name"), "{run:?}");
+    assert_eq!(elsewhere.hits(), 0, "nothing is sent elsewhere");
+}
+
+/// A registry file imported by its URL is a plain remote module: a frozen lock checks it by its
+/// `remote` digest, and a redirect into the registry must be in the lock as any redirect is.
+#[test]
+fn a_registry_file_imported_by_url_is_locked_as_a_remote_module() {
+    let registry = Registry::start();
+    let file = format!("{}@fixture/strings/1.1.0/mod.ts", registry.url());
+    registry.server.set("/cdn/strings.ts", Response::Redirect(file.clone()));
+    let source = std::fs::read(registry.packages.path().join("@fixture/strings/1.1.0/mod.ts")).unwrap();
+    let worker = worker(&format!(r#"import {{ version }} from "{file}"; console.log(version);"#));
+    let lock = write(
+        worker.dir.path(),
+        "deno.lock",
+        &json!({"version": "5", "remote": {file.clone(): sha256(&source)}}).to_string(),
+    );
+    let flag = format!("--lock={}", lock.display());
+    let direct = worker.denorun(&registry.url(), &[&flag]);
+    assert_eq!((direct.code, direct.stdout.as_str()), (0, "1.1.0\n"), "{direct:?}");
+
+    let redirected = Worker {
+        main: write(worker.dir.path(), "cdn.ts", &format!(r#"import "{}";"#, registry.server.url("/cdn/strings.ts"))),
+        ..worker
+    };
+    let refused = redirected.denorun(&registry.url(), &[&flag]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("which the lockfile") && refused.stderr.contains("does not record"), "{refused:?}");
 }
