@@ -177,6 +177,19 @@ fn the_nemesis_loses_nothing() {
     );
     if !verdict.unanswered.is_empty() {
         load::explain(&mut c, "greeter", &verdict.unanswered);
+        // Where the ids are, and why each last ended.
+        for queue in ["greeter:start:q", "greeter:started:q", "greeter:failed:q"] {
+            let ids: Vec<String> = c.lrange(queue, 0, -1).unwrap();
+            eprintln!("{queue}: {ids:?}");
+        }
+        for id in ids {
+            let hash: std::collections::HashMap<String, String> = c.hgetall(format!("greeter:{id}:h")).unwrap();
+            let fields: Vec<String> = ["pid", "supervisor", "seenAt", "lastReason", "lastError", "restarts"]
+                .iter()
+                .map(|f| format!("{f}={:?}", hash.get(*f)))
+                .collect();
+            eprintln!("greeter:{id}:h {}", fields.join(" "));
+        }
     }
     assert!(
         verdict.unanswered.is_empty(),

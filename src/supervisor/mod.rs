@@ -366,6 +366,7 @@ impl Supervisor {
         let ours: Vec<String> = self.running.keys().chain(&self.waiting).chain(&self.unqueued).cloned().collect();
         let beat = queue::heartbeat(&mut self.conn, &self.keys, &self.me, ours.iter()).await;
         if self.outage.note(beat).is_none() {
+            self.recovery.forget();
             return;
         }
         self.flush_unqueued().await;
@@ -378,7 +379,11 @@ impl Supervisor {
         let (running, waiting) = (&self.running, &self.waiting);
         let recovered =
             self.recovery.scan(&mut self.conn, &self.keys, |id| running.contains_key(id) || waiting.contains(id)).await;
-        for id in self.outage.note(recovered).unwrap_or_default() {
+        let Some(recovered) = self.outage.note(recovered) else {
+            self.recovery.forget();
+            return;
+        };
+        for id in recovered {
             log::warn!(
                 "{}: recovered from a supervisor that stopped answering; back on {}",
                 self.keys.worker(&id),

@@ -183,6 +183,14 @@ impl Recovery {
         Recovery { stale, suspects: HashMap::new(), script: redis::Script::new(RECOVER) }
     }
 
+    /// Forgets what it has seen: after a heartbeat or scan that Redis did not answer, no
+    /// other supervisor could refresh its `seenAt` either, so staleness counts again from the
+    /// next scan. Without this, the first scan after an outage would take every live
+    /// supervisor's ids whose `seenAt` it saw before the outage.
+    pub fn forget(&mut self) {
+        self.suspects.clear();
+    }
+
     /// One scan; returns the ids moved back to start:q.
     pub async fn scan(
         &mut self,
