@@ -3,7 +3,10 @@
 //! its origin is down.
 //!
 //! As in Deno, a cached module is used without asking the network; `--reload` in the flags
-//! fetches again (and still falls back to the cache if the origin cannot be reached).
+//! fetches again (and still falls back to the cache if the origin cannot be reached). A fetch
+//! that has not finished within [`FETCH_TIMEOUT`] (redirects included) counts as unreachable,
+//! so an origin that accepts connections but never answers cannot hold a worker's start; the
+//! worker then asks that origin nothing more, and takes what it needs from the cache.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +18,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 const MAX_REDIRECTS: usize = 10;
+
+/// How long one fetch of a module may take, from the request to its last byte.
+pub const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// A fetched module.
 #[derive(Debug, Serialize, Deserialize)]
@@ -30,6 +36,8 @@ pub struct RemoteModules {
     dir: PathBuf,
     client: deno_fetch::Client,
     reload: bool,
+    /// Origins (`scheme://host:port`) that let a fetch time out: not asked again.
+    silent: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// `$DENORUN_DIR`, or `~/.cache/denorun`.
@@ -47,7 +55,7 @@ impl RemoteModules {
             concat!("denorun/", env!("CARGO_PKG_VERSION")),
             CreateHttpClientOptions::default(),
         )?;
-        Ok(RemoteModules { dir: denorun_dir().join("remote"), client, reload })
+        Ok(RemoteModules { dir: denorun_dir().join("remote"), client, reload, silent: Default::default() })
     }
 
     /// The same cache, fetching again what it is asked for (as `--reload` does).
@@ -64,7 +72,19 @@ impl RemoteModules {
                 return Ok(module);
             }
         }
-        match self.fetch(&url).await {
+        let origin = url.origin().ascii_serialization();
+        let fetched = if self.silent.lock().unwrap().contains(&origin) {
+            Err(FetchError::Silent(url.clone()))
+        } else {
+            match tokio::time::timeout(FETCH_TIMEOUT, self.fetch(&url)).await {
+                Ok(fetched) => fetched,
+                Err(_) => {
+                    self.silent.lock().unwrap().insert(origin);
+                    Err(FetchError::TimedOut(url.clone()))
+                }
+            }
+        };
+        match fetched {
             Ok(module) => {
                 if let Err(e) = write_cached(&path, &module) {
                     log::warn!("could not cache {url} in {}: {e}", path.display());
@@ -135,6 +155,10 @@ enum FetchError {
     Body(ModuleSpecifier, String),
     #[error("{0} is not UTF-8 text")]
     NotText(ModuleSpecifier),
+    #[error("cannot fetch {0}: no answer within {secs} s", secs = FETCH_TIMEOUT.as_secs())]
+    TimedOut(ModuleSpecifier),
+    #[error("cannot fetch {0}: its origin did not answer a moment ago")]
+    Silent(ModuleSpecifier),
     #[error("cannot fetch {0}: more than {MAX_REDIRECTS} redirects")]
     Redirects(ModuleSpecifier),
 }

@@ -441,3 +441,35 @@ fn a_registry_file_imported_by_url_is_locked_as_a_remote_module() {
     assert_eq!(refused.code, 1, "{refused:?}");
     assert!(refused.stderr.contains("which the lockfile") && refused.stderr.contains("does not record"), "{refused:?}");
 }
+
+/// A registry that accepts connections but never answers (a gray failure) holds no start for
+/// good: with `--reload`, the fetch gives up and the cache serves.
+#[test]
+fn a_registry_that_never_answers_falls_back_to_the_cache() {
+    let mut registry = Registry::start();
+    let url = registry.url();
+    let worker = worker(r#"import { version } from "jsr:@fixture/strings@^1"; console.log(version);"#);
+    assert_eq!(worker.denorun(&url, &[]).stdout, "1.1.0\n");
+    let port = registry.server.port;
+    registry.server.stop();
+    // The same port, now silent: connections are accepted and never answered.
+    let silent = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in silent.incoming().take(4) {
+            open.push(stream);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(40));
+        drop(open);
+    });
+    let started = std::time::Instant::now();
+    let reload = worker.denorun(&url, &["--reload"]);
+    assert_eq!((reload.code, reload.stdout.as_str()), (0, "1.1.0\n"), "{reload:?}");
+    assert!(
+        reload.stderr.contains("no answer within 15 s") && reload.stderr.contains("using the cached copy"),
+        "{reload:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "{:?}", started.elapsed());
+    drop(held);
+}
