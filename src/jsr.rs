@@ -185,6 +185,9 @@ pub struct Registry {
     remote: RemoteModules,
     /// The versions of each package the worker uses so far.
     chosen: Arc<tokio::sync::Mutex<HashMap<String, Vec<Version>>>>,
+    /// The version metas read so far (each admitted by the locks once): every file of a
+    /// package is checked against the same one.
+    metas: Arc<std::sync::Mutex<HashMap<PackageNv, Arc<VersionMeta>>>>,
 }
 
 /// The highest of the versions already chosen that satisfies `req` (yanked or not, as in Deno).
@@ -201,7 +204,7 @@ impl Registry {
         let text = std::env::var("JSR_URL").unwrap_or_else(|_| DEFAULT_REGISTRY.to_string());
         let text = if text.ends_with('/') { text } else { format!("{text}/") };
         let url = Url::parse(&text).map_err(|e| anyhow::anyhow!("JSR_URL={text} is not a URL ({e})"))?;
-        Ok(Registry { url, remote, chosen: Default::default() })
+        Ok(Registry { url, remote, chosen: Default::default(), metas: Default::default() })
     }
 
     /// The registry's URL, ending in `/`.
@@ -307,15 +310,22 @@ impl Registry {
         serde_json::from_str(&fetched.source).map_err(|e| self.bad_meta(url, e))
     }
 
-    /// A version's meta, checked against the locks (which record it when recording).
-    async fn version_meta(&self, nv: &PackageNv, locks: &[Arc<Lock>]) -> Result<VersionMeta, JsrError> {
+    /// A version's meta, checked against the locks (which record it when recording) the first
+    /// time this worker reads it.
+    async fn version_meta(&self, nv: &PackageNv, locks: &[Arc<Lock>]) -> Result<Arc<VersionMeta>, JsrError> {
+        if let Some(meta) = self.metas.lock().unwrap().get(nv) {
+            return Ok(meta.clone());
+        }
         let url = self.join(&format!("{}/{}_meta.json", nv.name, nv.version))?;
         let fetched = self.remote.clone().get(url.clone()).await.map_err(JsrError::Fetch)?;
         let integrity = lock::digest(&fetched.source);
         for lock in locks {
             lock.admit_jsr_package(nv, &integrity).map_err(JsrError::Lock)?;
         }
-        serde_json::from_str(&fetched.source).map_err(|e| self.bad_meta(&url, e))
+        let meta: Arc<VersionMeta> =
+            Arc::new(serde_json::from_str(&fetched.source).map_err(|e| self.bad_meta(&url, e))?);
+        self.metas.lock().unwrap().insert(nv.clone(), meta.clone());
+        Ok(meta)
     }
 
     /// `path` under the registry; never a URL outside it.

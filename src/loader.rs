@@ -102,6 +102,24 @@ impl Loader {
         }
     }
 
+    /// A remote import about to be checked: the kind of check, with the audit log told where
+    /// the import was asked for.
+    fn remote_import(
+        &self,
+        specifier: &ModuleSpecifier,
+        referrer: Option<&ModuleLoadReferrer>,
+        dynamic: bool,
+    ) -> CheckSpecifierKind {
+        if audit::enabled() {
+            audit::at(self.importer(specifier, referrer));
+        }
+        if dynamic {
+            CheckSpecifierKind::Dynamic
+        } else {
+            CheckSpecifierKind::Static
+        }
+    }
+
     /// Where an import was asked for, for the audit log.
     fn importer(&self, specifier: &ModuleSpecifier, referrer: Option<&ModuleLoadReferrer>) -> Option<audit::Location> {
         let dynamic = self.dynamic_referrers.borrow_mut().remove(specifier);
@@ -161,9 +179,12 @@ impl ModuleLoader for Loader {
             }
             (None, None) => plain.map_err(JsErrorBox::from_err)?,
         };
-        if let Ok(referrer) = ModuleSpecifier::parse(referrer) {
-            if self.jsr.same_package(&referrer, &url) {
-                self.package_files.borrow_mut().insert(url.clone());
+        // Only remote imports concern what follows; a local referrer is not parsed again.
+        if url.scheme() == "http" || url.scheme() == "https" {
+            if let Ok(referrer) = ModuleSpecifier::parse(referrer) {
+                if self.jsr.same_package(&referrer, &url) {
+                    self.package_files.borrow_mut().insert(url.clone());
+                }
             }
         }
         if audit::enabled() && matches!(kind, ResolutionKind::DynamicImport) {
@@ -207,11 +228,7 @@ impl ModuleLoader for Loader {
             }
             "file" => ModuleLoadResponse::Sync(load_file(specifier, json, provenance.pin.as_ref(), cache)),
             "http" | "https" => {
-                let kind =
-                    if options.is_dynamic_import { CheckSpecifierKind::Dynamic } else { CheckSpecifierKind::Static };
-                if audit::enabled() {
-                    audit::at(self.importer(specifier, referrer));
-                }
+                let kind = self.remote_import(specifier, referrer, options.is_dynamic_import);
                 if let Err(e) = self.permissions.check_specifier(specifier, kind) {
                     return ModuleLoadResponse::Sync(Err(JsErrorBox::from_err(e)));
                 }
@@ -227,11 +244,7 @@ impl ModuleLoader for Loader {
                     Err(e) => return ModuleLoadResponse::Sync(Err(imported_by(e.into()))),
                 };
                 // Asking the registry is an import from it: refused, nothing is sent.
-                let kind =
-                    if options.is_dynamic_import { CheckSpecifierKind::Dynamic } else { CheckSpecifierKind::Static };
-                if audit::enabled() {
-                    audit::at(self.importer(specifier, referrer));
-                }
+                let kind = self.remote_import(specifier, referrer, options.is_dynamic_import);
                 if let Err(e) = self.permissions.check_specifier(self.jsr.url(), kind) {
                     let e = JsErrorBox::generic(format!("cannot import {specifier} from {}: {e}", self.jsr.url()));
                     return ModuleLoadResponse::Sync(Err(imported_by(e)));

@@ -5,8 +5,9 @@
 //! the lock, or whose bytes have another digest, is refused before it is evaluated, and the
 //! file is never written. JSR packages are locked as Deno locks them: `specifiers` pins the
 //! version a `jsr:` request gets, and `jsr` the SHA-256 of that version's meta data, whose
-//! manifest in turn holds the digest of every file (checked by `jsr`). `denorun lock <key>` is what writes it, by loading the worker's
-//! module graph (without running it) through a recording lock.
+//! manifest in turn holds the digest of every file (checked by `jsr`). `denorun lock <key>`
+//! is what writes it, by loading the worker's module graph (without running it) through a
+//! recording lock.
 
 use std::path::Path;
 use std::sync::Mutex;
