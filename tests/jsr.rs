@@ -82,14 +82,7 @@ struct Registry {
 
 impl Registry {
     fn start() -> Registry {
-        let packages = temp_dir();
-        let copied = Command::new("cp")
-            .arg("-r")
-            .arg(Path::new(ROOT).join("tests/fixtures/jsr/."))
-            .arg(packages.path())
-            .status()
-            .unwrap();
-        assert!(copied.success());
+        let packages = fixture_copy("jsr");
         let server = HttpServer::start(registry_routes(packages.path(), YANKED));
         Registry { server, packages }
     }

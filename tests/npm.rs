@@ -11,14 +11,7 @@ use serde_json::{json, Value};
 
 /// A copy of the fixture project in a temporary directory, with `main.ts` of `source`.
 fn project(source: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = temp_dir();
-    let copied = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(Path::new(ROOT).join("tests/fixtures/npm/."))
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    let dir = fixture_copy("npm");
     let main = write(dir.path(), "main.ts", source);
     (dir, main)
 }

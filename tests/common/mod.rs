@@ -246,6 +246,19 @@ pub fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
+/// A copy of `tests/fixtures/<name>` in a new temporary directory.
+pub fn fixture_copy(name: &str) -> tempfile::TempDir {
+    let dir = temp_dir();
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(Path::new(ROOT).join("tests/fixtures").join(name).join("."))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(copied.success(), "cannot copy the fixture {name}");
+    dir
+}
+
 /// Writes `source` to `dir/name` and returns the path.
 pub fn write(dir: &Path, name: &str, source: &str) -> PathBuf {
     let path = dir.join(name);
