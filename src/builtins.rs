@@ -46,16 +46,16 @@ pub fn canonical(url: &ModuleSpecifier) -> Option<ModuleSpecifier> {
     let known = |candidate: String| {
         MODULES.iter().any(|builtin| builtin.url == candidate).then(|| ModuleSpecifier::parse(&candidate).ok())?
     };
-    let segments: Vec<&str> = url.path().trim_start_matches('/').split('/').collect();
     if url.scheme() == "denorun" {
         return known(url.to_string());
     }
+    if !matches!(url.scheme(), "jsr" | "https" | "http") {
+        return None;
+    }
+    let segments: Vec<&str> = url.path().trim_start_matches('/').split('/').collect();
     if url.scheme() == "jsr" {
         let [scope, name, ..] = segments.as_slice() else { return None };
         return known(format!("https://jsr.io/{scope}/{}/mod.ts", unversioned(name)));
-    }
-    if url.scheme() != "https" && url.scheme() != "http" {
-        return None;
     }
     let (base, rest) = match (url.host_str()?, segments.as_slice()) {
         ("jsr.io", [scope, name, ..]) => return known(format!("https://jsr.io/{scope}/{name}/mod.ts")),

@@ -56,6 +56,8 @@ pub struct Loader {
     dynamic_referrers: RefCell<HashMap<ModuleSpecifier, ModuleSpecifier>>,
     /// A local worker's project (`npm`); none for a remote one.
     project: Option<Rc<Project>>,
+    /// Referrers as parsed: deno_core names a referrer by a string, once per import it makes.
+    referrers: RefCell<HashMap<String, Option<ModuleSpecifier>>>,
 }
 
 impl Loader {
@@ -75,6 +77,7 @@ impl Loader {
             code_cache,
             dynamic_referrers: Default::default(),
             project,
+            referrers: Default::default(),
         })
     }
 
@@ -86,11 +89,25 @@ impl Loader {
 
     /// The project that resolves `specifier` for `referrer`: a local module's imports, but
     /// not the built-in `jsr:` and `denorun:` modules.
-    fn project_for(&self, specifier: &str, referrer: &str) -> Option<(&Project, ModuleSpecifier)> {
+    fn project_for<'a>(
+        &'a self,
+        specifier: &str,
+        referrer: Option<&'a ModuleSpecifier>,
+    ) -> Option<(&'a Project, &'a ModuleSpecifier)> {
         let project = self.project.as_deref()?;
-        let referrer = ModuleSpecifier::parse(referrer).ok().filter(|r| r.scheme() == "file")?;
+        let referrer = referrer.filter(|r| r.scheme() == "file")?;
         let builtin_scheme = specifier.starts_with("jsr:") || specifier.starts_with("denorun:");
         (!builtin_scheme).then_some((project, referrer))
+    }
+
+    /// `referrer` parsed, once per referrer; none if it is not a URL (the main module's ".").
+    fn referrer_url(&self, referrer: &str) -> Option<ModuleSpecifier> {
+        if let Some(parsed) = self.referrers.borrow().get(referrer) {
+            return parsed.clone();
+        }
+        let parsed = ModuleSpecifier::parse(referrer).ok();
+        self.referrers.borrow_mut().insert(referrer.to_string(), parsed.clone());
+        parsed
     }
 
     fn fetcher(&self) -> Fetcher {
@@ -167,28 +184,30 @@ fn check_pin(
 
 impl ModuleLoader for Loader {
     fn resolve(&self, specifier: &str, referrer: &str, kind: ResolutionKind) -> Result<ModuleSpecifier, JsErrorBox> {
+        let referrer_url = self.referrer_url(referrer);
+        // A path relative to a local file is a local file: no built-in module, no URL parsing.
+        let relative = ["./", "../", "/"].iter().any(|prefix| specifier.starts_with(prefix));
+        let local = relative && referrer_url.as_ref().is_some_and(|r| r.scheme() == "file");
         // Built-in modules first: no import map redirects them.
-        let plain = resolve_import(specifier, referrer);
-        let builtin = plain.as_ref().ok().and_then(builtins::canonical);
-        let url = match (builtin, self.project_for(specifier, referrer)) {
+        let plain = || resolve_import(specifier, referrer);
+        let builtin = if local { None } else { plain().ok().as_ref().and_then(builtins::canonical) };
+        let url = match (builtin, self.project_for(specifier, referrer_url.as_ref())) {
             (Some(builtin), _) => builtin,
             // An import map may lead to a built-in module too (`"@std/assert": "jsr:@std/assert@1"`).
             (None, Some((project, referrer))) => {
-                let url = project.resolve(specifier, &referrer)?;
+                let url = project.resolve(specifier, referrer)?;
                 builtins::canonical(&url).unwrap_or(url)
             }
-            (None, None) => plain.map_err(JsErrorBox::from_err)?,
+            (None, None) => plain().map_err(JsErrorBox::from_err)?,
         };
-        // Only remote imports concern what follows; a local referrer is not parsed again.
-        if url.scheme() == "http" || url.scheme() == "https" {
-            if let Ok(referrer) = ModuleSpecifier::parse(referrer) {
-                if self.jsr.same_package(&referrer, &url) {
-                    self.package_files.borrow_mut().insert(url.clone());
-                }
+        // Only remote imports concern what follows.
+        if let Some(referrer) = referrer_url.as_ref().filter(|_| url.scheme() == "http" || url.scheme() == "https") {
+            if self.jsr.same_package(referrer, &url) {
+                self.package_files.borrow_mut().insert(url.clone());
             }
         }
         if audit::enabled() && matches!(kind, ResolutionKind::DynamicImport) {
-            if let Ok(referrer) = ModuleSpecifier::parse(referrer) {
+            if let Some(referrer) = referrer_url {
                 self.dynamic_referrers.borrow_mut().insert(url.clone(), referrer);
             }
         }

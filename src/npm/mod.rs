@@ -14,6 +14,8 @@
 mod analyzer;
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -61,6 +63,10 @@ pub struct Project {
     pkg_json_resolver: PackageJsonResolverRc<RealSys>,
     /// The `node_modules` packages come from (it may not exist).
     node_modules: Option<PathBuf>,
+    /// What a package's files resolved to: see [`Project::resolve`].
+    in_package_resolutions: RefCell<HashMap<(String, String, bool), ModuleSpecifier>>,
+    /// Whether a package file is CommonJS, by its URL.
+    cjs: RefCell<HashMap<ModuleSpecifier, bool>>,
 }
 
 impl Project {
@@ -126,7 +132,17 @@ impl Project {
         ));
         let translator = Arc::new(NodeCodeTranslator::new(exports, NodeCodeTranslatorMode::ModuleLoader));
         let npm_loader = Arc::new(NpmModuleLoader::new(cjs_tracker.clone(), in_npm.clone(), translator, RealSys));
-        Ok(Some(Project { resolver, in_npm, cjs_tracker, npm_loader, node_resolver, pkg_json_resolver, node_modules }))
+        Ok(Some(Project {
+            resolver,
+            in_npm,
+            cjs_tracker,
+            npm_loader,
+            node_resolver,
+            pkg_json_resolver,
+            node_modules,
+            in_package_resolutions: Default::default(),
+            cjs: Default::default(),
+        }))
     }
 
     /// Whether the worker has a `node_modules` directory (deno_node's bootstrap option).
@@ -135,23 +151,50 @@ impl Project {
     }
 
     /// Where `specifier`, imported by `referrer` (a local file), leads.
+    ///
+    /// A package's file is resolved by Node's rules alone (no import map), from its directory
+    /// and its module kind; so within one start, what one file of a directory resolved a
+    /// specifier to is what every file of that directory of the same kind gets, without
+    /// asking the file system again (date-fns has hundreds of files importing the same few).
     pub fn resolve(&self, specifier: &str, referrer: &ModuleSpecifier) -> Result<ModuleSpecifier, JsErrorBox> {
-        // A package's file may be CommonJS (its package.json says); the worker's own files are
-        // ES modules unless named .cjs/.cts, whatever "type" its package.json gives.
-        let media_type = MediaType::from_specifier(referrer);
-        let require = if self.in_package(referrer) {
-            self.cjs_tracker.is_maybe_cjs(referrer, media_type).map_err(JsErrorBox::from_err)?
-        } else {
-            matches!(media_type, MediaType::Cjs | MediaType::Cts)
-        };
+        let in_package = self.in_package(referrer);
+        let require = self.is_cjs(referrer, in_package)?;
+        let key = in_package.then(|| {
+            let dir = &referrer.as_str()[..referrer.as_str().rfind('/').map_or(0, |slash| slash + 1)];
+            (dir.to_string(), specifier.to_string(), require)
+        });
+        if let Some(url) = key.as_ref().and_then(|key| self.in_package_resolutions.borrow().get(key).cloned()) {
+            return Ok(url);
+        }
         let mode = if require { ResolutionMode::Require } else { ResolutionMode::Import };
         match self.resolver.resolve(specifier, referrer, mode, NodeResolutionKind::Execution) {
-            Ok(resolution) => Ok(resolution.url),
+            Ok(resolution) => {
+                if let Some(key) = key {
+                    self.in_package_resolutions.borrow_mut().insert(key, resolution.url.clone());
+                }
+                Ok(resolution.url)
+            }
             Err(e) => Err(JsErrorBox::generic(match self.missing(specifier) {
                 Some(why) => format!("cannot import {specifier}: {why}\n    imported by {referrer}"),
                 None => format!("{e}\n    imported by {referrer}"),
             })),
         }
+    }
+
+    /// Whether `referrer`'s imports are `require`s: a package's file may be CommonJS (its
+    /// package.json says); the worker's own files are ES modules unless named .cjs/.cts,
+    /// whatever "type" its package.json gives.
+    fn is_cjs(&self, referrer: &ModuleSpecifier, in_package: bool) -> Result<bool, JsErrorBox> {
+        let media_type = MediaType::from_specifier(referrer);
+        if !in_package {
+            return Ok(matches!(media_type, MediaType::Cjs | MediaType::Cts));
+        }
+        if let Some(cjs) = self.cjs.borrow().get(referrer) {
+            return Ok(*cjs);
+        }
+        let cjs = self.cjs_tracker.is_maybe_cjs(referrer, media_type).map_err(JsErrorBox::from_err)?;
+        self.cjs.borrow_mut().insert(referrer.clone(), cjs);
+        Ok(cjs)
     }
 
     /// Why an `npm:` package could not be found, and what to do, from what is installed.
@@ -210,7 +253,9 @@ impl Project {
             LoadedModuleSource::ArcStr(text) => text.to_string(),
             LoadedModuleSource::String(text) => text.into_owned(),
             LoadedModuleSource::ArcBytes(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            LoadedModuleSource::Bytes(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            // Valid UTF-8 (nearly always) is taken as it is, without a lossy copy.
+            LoadedModuleSource::Bytes(bytes) => String::from_utf8(bytes.into_owned())
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
         };
         Ok(Loaded { found: loaded.specifier.into_owned(), module_type, code })
     }
