@@ -1,6 +1,6 @@
 //! `denorun sync`: a Redis stream into a real PostgreSQL (initdb'd by the test), with the
 //! row counts that show nothing lost and nothing written twice, through crashes of the sync,
-//! of Redis and of PostgreSQL, poison entries, and bad input.
+//! of Redis and of PostgreSQL, a group made again from 0, poison entries, and bad input.
 
 mod common;
 
@@ -339,6 +339,14 @@ fn nothing_lost_nothing_twice_through_crashes_of_sync_redis_and_postgres() {
     std::thread::sleep(Duration::from_millis(500));
     pg.restart();
 
+    // 4. The group made again from 0: every entry comes again as new, so each batch's COPY
+    // meets rows already there, and the INSERT that follows skips them.
+    wait_for("70,000 rows", minute, || (rows(&pg) >= 70_000).then_some(()));
+    let mut c = conn(&url);
+    let _: () = redis::cmd("XGROUP").arg("DESTROY").arg(&stream).arg("sync").query(&mut c).unwrap();
+    // An instance may make it first (it joins again on NOGROUP): then it exists from 0 too.
+    let _: redis::RedisResult<()> = redis::cmd("XGROUP").arg("CREATE").arg(&stream).arg("sync").arg("0").query(&mut c);
+
     producer.join().unwrap();
     assert!(done.load(Ordering::SeqCst));
     let length: i64 = redis::cmd("XLEN").arg(&stream).query(&mut conn(&url)).unwrap();
@@ -469,6 +477,11 @@ fn metrics_count_rows_and_trim_acked_keeps_what_another_group_needs() {
     for name in ["denorun_sync_batches_total{", "denorun_sync_backlog{", "denorun_sync_batch_seconds_count{"] {
         assert!(body.contains(name), "{name} missing:\n{body}");
     }
+    // Every batch held new entries only, none of them in the table yet: all went by COPY.
+    let count =
+        |name: &str| body.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    let (batches, copied) = (count("denorun_sync_batches_total{"), count("denorun_sync_copied_batches_total{"));
+    assert!(batches.is_some_and(|b| b >= 4) && copied == batches, "batches {batches:?}, copied {copied:?}:\n{body}");
     assert!(body.contains(&format!("stream=\"{stream}\"")) && body.contains(&format!("table=\"{table}\"")), "{body}");
     let run = sync.stop();
     assert_eq!(run.code, 0, "{run:?}");
@@ -545,6 +558,31 @@ fn a_users_own_unique_index_refuses_an_entry_into_the_dead_letters() {
     wait_for("every entry acked", Duration::from_secs(10), || (pending(&url, &stream) == 0).then_some(()));
     assert_eq!(dead_letters(&url, &stream).len(), 2, "the second 'a' again, and nothing else");
     assert_eq!(sync.stop().code, 0);
+}
+
+#[test]
+fn a_table_with_a_rule_is_refused_and_never_copied_into_behind_the_rules_back() {
+    // COPY ignores rules, and INSERT … ON CONFLICT refuses a table that has one: such a sync
+    // stops at its start with PostgreSQL's reason, and the table gets no row at all (not 300
+    // rows its rule never saw).
+    let pg = Postgres::start();
+    let url = redis().url();
+    let stream = unique("sync-rule");
+    pg.client()
+        .batch_execute(
+            "CREATE TABLE ruled (_stream text, _id text, _ref text, _data jsonb, PRIMARY KEY (_stream, _id)); \
+             CREATE TABLE ruled_audit (id text); \
+             CREATE RULE audit AS ON INSERT TO ruled DO ALSO INSERT INTO ruled_audit VALUES (NEW._id)",
+        )
+        .unwrap();
+    add(&url, &stream, 0, 300);
+    let mut sync = Sync::start(&url, &stream, &pg.url(), &["--table", "ruled", "--batch", "100"]);
+    wait_for("the sync to stop", Duration::from_secs(30), || (!sync.is_running()).then_some(()));
+    let log = sync.log();
+    assert!(log.contains("cannot be used with table that has INSERT or UPDATE rules (0A000)"), "{log}");
+    let rows: i64 = pg.client().query_one("SELECT count(*) FROM ruled", &[]).unwrap().get(0);
+    assert_eq!(rows, 0, "rows written behind the rule's back:\n{log}");
+    assert_eq!(redis::cmd("XLEN").arg(&stream).query::<i64>(&mut conn(&url)).unwrap(), 300);
 }
 
 #[test]

@@ -95,6 +95,7 @@ pub struct Metrics {
 struct SyncFamilies {
     rows: Family<SyncLabels, Counter>,
     batches: Family<SyncLabels, Counter>,
+    copied: Family<SyncLabels, Counter>,
     dead: Family<SyncLabels, Counter>,
     backlog: Family<SyncLabels, Gauge>,
     seconds: Family<SyncLabels, Histogram, Buckets>,
@@ -104,6 +105,8 @@ struct SyncFamilies {
 pub struct SyncStats {
     pub rows: Counter,
     pub batches: Counter,
+    /// Batches written by COPY (the rest by INSERT … ON CONFLICT DO NOTHING).
+    pub copied: Counter,
     pub dead: Counter,
     pub backlog: Gauge,
     pub seconds: Histogram,
@@ -156,12 +159,18 @@ impl Metrics {
         let sync = SyncFamilies {
             rows: Family::default(),
             batches: Family::default(),
+            copied: Family::default(),
             dead: Family::default(),
             backlog: Family::default(),
             seconds: Family::new_with_constructor(Buckets),
         };
         registry.register("sync_rows", "Rows a sync inserted into PostgreSQL", sync.rows.clone());
         registry.register("sync_batches", "Batches a sync committed and acked", sync.batches.clone());
+        registry.register(
+            "sync_copied_batches",
+            "Batches of new entries written by COPY; the others by INSERT … ON CONFLICT DO NOTHING",
+            sync.copied.clone(),
+        );
         registry.register(
             "sync_dead_letters",
             "Entries PostgreSQL refused, moved to the dead-letter stream",
@@ -229,6 +238,7 @@ impl Metrics {
         SyncStats {
             rows: self.sync.rows.get_or_create_owned(&labels),
             batches: self.sync.batches.get_or_create_owned(&labels),
+            copied: self.sync.copied.get_or_create_owned(&labels),
             dead: self.sync.dead.get_or_create_owned(&labels),
             backlog: self.sync.backlog.get_or_create_owned(&labels),
             seconds: self.sync.seconds.get_or_create_owned(&labels),

@@ -275,10 +275,10 @@ impl Loop {
     /// Writes a batch until PostgreSQL takes it, then acks it until Redis takes that; a fatal
     /// error from PostgreSQL ends the process with the batch unacked.
     async fn finish(&mut self, read: Read, at: Instant) -> anyhow::Result<()> {
-        let Read { entries, deleted } = read;
+        let Read { entries, deleted, fresh } = read;
         let mut ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
         let written = loop {
-            match self.writer.write(&self.group.stream, &entries).await {
+            match self.writer.write(&self.group.stream, &entries, fresh).await {
                 Ok(written) => break written,
                 Err(Failure::Silent(e)) => {
                     self.pg_away.silent(&e);
@@ -320,6 +320,9 @@ impl Loop {
             worker.count_many(Outcome::Dead, written.dead.len() as u64);
         }
         self.stats.batches.inc();
+        if written.copied {
+            self.stats.copied.inc();
+        }
         self.stats.seconds.observe(at.elapsed().as_secs_f64());
         if self.backlog_at.elapsed() >= Duration::from_secs(1) {
             self.backlog_at = Instant::now();

@@ -125,6 +125,7 @@ impl Reader {
             }
             read.entries.extend(more.entries);
         }
+        read.fresh = true;
         Ok(read)
     }
 }

@@ -21,6 +21,9 @@ pub struct Group {
 pub struct Read {
     pub entries: Vec<Entry>,
     pub deleted: Vec<String>,
+    /// Read with `>`: entries never delivered to the group before (so, normally, in no table
+    /// yet); not a re-read of pending entries or a claim.
+    pub fresh: bool,
 }
 
 impl Group {

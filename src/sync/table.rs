@@ -152,6 +152,13 @@ impl Plan {
         )
     }
 
+    /// A fresh batch's statement: `COPY` of the columns in text format, each value converted
+    /// by its column type's input function, as the INSERT's casts convert it.
+    pub fn copy_sql(&self, table: &str) -> String {
+        let names: Vec<String> = self.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        format!("COPY {table} ({}) FROM STDIN", names.join(", "))
+    }
+
     /// `c0, CAST(c1 AS type), ...`: the batch's text converted to each column's type.
     fn select_list(&self) -> String {
         let values: Vec<String> = (self.columns.iter().enumerate())
@@ -199,6 +206,18 @@ pub fn quote_ident(name: &str) -> String {
 }
 
 /// Creates the table when missing, then reads and checks its columns and unique key.
+/// Whether COPY writes into `table` as an INSERT would: a plain or partitioned table without
+/// rules (COPY ignores rules, and a view takes no COPY).
+pub async fn takes_copy(client: &Client, table: &str) -> anyhow::Result<bool> {
+    let row = client
+        .query_opt(
+            "SELECT c.relkind IN ('r', 'p') AND NOT c.relhasrules FROM pg_class c WHERE c.oid = to_regclass($1)",
+            &[&qualified(table)],
+        )
+        .await?;
+    Ok(row.is_some_and(|row| row.get::<_, bool>(0)))
+}
+
 pub async fn prepare(client: &Client, table: &str) -> anyhow::Result<Plan> {
     let quoted = qualified(table);
     let exists: Option<u32> =

@@ -1,9 +1,17 @@
 //! The PostgreSQL side of a sync: a batch is one statement, `INSERT … SELECT … FROM
 //! unnest(<a text array per column>) ON CONFLICT (<the table's key>) DO NOTHING`, so that a
-//! batch written again after a crash writes nothing twice. (It measured faster than a binary
-//! COPY into a temporary table followed by `INSERT … SELECT`: one round trip instead of four,
-//! and no temporary table to fill and empty.) A batch PostgreSQL rejects for its data is split
-//! in halves until the entries it rejects are found alone; those become dead letters.
+//! batch written again after a crash writes nothing twice. A batch PostgreSQL rejects for its
+//! data is split in halves until the entries it rejects are found alone; those become dead
+//! letters.
+//!
+//! A fresh batch (entries read with `>`, never delivered to the group before) is first offered
+//! to `COPY … FROM STDIN`, straight into the table, which costs PostgreSQL a fraction of the
+//! INSERT. COPY has no `ON CONFLICT`: if any of its rows is refused (an entry already in the
+//! table, as after a group made again from `0`; another unique index; a value of the wrong
+//! type), COPY writes none of them, and the same batch then goes through the INSERT above,
+//! which decides entry by entry as it always has. So the table's key still decides what is
+//! written twice, and COPY only ever writes a batch the INSERT would have written whole. It is
+//! not offered for a view or a table with rules (COPY does not apply rules).
 //!
 //! A statement unanswered past its [`deadline`] (5 s, and 1 s more per MiB it carries), or a
 //! connection's set-up unanswered for [`CONNECT_TIMEOUT`], is an outage: the connection is
@@ -186,6 +194,8 @@ pub struct Written {
     pub rows: u64,
     /// Entries PostgreSQL (or the mapping) refused, by their place in the batch, with the reason.
     pub dead: Vec<(usize, String)>,
+    /// Written by COPY.
+    pub copied: bool,
 }
 
 /// A connection to PostgreSQL and the table's plan, connected again after an outage.
@@ -207,6 +217,8 @@ struct Connected {
     client: Client,
     plan: Plan,
     insert: Statement,
+    /// The COPY of fresh batches, unless the table does not take COPY as it takes INSERT.
+    copy: Option<String>,
     /// Its server process (`pg_backend_pid()`).
     pid: i32,
 }
@@ -260,13 +272,25 @@ impl Writer {
             }
         };
         let insert = client.prepare(&plan.insert_sql(&self.table())).await.map_err(|e| self.failure(&e))?;
-        self.client = Some(Connected { client, plan, insert, pid });
+        let copy = match table::takes_copy(&client, &self.table).await {
+            Ok(takes) => takes.then(|| plan.copy_sql(&self.table())),
+            Err(e) => return Err(Failure::Fatal(format!("{e:#}"))),
+        };
+        self.client = Some(Connected { client, plan, insert, copy, pid });
         Ok(())
     }
 
     /// Writes a batch; rejected entries come back as dead letters, the rest is committed.
-    pub async fn write(&mut self, stream: &str, entries: &[Entry]) -> Result<Written, Failure> {
+    /// `fresh`: its entries were read with `>` (see the module's doc for what COPY changes).
+    pub async fn write(&mut self, stream: &str, entries: &[Entry], fresh: bool) -> Result<Written, Failure> {
         self.connect().await?;
+        if fresh {
+            if let Some(rows) = self.copy(stream, entries).await? {
+                self.strikes = Strikes::default();
+                return Ok(Written { rows, dead: Vec::new(), copied: true });
+            }
+            self.connect().await?;
+        }
         let Some(Connected { plan, .. }) = &self.client else { unreachable!("connected above") };
         let mut written = Written::default();
         let mut rows = Vec::with_capacity(entries.len());
@@ -321,6 +345,61 @@ impl Writer {
         Ok(written)
     }
 
+    /// Offers a fresh batch to COPY: the rows written, or `None` when the INSERT must write it
+    /// instead (COPY refused a row and so wrote none; an entry does not map to a row; the
+    /// table does not take COPY; the connection failed under it, which the INSERT's own
+    /// handling of outages and strikes then meets).
+    async fn copy(&mut self, stream: &str, entries: &[Entry]) -> Result<Option<u64>, Failure> {
+        let Some(Connected { plan, copy: Some(_), .. }) = &self.client else { return Ok(None) };
+        let mut text = Vec::with_capacity(entries.len() * 256);
+        let mut bytes = 0;
+        for entry in entries {
+            let Ok(values) = row::values(plan, stream, entry) else { return Ok(None) };
+            bytes += row_bytes(&values);
+            if bytes > MOST_BYTES {
+                return Ok(None);
+            }
+            copy_row(&values, &mut text);
+        }
+        let limit = deadline(bytes);
+        match tokio::time::timeout(limit, self.copy_now(text)).await {
+            Ok(Ok(rows)) => Ok(Some(rows)),
+            Ok(Err(e)) => match verdict(e.code().map(|c| c.code())) {
+                Verdict::Fatal => {
+                    // Something about COPY itself (a privilege, an object it cannot fill): the
+                    // INSERT is left to judge the table, on this connection and the next.
+                    log::warn!(
+                        "{}: COPY refused ({}); batches are written by INSERT from now on",
+                        self.table(),
+                        describe(&e)
+                    );
+                    if let Some(connected) = self.client.as_mut() {
+                        connected.copy = None;
+                    }
+                    Ok(None)
+                }
+                Verdict::Rejected => Ok(None),
+                Verdict::Outage => {
+                    self.client = None;
+                    Ok(None)
+                }
+            },
+            Err(_) => {
+                self.abandoned = self.client.take().map(|c| c.pid);
+                Ok(None)
+            }
+        }
+    }
+
+    async fn copy_now(&mut self, text: Vec<u8>) -> Result<u64, tokio_postgres::Error> {
+        use futures::SinkExt;
+        let Some(Connected { client, copy: Some(sql), .. }) = &self.client else { unreachable!("checked by copy") };
+        let sink = client.copy_in::<_, bytes::Bytes>(sql.as_str()).await?;
+        futures::pin_mut!(sink);
+        sink.send(bytes::Bytes::from(text)).await?;
+        sink.finish().await
+    }
+
     /// Counts a failure without an SQLSTATE of `part` on a live connection; returns the dead
     /// letter of a part of one entry that has failed so [`STRIKES`] times.
     fn strike<T>(&mut self, part: &[(usize, T)], blow: Blow, failure: &Failure) -> Option<(usize, String)> {
@@ -369,6 +448,36 @@ impl Writer {
             }
         }
     }
+}
+
+/// One row of COPY's text format: values separated by tabs, `\N` for NULL, and the
+/// characters the format gives a meaning (backslash, tab, newline, carriage return) escaped.
+fn copy_row<T: AsRef<str>>(values: &[Option<T>], out: &mut Vec<u8>) {
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\t');
+        }
+        let Some(value) = value else {
+            out.extend_from_slice(b"\\N");
+            continue;
+        };
+        let value = value.as_ref().as_bytes();
+        let mut plain = 0;
+        for (at, byte) in value.iter().enumerate() {
+            let escaped: &[u8] = match byte {
+                b'\\' => b"\\\\",
+                b'\t' => b"\\t",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                _ => continue,
+            };
+            out.extend_from_slice(&value[plain..at]);
+            out.extend_from_slice(escaped);
+            plain = at + 1;
+        }
+        out.extend_from_slice(&value[plain..]);
+    }
+    out.push(b'\n');
 }
 
 fn silent(limit: Duration) -> Failure {
@@ -436,6 +545,14 @@ mod tests {
     fn a_statement_has_5_s_and_1_s_per_mib() {
         assert_eq!(deadline(0), Duration::from_secs(5));
         assert_eq!(deadline(64 << 20), Duration::from_secs(69));
+    }
+
+    #[test]
+    fn copy_rows_escape_what_the_text_format_gives_a_meaning() {
+        let mut out = Vec::new();
+        copy_row(&[Some("plain"), None, Some("a\tb\nc\rd\\e\\."), Some("")], &mut out);
+        copy_row::<&str>(&[None], &mut out);
+        assert_eq!(out, b"plain\t\\N\ta\\tb\\nc\\rd\\\\e\\\\.\t\n\\N\n".to_vec());
     }
 
     #[test]
