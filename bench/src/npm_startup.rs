@@ -44,15 +44,14 @@ impl NpmStartup {
             bail!("npm install zod date-fns failed: the npm registry is needed");
         }
         let version = |name: &str| -> String {
-            let text = std::fs::read_to_string(dir.join("node_modules").join(name).join("package.json")).unwrap_or_default();
+            let text =
+                std::fs::read_to_string(dir.join("node_modules").join(name).join("package.json")).unwrap_or_default();
             let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             format!("{name} {}", json["version"].as_str().unwrap_or("?"))
         };
         let versions = format!("{}, {}", version("zod"), version("date-fns"));
         let (ours_dir, theirs_dir) = (dir.join("denorun_dir"), dir.join("deno_dir"));
-        let ours = |cache: &Path| {
-            time(Command::new(denorun).args(["run", "main.ts"]).env("DENORUN_DIR", cache), &dir)
-        };
+        let ours = |cache: &Path| time(Command::new(denorun).args(["run", "main.ts"]).env("DENORUN_DIR", cache), &dir);
         let theirs = |cache: &Path| {
             time(Command::new(deno).args(["run", "--node-modules-dir=manual", "main.ts"]).env("DENO_DIR", cache), &dir)
         };
