@@ -153,7 +153,8 @@ impl Plan {
     }
 
     /// A fresh batch's statement: `COPY` of the columns in text format, each value converted
-    /// by its column type's input function, as the INSERT's casts convert it.
+    /// by its column type's input function (the INSERT converts with `CAST` from text: the
+    /// same function for every type whose cast from text is its input function).
     pub fn copy_sql(&self, table: &str) -> String {
         let names: Vec<String> = self.columns.iter().map(|c| quote_ident(&c.name)).collect();
         format!("COPY {table} ({}) FROM STDIN", names.join(", "))
@@ -205,10 +206,10 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Creates the table when missing, then reads and checks its columns and unique key.
-/// Whether COPY writes into `table` as an INSERT would: a plain or partitioned table without
-/// rules (COPY ignores rules, and a view takes no COPY).
-pub async fn takes_copy(client: &Client, table: &str) -> anyhow::Result<bool> {
+/// Whether COPY may write into `table`: a plain or partitioned table without rules (COPY
+/// ignores rules, and a view takes no COPY). Checked at each connection, so a rule created
+/// while one is open is seen at the next.
+pub async fn takes_copy(client: &Client, table: &str) -> Result<bool, tokio_postgres::Error> {
     let row = client
         .query_opt(
             "SELECT c.relkind IN ('r', 'p') AND NOT c.relhasrules FROM pg_class c WHERE c.oid = to_regclass($1)",
@@ -218,6 +219,7 @@ pub async fn takes_copy(client: &Client, table: &str) -> anyhow::Result<bool> {
     Ok(row.is_some_and(|row| row.get::<_, bool>(0)))
 }
 
+/// Creates the table when missing, then reads and checks its columns and unique key.
 pub async fn prepare(client: &Client, table: &str) -> anyhow::Result<Plan> {
     let quoted = qualified(table);
     let exists: Option<u32> =

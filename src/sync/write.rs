@@ -10,8 +10,14 @@
 //! table, as after a group made again from `0`; another unique index; a value of the wrong
 //! type), COPY writes none of them, and the same batch then goes through the INSERT above,
 //! which decides entry by entry as it always has. So the table's key still decides what is
-//! written twice, and COPY only ever writes a batch the INSERT would have written whole. It is
-//! not offered for a view or a table with rules (COPY does not apply rules).
+//! written twice. COPY converts a value with its column type's input function, the INSERT with
+//! `CAST` from text; they are the same function for the types of denorun's own table and for
+//! every type whose cast from text is its input function, where COPY writes only a batch the
+//! INSERT would have written whole (a type with a cast function of its own, such as
+//! `regclass`, may take in COPY a value the INSERT refuses). It is not offered for a view or a
+//! table with rules (COPY does not apply rules), nor, until a batch is written, after a COPY
+//! the server did not answer or closed the connection on: that batch's tries go to the INSERT,
+//! whose strikes below halve it or bury the entry that brings the server down.
 //!
 //! A statement unanswered past its [`deadline`] (5 s, and 1 s more per MiB it carries), or a
 //! connection's set-up unanswered for [`CONNECT_TIMEOUT`], is an outage: the connection is
@@ -205,6 +211,9 @@ pub struct Writer {
     client: Option<Connected>,
     /// Of the batch being written; cleared when a batch is written.
     strikes: Strikes,
+    /// A COPY of the batch being written failed without an answer: its tries go to the
+    /// INSERT, where strikes count; cleared when a batch is written.
+    copy_struck: bool,
     /// The server process of a connection dropped because a statement went unanswered. It
     /// may hold that statement's rows locked in a transaction that waits for the rest of a
     /// message that will never come (PostgreSQL has no time-out for that), which would hold
@@ -225,7 +234,14 @@ struct Connected {
 
 impl Writer {
     pub fn new(target: Target, table: &str) -> Writer {
-        Writer { target, table: table.to_string(), client: None, strikes: Strikes::default(), abandoned: None }
+        Writer {
+            target,
+            table: table.to_string(),
+            client: None,
+            strikes: Strikes::default(),
+            copy_struck: false,
+            abandoned: None,
+        }
     }
 
     /// The table, quoted for SQL and logs.
@@ -272,10 +288,8 @@ impl Writer {
             }
         };
         let insert = client.prepare(&plan.insert_sql(&self.table())).await.map_err(|e| self.failure(&e))?;
-        let copy = match table::takes_copy(&client, &self.table).await {
-            Ok(takes) => takes.then(|| plan.copy_sql(&self.table())),
-            Err(e) => return Err(Failure::Fatal(format!("{e:#}"))),
-        };
+        let takes_copy = table::takes_copy(&client, &self.table).await.map_err(|e| self.failure(&e))?;
+        let copy = takes_copy.then(|| plan.copy_sql(&self.table()));
         self.client = Some(Connected { client, plan, insert, copy, pid });
         Ok(())
     }
@@ -284,7 +298,7 @@ impl Writer {
     /// `fresh`: its entries were read with `>` (see the module's doc for what COPY changes).
     pub async fn write(&mut self, stream: &str, entries: &[Entry], fresh: bool) -> Result<Written, Failure> {
         self.connect().await?;
-        if fresh {
+        if fresh && !self.copy_struck {
             if let Some(rows) = self.copy(stream, entries).await? {
                 self.strikes = Strikes::default();
                 return Ok(Written { rows, dead: Vec::new(), copied: true });
@@ -342,13 +356,14 @@ impl Writer {
             self.connect().await?;
         }
         self.strikes = Strikes::default();
+        self.copy_struck = false;
         Ok(written)
     }
 
     /// Offers a fresh batch to COPY: the rows written, or `None` when the INSERT must write it
     /// instead (COPY refused a row and so wrote none; an entry does not map to a row; the
-    /// table does not take COPY; the connection failed under it, which the INSERT's own
-    /// handling of outages and strikes then meets).
+    /// table does not take COPY). An outage is an outage, as for the INSERT; after silence or
+    /// a connection closed without a code, the batch's next tries go to the INSERT.
     async fn copy(&mut self, stream: &str, entries: &[Entry]) -> Result<Option<u64>, Failure> {
         let Some(Connected { plan, copy: Some(_), .. }) = &self.client else { return Ok(None) };
         let mut text = Vec::with_capacity(entries.len() * 256);
@@ -380,13 +395,15 @@ impl Writer {
                 }
                 Verdict::Rejected => Ok(None),
                 Verdict::Outage => {
-                    self.client = None;
-                    Ok(None)
+                    // Without a code the server may have closed the connection on these rows.
+                    self.copy_struck |= e.code().is_none();
+                    Err(self.failure(&e))
                 }
             },
             Err(_) => {
+                self.copy_struck = true;
                 self.abandoned = self.client.take().map(|c| c.pid);
-                Ok(None)
+                Err(silent(limit))
             }
         }
     }
