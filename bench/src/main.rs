@@ -105,7 +105,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
 
     let sync_entries = if bench.opts.quick { 20_000 } else { 200_000 };
     if bench.opts.only_sync {
-        println!("{}", sync::sync(&bench.opts.denorun, sync_entries).await?);
+        println!("{}", sync::sync(&bench.opts.denorun, &bench.opts.node, sync_entries).await?);
         return Ok(());
     }
 
@@ -186,7 +186,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     let before = bench.opts.before.clone();
     report.push_str(&handler::handler(&mut bench, requests, handler_runs, before).await?);
     report.push_str(&scale::scale(&bench.opts.denorun, 2 * requests, scale_runs).await?);
-    report.push_str(&sync::sync(&bench.opts.denorun, sync_entries).await?);
+    report.push_str(&sync::sync(&bench.opts.denorun, &bench.opts.node, sync_entries).await?);
     report.push_str(&density::density(&bench.opts.denorun, density_counts).await?);
     report.push_str(
         &backlog::backlog(&bench.opts.denorun, &bench.opts.node, &bench_dir, backlog_jobs, backlog_runs).await?,
