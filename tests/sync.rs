@@ -235,7 +235,8 @@ fn bad_input_is_refused_with_a_clear_error_and_nothing_acked() {
 
     let wrong = format!("postgres://denorun:wrong@127.0.0.1:{}/postgres", pg.port);
     let e = refused(&stream, &wrong, &[], &[]);
-    assert!(e.contains("password authentication failed for user \"denorun\""), "{e}");
+    assert!(e.contains("password authentication failed for user \"denorun\"") && e.contains("refused"), "{e}");
+    assert!(!e.contains("PostgreSQL is up"), "the server is up, and said why: {e}");
 
     pg.client().batch_execute("CREATE TABLE odd (_stream text, _id integer PRIMARY KEY, _data jsonb)").unwrap();
     let e = refused(&stream, &pg.url(), &["--table", "odd"], &[]);
@@ -583,6 +584,7 @@ fn a_table_with_a_rule_is_refused_and_never_copied_into_behind_the_rules_back() 
     wait_for("the sync to stop", Duration::from_secs(30), || (!sync.is_running()).then_some(()));
     let log = sync.log();
     assert!(log.contains("cannot be used with table that has INSERT or UPDATE rules (0A000)"), "{log}");
+    assert!(log.contains("refused") && log.contains("nothing was read or acked"), "{log}");
     let rows: i64 = pg.client().query_one("SELECT count(*) FROM ruled", &[]).unwrap().get(0);
     assert_eq!(rows, 0, "rows written behind the rule's back:\n{log}");
     assert_eq!(redis::cmd("XLEN").arg(&stream).query::<i64>(&mut conn(&url)).unwrap(), 300);

@@ -142,11 +142,18 @@ async fn start(redis: &RedisTarget, target: &pg::Target, options: &Options) -> a
     group.join(&mut conn).await?;
     let table = options.table.clone().unwrap_or_else(|| table::default_name(&options.stream));
     let mut writer = Writer::new(target.clone(), &table);
-    if let Err(Failure::Outage(e) | Failure::Silent(e) | Failure::Fatal(e)) = writer.connect().await {
-        anyhow::bail!(
+    match writer.connect().await {
+        Ok(()) => {}
+        Err(Failure::Outage(e) | Failure::Silent(e)) => anyhow::bail!(
             "PostgreSQL at {}: {e}; check --to (or the PG* variables) and that PostgreSQL is up",
             target.describe()
-        );
+        ),
+        // A refusal (a password, a right, the table): the server is up, and said what is wrong.
+        Err(Failure::Fatal(e)) => anyhow::bail!(
+            "PostgreSQL at {} refused: {e}; nothing was read or acked: fix what it names (--to, the PG* \
+             variables, the role's rights or the table)",
+            target.describe()
+        ),
     }
     Ok(Started { group, conn, writer })
 }
