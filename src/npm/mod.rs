@@ -153,9 +153,10 @@ impl Project {
     /// Where `specifier`, imported by `referrer` (a local file), leads.
     ///
     /// A package's file is resolved by Node's rules alone (no import map), from its directory
-    /// and its module kind; so within one start, what one file of a directory resolved a
-    /// specifier to is what every file of that directory of the same kind gets, without
-    /// asking the file system again (date-fns has hundreds of files importing the same few).
+    /// and its module kind; so for the worker's life (as for its package.json cache), what
+    /// one file of a directory resolved a specifier to is what every file of that directory of
+    /// the same kind gets, without asking the file system again (date-fns has hundreds of
+    /// files importing the same few).
     pub fn resolve(&self, specifier: &str, referrer: &ModuleSpecifier) -> Result<ModuleSpecifier, JsErrorBox> {
         let in_package = self.in_package(referrer);
         let require = self.is_cjs(referrer, in_package)?;

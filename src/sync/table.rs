@@ -139,12 +139,11 @@ impl Plan {
     /// One statement for a batch: a text array per column, unnested; entries already there
     /// (by [`Plan::key`], and only by it) are skipped.
     pub fn insert_sql(&self, table: &str) -> String {
-        let names: Vec<String> = self.columns.iter().map(|c| quote_ident(&c.name)).collect();
         let arrays: Vec<String> = (1..=self.columns.len()).map(|i| format!("${i}::text[]")).collect();
         let batch: Vec<String> = (0..self.columns.len()).map(|i| format!("c{i}")).collect();
         format!(
             "INSERT INTO {table} ({}) SELECT {} FROM unnest({}) AS batch({}) ON CONFLICT ({}) DO NOTHING",
-            names.join(", "),
+            self.column_list(),
             self.select_list(),
             arrays.join(", "),
             batch.join(", "),
@@ -156,8 +155,13 @@ impl Plan {
     /// by its column type's input function (the INSERT converts with `CAST` from text: the
     /// same function for every type whose cast from text is its input function).
     pub fn copy_sql(&self, table: &str) -> String {
+        format!("COPY {table} ({}) FROM STDIN", self.column_list())
+    }
+
+    /// The columns written, quoted, in the table's order: `"_stream", "_id", ...`.
+    fn column_list(&self) -> String {
         let names: Vec<String> = self.columns.iter().map(|c| quote_ident(&c.name)).collect();
-        format!("COPY {table} ({}) FROM STDIN", names.join(", "))
+        names.join(", ")
     }
 
     /// `c0, CAST(c1 AS type), ...`: the batch's text converted to each column's type.

@@ -382,9 +382,10 @@ impl Writer {
             Ok(Err(e)) => match verdict(e.code().map(|c| c.code())) {
                 Verdict::Fatal => {
                     // Something about COPY itself (a privilege, an object it cannot fill): the
-                    // INSERT is left to judge the table, on this connection and the next.
+                    // INSERT is left to judge the table on this connection; the next one asks
+                    // `takes_copy` again.
                     log::warn!(
-                        "{}: COPY refused ({}); batches are written by INSERT from now on",
+                        "{}: COPY refused ({}); batches on this connection are written by INSERT",
                         self.table(),
                         describe(&e)
                     );
