@@ -207,12 +207,14 @@ fn a_hostile_ref_cannot_stop_a_worker_or_lose_its_request() {
     let _: () = c.set("res:taken", "a string").unwrap();
     let _: () = c.hset("req:traced:h", "x", "1").unwrap();
     let _: () = c.set("req:traced2:h", "a string").unwrap();
-    let _worker = one_greeter(&url, dir.path(), &[("trace", "1")]);
-    let pid: String = c.hget("greeter:1:h", "pid").unwrap();
     let long = "r".repeat(2000);
+    // Queued before the worker starts, so that one read takes them all and their replies end
+    // in one script call: a hostile ref must not cost the others in its batch their replies.
     for reference in ["taken", "", long.as_str(), "traced2", "fine"] {
         let _: String = c.xadd("greeter:req:x", "*", &[("ref", reference), ("data", "{\"name\":\"x\"}")]).unwrap();
     }
+    let _worker = one_greeter(&url, dir.path(), &[("trace", "1"), ("concurrency", "8")]);
+    let pid: String = c.hget("greeter:1:h", "pid").unwrap();
     let fine: Option<(String, String)> = c.brpop("res:fine", 30.0).unwrap();
     assert!(fine.is_some(), "the request after the hostile ones is answered");
     wait_for("every request acked", Duration::from_secs(10), || {

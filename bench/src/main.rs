@@ -14,7 +14,8 @@
 //! start, and RSS, prints one table with ratios, and writes BENCHMARKS.md.
 //!
 //! Usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--out FILE]
-//!            [--only-handler [--before PATH]] [--only-soak] (and the other --only-… sections)
+//!            [--only-handler|--only-backlog [--before PATH]] [--only-soak] (and the other
+//!            --only-… sections)
 //!        denorun-bench worker <key>   (the bare Rust form; REDIS_URL names the Redis)
 //!        denorun-bench handler-worker <key>   (the Rust floor of the handler contract)
 //!        denorun-bench load [requests] (load only, against running workers, for profiling)
@@ -115,10 +116,12 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let (backlog_jobs, backlog_runs) = if bench.opts.quick { (2_000, 1) } else { (20_000, 3) };
+    let (backlog_jobs, backlog_runs): (&[usize], usize) =
+        if bench.opts.quick { (&[2_000], 1) } else { (&[20_000, 100_000], 3) };
     let bench_dir = bench.root.join("bench");
     if bench.opts.only_backlog {
-        let drained = backlog::backlog(&bench.opts.denorun, &bench.opts.node, &bench_dir, backlog_jobs, backlog_runs);
+        let (denorun, before, node) = (&bench.opts.denorun, bench.opts.before.as_deref(), &bench.opts.node);
+        let drained = backlog::backlog(denorun, before, node, &bench_dir, backlog_jobs, backlog_runs);
         println!("{}", drained.await?);
         return Ok(());
     }
@@ -189,7 +192,15 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     report.push_str(&sync::sync(&bench.opts.denorun, &bench.opts.node, sync_entries).await?);
     report.push_str(&density::density(&bench.opts.denorun, density_counts).await?);
     report.push_str(
-        &backlog::backlog(&bench.opts.denorun, &bench.opts.node, &bench_dir, backlog_jobs, backlog_runs).await?,
+        &backlog::backlog(
+            &bench.opts.denorun,
+            bench.opts.before.as_deref(),
+            &bench.opts.node,
+            &bench_dir,
+            backlog_jobs,
+            backlog_runs,
+        )
+        .await?,
     );
     println!("{report}");
     std::fs::write(&bench.opts.out, &report).with_context(|| format!("writing {}", bench.opts.out.display()))?;

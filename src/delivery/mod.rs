@@ -5,8 +5,8 @@
 //! The concerns are modules: the worker's settings from its hash (`settings`); where entries
 //! come from (`intake`: new ones from the process's shared reader, `feed`, and retries, the
 //! consumer's own history and XAUTOCLAIM of dead consumers' entries); how a request ends
-//! (`reply`: reply, ack and done marker in one script, retries with backoff, dead letters,
-//! `WAIT`);
+//! (`reply`: the reply and the ack, retries with backoff, dead letters, `WAIT`; `ending`: the
+//! endings of one turn of the event loop in one script call);
 //! and the Redis calls that wait out outages (`outage`). This module opens a worker's
 //! delivery and holds its state.
 //!
@@ -17,6 +17,7 @@
 //! workers was tried: each command then crosses to another thread and back, which cost more
 //! than the writes it saved.)
 
+mod ending;
 mod feed;
 mod intake;
 mod outage;
@@ -53,6 +54,11 @@ pub enum Error {
     #[class(generic)]
     #[error("worker key: {0}")]
     Key(#[from] crate::keys::KeyError),
+    /// The call that was to end a request was dropped before it sent it (the worker is ending);
+    /// the entry stays pending and runs again.
+    #[class(generic)]
+    #[error("the worker ended before the request's reply was sent; it stays pending and runs again")]
+    Unsent,
 }
 
 /// What the handler is given.
@@ -78,6 +84,11 @@ pub struct Done {
     #[serde(rename = "ref")]
     reference: Option<String>,
     attempt: u32,
+    /// The request's `type`, for the trace.
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    /// The request's fields, for its dead letter: sent only when the handler threw.
+    #[serde(default)]
     fields: HashMap<String, String>,
     reply: Option<String>,
     error: Option<String>,
@@ -98,6 +109,8 @@ pub struct Delivery {
     /// Under Redis Cluster: replies first, acks second (they are in different slots).
     cluster: bool,
     state: RefCell<State>,
+    /// Endings reported in this turn of the event loop, to go out together (`ending`).
+    endings: RefCell<Vec<ending::Waiting>>,
 }
 
 #[derive(Default)]
@@ -155,7 +168,8 @@ impl Delivery {
         let _: () = query(&writer, "HSET pid", redis::cmd("HSET").arg(key).arg("pid").arg(&pid)).await?;
         let intake = Feed::join(url, target, &settings.streams, &settings.consumer).into();
         let cluster = target.is_cluster();
-        let delivery = Delivery { settings, pid, stats, intake, writer, cluster, state: Default::default() };
+        let (state, endings) = Default::default();
+        let delivery = Delivery { settings, pid, stats, intake, writer, cluster, state, endings };
         Ok((delivery, fields))
     }
 

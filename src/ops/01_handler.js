@@ -89,6 +89,19 @@ async function serve(mainUrl) {
     context.redis = await connect(options);
   };
 
+  // A request's slot is free once its handler has returned; its reply goes to Redis meanwhile,
+  // with the others reported in the same turn (delivery/ending.rs), while the next ones are
+  // read. The entry stays pending until its reply is written. An error that ends the loop
+  // (Redis refused a reply) is thrown from it.
+  const writing = new Set();
+  let failure;
+  const report = (done) => {
+    const written = op_denorun_handler_done(rid, done)
+      .catch((e) => (failure ??= e))
+      .finally(() => writing.delete(written));
+    writing.add(written);
+  };
+
   const run = async (req) => {
     if (opened.redis && context.redis === undefined) await (connecting ??= connectRedis());
     const controller = new AbortController();
@@ -97,24 +110,26 @@ async function serve(mainUrl) {
     const timer = setTimeout(() => controller.abort(new Error(`request timed out after ${requestTimeoutMs} ms`)), requestTimeoutMs);
     // Still running at twice its time-out: only ending the worker frees the slot.
     const overdue = setTimeout(() => op_denorun_handler_overdue(BigInt(requestTimeoutMs)), 2 * requestTimeoutMs);
-    const done = { stream: req.stream, id: req.id, ref: req.ref, attempt: req.attempt, fields: req.fields, reply: null, error: null };
+    const done = { stream: req.stream, id: req.id, ref: req.ref, type: req.type, attempt: req.attempt, reply: null, error: null };
     const started = performance.now();
     try {
       const value = await handler.request(req, { ...context, signal: controller.signal });
       done.reply = value === undefined ? null : JSON.stringify(value);
     } catch (e) {
       done.error = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+      // Its dead letter keeps them, if it comes to that.
+      done.fields = req.fields;
     } finally {
       done.tookMs = performance.now() - started;
       clearTimeout(timer);
       clearTimeout(overdue);
       stopping.signal.removeEventListener("abort", abort);
     }
-    await op_denorun_handler_done(rid, done);
+    report(done);
   };
 
   const inflight = new Set();
-  while (true) {
+  while (failure === undefined) {
     while (inflight.size >= concurrency) await Promise.race(inflight);
     const batch = await op_denorun_handler_next(rid, concurrency - inflight.size);
     if (batch === null) break;
@@ -125,8 +140,10 @@ async function serve(mainUrl) {
   }
   stopping.abort(new Error("the worker is stopping"));
   await Promise.all(inflight);
+  await Promise.all(writing);
   op_denorun_handler_close(rid);
   context.redis?.close();
+  if (failure !== undefined) throw failure;
 }
 
 Object.defineProperty(globalThis, Symbol.for("denorun.serve"), { value: serve });
