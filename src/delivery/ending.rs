@@ -7,11 +7,14 @@
 //! trace, the response stream). An entry no longer pending was ended already (a try whose
 //! answer was lost in an outage, sent again; or another consumer that took it over finished
 //! first). Each entry's ack and writes happen in one script run, so a request is answered and
-//! acked, or neither.
+//! acked, or neither; except that an entry whose group is gone (destroyed by hand) is
+//! answered and has nothing to ack.
 //!
-//! A call Redis refuses (a key of the wrong type, a write refused for memory) is sent again one
-//! ending at a time, so that each request gets its own answer; the entries the refused call
-//! had already ended are skipped by then. Outages are waited out, as everywhere in delivery.
+//! A call Redis refuses (the response stream of another type; a command the worker's Redis
+//! user may not run) is sent again one ending at a time, so that each request gets its own
+//! outcome. An entry the refused call acked before it failed gets that call's error: the
+//! worker ends naming it rather than count the entry as answered. Outages are waited out, as
+//! everywhere in delivery.
 
 use std::future::Future;
 use std::ops::Range;
@@ -56,14 +59,15 @@ const MOST_ENDINGS: usize = 64;
 /// response stream's MAXLEN, then for each ending: the entry id, the ref, the reply ('' none),
 /// the reply's TTL ('0': not pushed), the trace ('' none), its TTL, a note ('' none), the number
 /// N of dead-letter arguments, then those N (field, value, ...). Returns each ending's notes on
-/// what could not be written ('' none, and for an entry ended already).
+/// what could not be written ('' none), or nil for an entry ended already.
 ///
 /// An entry's XACK comes first and says whether it was still pending; an entry whose group (or
 /// stream) is gone, destroyed by hand, is answered all the same, as its read will end the
-/// worker with NOGROUP. Once a script has
-/// written, Redis lets it write on (an over-memory refusal comes only before its first write),
-/// and every later call here either cannot fail or is checked first, so an acked entry's
-/// reply and dead letter are written too.
+/// worker with NOGROUP. Once a script has written, Redis lets it write on (an over-memory
+/// refusal comes only before its first write, and XACK is not refused for memory). After the
+/// XACK, each write either meets a key checked first (the streams' types, at the start, and no
+/// reply or trace key may name them) or is caught and noted (LPUSH), so only a command the
+/// worker's Redis user may not run can still fail there.
 const END: &str = r"
 local function fits(key, want)
   local kind = redis.call('TYPE', key)['ok']
@@ -93,7 +97,7 @@ for k = 3, #KEYS, 3 do
   local first = a + 8
   local acked = redis.call('XACK', stream, group, id)
   if acked == 0 and not redis.pcall('XPENDING', stream, group).err then
-    out[#out + 1] = ''
+    out[#out + 1] = false
   else
     if dead > 0 then
       local add = {'XADD', KEYS[2], '*'}
@@ -102,19 +106,25 @@ for k = 3, #KEYS, 3 do
     end
     local reply, note = ARGV[a + 2], ARGV[a + 6]
     if reply ~= '' and ARGV[a + 3] ~= '0' then
-      local list = KEYS[k + 1]
-      local pushed = redis.pcall('LPUSH', list, reply)
-      if type(pushed) == 'number' then
-        redis.call('EXPIRE', list, ARGV[a + 3])
+      local list, why = KEYS[k + 1], nil
+      if list == KEYS[1] or list == KEYS[2] then
+        why = list .. ' names a stream of this worker: the reply was not pushed'
       else
-        kind = redis.call('TYPE', list)['ok']
-        local why = list .. ' is a ' .. kind .. ', not a list: the reply was not pushed'
-        note = note == '' and why or note .. '; ' .. why
+        local pushed = redis.pcall('LPUSH', list, reply)
+        if type(pushed) == 'number' then
+          redis.call('EXPIRE', list, ARGV[a + 3])
+        elseif string.sub(pushed.err, 1, 9) == 'WRONGTYPE' then
+          why = list .. ' is a ' .. redis.call('TYPE', list)['ok'] .. ', not a list: the reply was not pushed'
+        else
+          return redis.error_reply(pushed.err)
+        end
       end
+      if why then note = note == '' and why or note .. '; ' .. why end
     end
     if ARGV[a + 4] ~= '' then
       local traced = KEYS[k + 2]
       ok, kind = fits(traced, 'hash')
+      if traced == KEYS[1] or traced == KEYS[2] then ok, kind = false, 'stream of this worker' end
       if ok then
         redis.call('HSET', traced, 'handlerTrace', ARGV[a + 4])
         redis.call('EXPIRE', traced, ARGV[a + 5])
@@ -233,15 +243,25 @@ impl Delivery {
                 Ok(notes) => {
                     let mut notes = notes.into_iter();
                     for i in range {
-                        tell(i, Ok(notes.next().unwrap_or_default()));
+                        tell(i, Ok(notes.next().flatten().unwrap_or_default()));
                     }
                 }
                 Err(e) if range.len() == 1 => tell(range.start, Err(e)),
-                Err(_) => {
+                Err(refused) => {
                     for i in range {
                         let single = call(&self.settings, &endings[i..i + 1]);
-                        let result = self.run_end(endings[i].what, &single).await;
-                        tell(i, result.map(|notes| notes.into_iter().next().unwrap_or_default()));
+                        let result = match self.run_end(endings[i].what, &single).await {
+                            Ok(notes) => match notes.into_iter().next().flatten() {
+                                Some(notes) => Ok(notes),
+                                // Acked already: perhaps by the refused call, before it failed.
+                                None => Err(match &refused {
+                                    Error::Redis { what, source } => Error::Redis { what, source: source.clone() },
+                                    _ => Error::Unsent,
+                                }),
+                            },
+                            Err(e) => Err(e),
+                        };
+                        tell(i, result);
                     }
                 }
             }
@@ -250,11 +270,11 @@ impl Delivery {
 
     /// A script call, through outages: the script is loaded when Redis does not have it
     /// (after a restart).
-    async fn run_end(&self, what: &'static str, script: &redis::Cmd) -> Result<Vec<String>, Error> {
+    async fn run_end(&self, what: &'static str, script: &redis::Cmd) -> Result<Vec<Option<String>>, Error> {
         let mut backoff = topology::Backoff::default();
         loop {
             let mut writer = self.writer.clone();
-            match script.query_async::<Vec<String>>(&mut writer).await {
+            match script.query_async::<Vec<Option<String>>>(&mut writer).await {
                 Ok(notes) => return Ok(notes),
                 Err(e) if e.code() == Some("NOSCRIPT") => {
                     let _: String = self.write("SCRIPT LOAD", redis::cmd("SCRIPT").arg("LOAD").arg(END)).await?;

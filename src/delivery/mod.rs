@@ -54,10 +54,10 @@ pub enum Error {
     #[class(generic)]
     #[error("worker key: {0}")]
     Key(#[from] crate::keys::KeyError),
-    /// The call that was to end a request was dropped before it sent it (the worker is ending);
-    /// the entry stays pending and runs again.
+    /// The call that was to end a request was dropped (the worker is ending) before it said
+    /// whether the request ended; if it did not, its entry stays pending and runs again.
     #[class(generic)]
-    #[error("the worker ended before the request's reply was sent; it stays pending and runs again")]
+    #[error("the worker ended before Redis confirmed the request's reply; unless it was written, it runs again")]
     Unsent,
 }
 

@@ -91,13 +91,18 @@ async function serve(mainUrl) {
 
   // A request's slot is free once its handler has returned; its reply goes to Redis meanwhile,
   // with the others reported in the same turn (delivery/ending.rs), while the next ones are
-  // read. The entry stays pending until its reply is written. An error that ends the loop
-  // (Redis refused a reply) is thrown from it.
+  // read. Its entry stays pending until the reply is written, and no more is read while twice
+  // `concurrency` replies wait to be written (a Redis that takes reads but not writes does not
+  // pile requests up). An error that ends the loop (Redis refused a reply) stops the
+  // delivery at once and is thrown once the requests running have ended.
   const writing = new Set();
   let failure;
   const report = (done) => {
     const written = op_denorun_handler_done(rid, done)
-      .catch((e) => (failure ??= e))
+      .catch((e) => {
+        failure ??= e;
+        op_denorun_handler_close(rid);
+      })
       .finally(() => writing.delete(written));
     writing.add(written);
   };
@@ -130,9 +135,11 @@ async function serve(mainUrl) {
 
   const inflight = new Set();
   while (failure === undefined) {
-    while (inflight.size >= concurrency) await Promise.race(inflight);
+    while (inflight.size >= concurrency || writing.size >= 2 * concurrency) {
+      await Promise.race([...inflight, ...writing]);
+    }
     const batch = await op_denorun_handler_next(rid, concurrency - inflight.size);
-    if (batch === null) break;
+    if (batch === null || failure !== undefined) break;
     for (const req of batch) {
       const running = run(req).finally(() => inflight.delete(running));
       inflight.add(running);
