@@ -451,3 +451,36 @@ fn a_worker_whose_group_is_destroyed_ends_naming_the_error() {
     // Named by the command that met it first: the read, or the claim of idle entries.
     assert!(run.stderr.contains("XREADGROUP") || run.stderr.contains("XAUTOCLAIM"), "{run:?}");
 }
+
+#[test]
+fn a_reply_redis_refuses_ends_the_worker_at_once_and_leaves_its_requests_pending() {
+    // The response stream is a string, so every reply script is refused. The worker must end
+    // naming the error, soon (it has nothing more to read, so nothing else would wake it), with
+    // no request acked and no reply pushed.
+    let db = 9;
+    let dir = temp_dir();
+    let key = handler_worker(db, dir.path(), HANDLER, &[("concurrency", "8")]);
+    let mut c = redis().db(db);
+    let _: () = c.set("greeter:res:x", "not a stream").unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("greeter:req:x")
+        .arg("worker")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut c)
+        .unwrap();
+    for name in ["a", "b", "c"] {
+        send(&mut c, Some(name), &format!(r#"{{"name":"{name}"}}"#));
+    }
+    let started = std::time::Instant::now();
+    let run = finish(start(db, &key, ""));
+    assert!(started.elapsed() < Duration::from_secs(15), "ended after {:?}", started.elapsed());
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("the response stream greeter:res:x is a string"), "{run:?}");
+    assert_eq!(pending(&mut c), 3, "nothing acked");
+    for name in ["a", "b", "c"] {
+        let pushed: usize = c.llen(format!("res:{name}")).unwrap();
+        assert_eq!(pushed, 0, "{name}: no reply without its ack");
+    }
+}
