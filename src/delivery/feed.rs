@@ -15,7 +15,10 @@
 //! due): a worker that stops asking (it is stopping) is soon read for no more. It waits for
 //! entries until that deadline and then goes round its loop (the `pid` check, retries) as
 //! before; what the feed read for it meanwhile waits for its next call. Entries read for a
-//! worker that stopped or left during the read are handed to the others at once (XCLAIM).
+//! worker that stopped or left during the read are handed to the others at once (XCLAIM). A
+//! feed is kept while it reads, so a worker that joins meanwhile (the next one after a
+//! restart) joins it and is given them; what a feed that ended still held goes to the next
+//! feed of the same streams in this process, which hands it out first.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -119,7 +122,7 @@ impl Feed {
         feeds.retain(|_, feed| feed.strong_count() > 0);
         let (told, messages) = mpsc::unbounded_channel();
         let feed = Arc::new(Feed { told, asked: Notify::new(), next_id: AtomicU64::new(0) });
-        runtime().spawn(serve(Arc::downgrade(&feed), target.clone(), streams.to_vec(), messages));
+        runtime().spawn(serve(Arc::downgrade(&feed), name.clone(), target.clone(), streams.to_vec(), messages));
         feeds.insert(name, Arc::downgrade(&feed));
         feed
     }
@@ -202,8 +205,23 @@ impl Taker {
     }
 }
 
+/// Entries a feed that ended had read for a worker that was gone, by the feed's name: the next
+/// feed of the same streams hands them out (pending meanwhile under the consumer they were read
+/// for).
+static ORPHANS: Mutex<Option<HashMap<String, Batch>>> = Mutex::new(None);
+
+fn take_orphans(name: &str) -> Option<Batch> {
+    ORPHANS.lock().unwrap().as_mut()?.remove(name)
+}
+
 /// The feed's loop: reads for its workers until every worker that could ask is gone.
-async fn serve(feed: Weak<Feed>, target: Topology, streams: Vec<String>, mut told: mpsc::UnboundedReceiver<Message>) {
+async fn serve(
+    feed: Weak<Feed>,
+    name: String,
+    target: Topology,
+    streams: Vec<String>,
+    mut told: mpsc::UnboundedReceiver<Message>,
+) {
     let mut takers: HashMap<u64, Taker> = HashMap::new();
     let mut reader: Option<Conn> = None;
     // Entries read for a worker that stopped, that no other worker had room for yet: handed
@@ -211,6 +229,9 @@ async fn serve(feed: Weak<Feed>, target: Topology, streams: Vec<String>, mut tol
     let mut stranded = Batch::new();
     let mut next_shard = 0;
     loop {
+        if let Some(orphans) = take_orphans(&name) {
+            stranded.extend(orphans);
+        }
         while let Ok(message) = told.try_recv() {
             hear(&mut takers, message);
         }
@@ -218,11 +239,11 @@ async fn serve(feed: Weak<Feed>, target: Topology, streams: Vec<String>, mut tol
         let open = takers.iter().filter_map(|(id, taker)| taker.open(now).map(|(free, asked)| (*id, free, asked)));
         let Some((id, free)) = fullest(open) else {
             // Nobody to read for: wait until somebody asks, or joins or leaves.
-            let Some(feed) = feed.upgrade() else { return };
+            let Some(feed) = feed.upgrade() else { break };
             tokio::select! {
                 message = told.recv() => match message {
                     Some(message) => hear(&mut takers, message),
-                    None => return,
+                    None => break,
                 },
                 _ = feed.asked.notified() => {}
             }
@@ -250,6 +271,9 @@ async fn serve(feed: Weak<Feed>, target: Topology, streams: Vec<String>, mut tol
             give(&conn, &stream, takers.get_mut(&id).expect("an open taker"), entries).await;
             continue;
         }
+        // The feed is kept while it reads: a worker that joins meanwhile (the next one after a
+        // restart, say) joins this feed and is given what the read brings for one that left.
+        let Some(_reading) = feed.upgrade() else { break };
         let (consumer, until) = (takers[&id].consumer.clone(), takers[&id].want.lock().unwrap().until);
         let block = until.saturating_duration_since(now).clamp(Duration::from_millis(1), most_block(streams.len()));
         next_shard = (next_shard + 1) % streams.len();
@@ -261,6 +285,9 @@ async fn serve(feed: Weak<Feed>, target: Topology, streams: Vec<String>, mut tol
             hear(&mut takers, message);
         }
         stranded.extend(deliver(&mut takers, id, read, &conn).await);
+    }
+    if !stranded.is_empty() {
+        ORPHANS.lock().unwrap().get_or_insert_with(HashMap::new).entry(name).or_default().extend(stranded);
     }
 }
 
