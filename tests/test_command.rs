@@ -125,3 +125,37 @@ fn the_telegram_example_passes_its_tests_against_a_fake_bot_api() {
     assert_eq!(tested.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&tested.stderr));
     assert!(stdout.contains("ok | 2 passed | 0 failed"), "{stdout}");
 }
+
+#[test]
+fn a_request_read_for_a_worker_that_stopped_goes_to_the_next_one_at_once() {
+    // The first worker stops while the process's reader may still be waiting in XREADGROUP
+    // for it; the request sent then is read under its consumer. The next worker of the type,
+    // started after that reader ended, must get it at once, not after `claimIdleMs` (30 s).
+    let dir = temp_dir();
+    write(dir.path(), "handler.ts", "export default { request(req: any) { return { ok: true, ref: req.ref }; } };\n");
+    write(
+        dir.path(),
+        "relay_test.ts",
+        r#"import { assertEquals } from "jsr:@std/assert";
+import { withWorker } from "denorun:testing";
+const relay = { module: "./handler.ts", type: "relay" };
+Deno.test("the next worker gets it", async () => {
+  let redis: (...args: Array<string | number>) => Promise<unknown> = () => Promise.resolve(null);
+  await withWorker(relay, async (worker) => {
+    redis = worker.redis;
+    assertEquals((await worker.request({})).ok, true);
+  });
+  await redis("XADD", "relay:req:x", "*", "ref", "late", "type", "relay", "data", "{}");
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  await withWorker(relay, async (worker) => {
+    const reply = await worker.redis("BRPOP", "res:late", 10);
+    assertEquals(reply === null ? "no reply within 10 s" : "answered", "answered");
+  });
+});
+"#,
+    );
+    let out = run_in(dir.path().to_str().unwrap(), denorun(&["test"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("ok | 1 passed | 0 failed"), "{stdout}");
+}
