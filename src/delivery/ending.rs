@@ -44,6 +44,22 @@ pub(super) struct Ending {
     pub dead: Option<Vec<(String, String)>>,
 }
 
+impl Ending {
+    /// The ref, when the reply can be pushed to `res:{ref}` (see [`check_ref`]).
+    pub(super) fn pushable(&self) -> Option<&str> {
+        self.reference.as_deref().filter(|reference| check_ref(reference).is_ok())
+    }
+
+    /// Why the reply cannot be pushed, for the response stream's `error` field ('' when it
+    /// can, or when the request has no ref).
+    pub(super) fn ref_note(&self) -> String {
+        match self.reference.as_deref().map(check_ref) {
+            Some(Err(problem)) => problem.to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
 /// An ending waiting for this turn's script call, and where its result goes: the notes on what
 /// could not be written ('' none).
 pub(super) type Waiting = (Ending, oneshot::Sender<Result<String, Error>>);
@@ -179,28 +195,20 @@ fn call(s: &Settings, endings: &[Ending]) -> redis::Cmd {
     let mut keys: Vec<String> = vec![s.response_stream.clone(), s.dead_stream.clone()];
     let mut args: Vec<String> = vec![GROUP.to_string(), s.response_maxlen.to_string()];
     for ending in endings {
-        let reference = ending.reference.as_deref();
-        let pushed = reference.map(check_ref);
-        let pushable = matches!(pushed, Some(Ok(()))).then(|| reference.unwrap_or_default());
+        let pushable = ending.pushable();
+        let traced = ending.trace.as_deref().filter(|_| pushable.is_some());
         keys.push(ending.stream.clone());
         keys.push(pushable.map_or_else(|| ending.stream.clone(), keys::reply));
-        let traced = ending.trace.as_deref().filter(|_| pushable.is_some());
-        keys.push(match (traced, pushable) {
-            (Some(_), Some(reference)) => keys::trace(reference),
-            _ => ending.stream.clone(),
-        });
+        keys.push(pushable.filter(|_| traced.is_some()).map_or_else(|| ending.stream.clone(), keys::trace));
         let dead = ending.dead.as_deref().unwrap_or_default();
         args.extend([
             ending.id.clone(),
-            reference.unwrap_or_default().to_string(),
+            ending.reference.clone().unwrap_or_default(),
             ending.reply.clone().unwrap_or_default(),
             if pushable.is_some() { s.reply_ttl.to_string() } else { "0".into() },
             traced.unwrap_or_default().to_string(),
             s.trace_ttl.to_string(),
-            match pushed {
-                Some(Err(problem)) => problem.to_string(),
-                _ => String::new(),
-            },
+            ending.ref_note(),
             (2 * dead.len()).to_string(),
         ]);
         for (name, value) in dead {

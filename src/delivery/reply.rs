@@ -172,10 +172,7 @@ impl Delivery {
     async fn end_on_cluster(&self, ending: &Ending) -> Result<String, Error> {
         let (s, what) = (&self.settings, ending.what);
         let marker = marker(&ending.stream, &ending.id);
-        let note = match ending.reference.as_deref().map(check_ref) {
-            Some(Err(problem)) => problem.to_string(),
-            _ => String::new(),
-        };
+        let note = ending.ref_note();
         let done: Option<String> = self.write("GET", redis::cmd("GET").arg(&marker)).await?;
         if done.is_some() {
             return Ok(String::new());
@@ -189,8 +186,7 @@ impl Delivery {
             let _: String = self.write(what, &add).await?;
         }
         let mut notes: Vec<String> = [note].into_iter().filter(|n| !n.is_empty()).collect();
-        let pushable = ending.reference.as_deref().filter(|r| check_ref(r).is_ok());
-        if let (Some(reply), Some(reference)) = (&ending.reply, pushable) {
+        if let (Some(reply), Some(reference)) = (&ending.reply, ending.pushable()) {
             let mut writes = vec![(keys::reply(reference), "list", reply.as_str(), s.reply_ttl)];
             if let Some(trace) = &ending.trace {
                 writes.push((keys::trace(reference), "hash", trace.as_str(), s.trace_ttl));
