@@ -204,9 +204,10 @@ pub async fn sync(denorun: &Path, node: &Path, entries: usize) -> anyhow::Result
         fill(&mut conn, &stream, n).await?;
         create_table(&pg, &table).await?;
         let before = pg.cpu();
+        let trial = Trial { redis_url: &redis_url, pg: &pg, stream: &stream, table: &table, pg_before: &before, n };
         let measured = match name {
-            "denorun sync" => run_denorun(denorun, &redis_url, &pg, &stream, &table, &before, n).await?,
-            _ if name.starts_with("(d)") => run_node(node, &redis_url, &pg, &stream, &table, &before, n, name)?,
+            "denorun sync" => run_denorun(denorun, &trial).await?,
+            _ if name.starts_with("(d)") => run_node(node, &trial, name)?,
             _ if name.starts_with("(c)") => {
                 let csv = std::env::temp_dir().join(format!("denorun-bench-rows-{}.csv", std::process::id()));
                 write_csv(&mut conn, &stream, &csv).await?;
@@ -238,15 +239,20 @@ pub async fn sync(denorun: &Path, node: &Path, entries: usize) -> anyhow::Result
     Ok(report(&results, entries, prototype_entries))
 }
 
-async fn run_denorun(
-    denorun: &Path,
-    redis_url: &str,
-    pg: &Postgres,
-    stream: &str,
-    table: &str,
-    pg_before: &HashMap<u32, f64>,
+/// What a method that runs as its own process is given: the stream of `n` entries to drain into
+/// `table`, and PostgreSQL's CPU per backend before it started.
+#[derive(Clone, Copy)]
+struct Trial<'a> {
+    redis_url: &'a str,
+    pg: &'a Postgres,
+    stream: &'a str,
+    table: &'a str,
+    pg_before: &'a HashMap<u32, f64>,
     n: usize,
-) -> anyhow::Result<Measured> {
+}
+
+async fn run_denorun(denorun: &Path, trial: &Trial<'_>) -> anyhow::Result<Measured> {
+    let Trial { redis_url, pg, stream, table, pg_before, n } = *trial;
     let mut conn = redis::Client::open(redis_url)?.get_multiplexed_async_connection().await?;
     let start = Instant::now();
     let mut child = Command::new(denorun)
@@ -285,17 +291,8 @@ async fn run_denorun(
 
 /// Method (d): the Node script, until it has acked `n` entries; its CPU from the kernel's
 /// account of the exited process.
-#[allow(clippy::too_many_arguments)]
-fn run_node(
-    node: &Path,
-    redis_url: &str,
-    pg: &Postgres,
-    stream: &str,
-    table: &str,
-    pg_before: &HashMap<u32, f64>,
-    n: usize,
-    name: &'static str,
-) -> anyhow::Result<Measured> {
+fn run_node(node: &Path, trial: &Trial<'_>, name: &'static str) -> anyhow::Result<Measured> {
+    let Trial { redis_url, pg, stream, table, pg_before, n } = *trial;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("workers/sync-node.mjs");
     let start = Instant::now();
     let child = Command::new(node)
