@@ -14,7 +14,7 @@
 //! start, and RSS, prints one table with ratios, and writes BENCHMARKS.md.
 //!
 //! Usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--out FILE]
-//!            [--only-handler|--only-backlog [--before PATH]] [--only-soak] (and the other
+//!            [--only-handler|--only-backlog [--before PATH]] [--only-soak] [--only-commands] (and the other
 //!            --only-… sections)
 //!        denorun-bench worker <key>   (the bare Rust form; REDIS_URL names the Redis)
 //!        denorun-bench handler-worker <key>   (the Rust floor of the handler contract)
@@ -39,6 +39,7 @@ use options::*;
 use report::*;
 
 mod backlog;
+mod commands;
 mod density;
 mod floor;
 mod forms;
@@ -77,7 +78,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{requests} requests in {:.2}s", start.elapsed().as_secs_f64());
             Ok(())
         }),
-        _ => bail!("usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--only-metrics] [--only-scale] [--only-startup] [--only-sync] [--only-density] [--only-backlog] [--only-npm-startup] [--out FILE]"),
+        _ => bail!("usage: denorun-bench run --denorun PATH --deno PATH --node PATH [--quick] [--only-metrics] [--only-scale] [--only-startup] [--only-sync] [--only-density] [--only-backlog] [--only-npm-startup] [--only-commands] [--out FILE]"),
     }
 }
 
@@ -96,6 +97,13 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     }
     if bench.opts.only_metrics {
         println!("{}", metrics_overhead(&mut bench, 10 * requests).await?);
+        return Ok(());
+    }
+    let bench_dir = bench.root.join("bench");
+    let (command_count, command_runs) = if bench.opts.quick { (2_000, 1) } else { (20_000, 3) };
+    if bench.opts.only_commands {
+        let programs = commands::Programs::of(&bench.opts, &bench_dir);
+        println!("{}", commands::commands(&programs, command_count, command_runs).await?);
         return Ok(());
     }
     let scale_runs = if bench.opts.quick { 1 } else { 3 };
@@ -118,7 +126,6 @@ async fn run(opts: Options) -> anyhow::Result<()> {
 
     let (backlog_jobs, backlog_runs): (&[usize], usize) =
         if bench.opts.quick { (&[2_000], 1) } else { (&[20_000, 100_000], 3) };
-    let bench_dir = bench.root.join("bench");
     if bench.opts.only_backlog {
         let (denorun, before, node) = (&bench.opts.denorun, bench.opts.before.as_deref(), &bench.opts.node);
         let drained = backlog::backlog(denorun, before, node, &bench_dir, backlog_jobs, backlog_runs);
@@ -191,6 +198,8 @@ async fn run(opts: Options) -> anyhow::Result<()> {
     report.push_str(&scale::scale(&bench.opts.denorun, 2 * requests, scale_runs).await?);
     report.push_str(&sync::sync(&bench.opts.denorun, &bench.opts.node, sync_entries).await?);
     report.push_str(&density::density(&bench.opts.denorun, density_counts).await?);
+    let programs = commands::Programs::of(&bench.opts, &bench_dir);
+    report.push_str(&commands::commands(&programs, command_count, command_runs).await?);
     report.push_str(
         &backlog::backlog(
             &bench.opts.denorun,

@@ -23,6 +23,8 @@ pub(crate) struct Options {
     pub(crate) only_backlog: bool,
     /// Only the handler section (1, 4 and 16 workers in one process).
     pub(crate) only_handler: bool,
+    /// Only the 2021 path's cost per Redis command, against Deno and Node with ioredis.
+    pub(crate) only_commands: bool,
     /// Only the soak (a million requests through four handler workers; memory flat?).
     pub(crate) only_soak: bool,
     /// An older denorun, run in the handler section too, for an A/B.
@@ -37,7 +39,7 @@ impl Options {
         let mut values: HashMap<&str, &str> = HashMap::new();
         let (mut quick, mut only_metrics, mut only_scale, mut only_startup) = (false, false, false, false);
         let (mut only_sync, mut only_density, mut only_backlog, mut only_handler) = (false, false, false, false);
-        let (mut only_soak, mut only_npm_startup) = (false, false);
+        let (mut only_soak, mut only_npm_startup, mut only_commands) = (false, false, false);
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             match arg.as_str() {
@@ -51,6 +53,7 @@ impl Options {
                 "--only-handler" => only_handler = true,
                 "--only-soak" => only_soak = true,
                 "--only-npm-startup" => only_npm_startup = true,
+                "--only-commands" => only_commands = true,
                 "--denorun" | "--deno" | "--node" | "--out" | "--before" => {
                     values.insert(arg, it.next().context("a flag needs a value")?);
                 }
@@ -72,6 +75,7 @@ impl Options {
             only_handler,
             only_soak,
             only_npm_startup,
+            only_commands,
             before: values.get("--before").map(PathBuf::from),
             out: values.get("--out").map(PathBuf::from).unwrap_or_else(|| "BENCHMARKS.md".into()),
             command: std::env::var("BENCH_COMMAND").unwrap_or_else(|_| "bench/run.sh".into()),
