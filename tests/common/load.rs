@@ -109,7 +109,9 @@ pub struct Verdict {
     pub sent: usize,
     pub answered: usize,
     /// Replies the workers sent that the client's BRPOP lost (Redis killed between the pop
-    /// and its answer): they are on the response stream.
+    /// and its answer): they are on the response stream, or (the 2021 demo worker, whose
+    /// response stream keeps only its last ~1000 entries) their trace, written in the reply's
+    /// MULTI, is in `req:{ref}:h`.
     pub lost_by_client: usize,
     /// Sent, and answered neither to the client nor on the response stream.
     pub unanswered: Vec<String>,
@@ -129,15 +131,20 @@ impl Tally {
         let (in_lists, repeated, executions) = self.counts(c);
         let responses: redis::streams::StreamRangeReply = c.xrange_all(format!("{kind}:res:x")).unwrap();
         let refs: Vec<String> = responses.ids.iter().filter_map(|e| e.get::<String>("ref")).collect();
-        let responded: HashSet<&String> = refs.iter().collect();
+        let mut responded: HashSet<&String> = refs.iter().collect();
         let unreplied = || self.sent.iter().filter(|r| !self.replies.contains_key(*r));
+        let traced: Vec<&String> = unreplied()
+            .filter(|r| !responded.contains(*r))
+            .filter(|r| c.hexists(format!("req:{r}:h"), "demoWorkerTrace").unwrap())
+            .collect();
+        let twice_on_stream = refs.len() - responded.len();
+        responded.extend(traced);
         let lost_by_client = unreplied().filter(|r| responded.contains(*r)).count();
         let unanswered: Vec<String> = unreplied().filter(|r| !responded.contains(*r)).cloned().collect();
         let mut codes: HashMap<String, usize> = HashMap::new();
         for reply in self.replies.values() {
             *codes.entry(reply["code"].to_string()).or_default() += 1;
         }
-        let twice_on_stream = refs.len() - responded.len();
         let sent: HashSet<&String> = self.sent.iter().collect();
         assert_eq!(sent.len(), self.sent.len(), "a ref sent twice");
         Verdict {
@@ -212,8 +219,17 @@ pub fn explain(c: &mut redis::Connection, kind: &str, unanswered: &[String]) {
         let marker: Option<String> =
             c.get(format!("{stream}:done:{{{stream}}}:{}", id.clone().unwrap_or_default())).unwrap();
         let list: usize = c.llen(format!("res:{r}")).unwrap();
-        eprintln!("unanswered {r}: entry {id:?} pending {pending:?} calls {calls:?} by_xid {by_xid:?} marker {marker:?} list {list}");
+        let trace: Option<String> = c.hget(format!("req:{r}:h"), "demoWorkerTrace").unwrap();
+        eprintln!(
+            "unanswered {r}: entry {id:?} pending {pending:?} calls {calls:?} by_xid {by_xid:?} marker {marker:?} \
+             list {list} trace {trace:?}"
+        );
     }
     let groups: redis::Value = redis::cmd("XINFO").arg("GROUPS").arg(&stream).query(c).unwrap();
     eprintln!("request stream groups {groups:?}");
+    let consumers: redis::Value = redis::cmd("XINFO").arg("CONSUMERS").arg(&stream).arg("worker").query(c).unwrap();
+    eprintln!("request stream consumers {consumers:?}");
+    // A 2021 worker's marks (`ops::resume`): the last entry each consumer handled.
+    let marks: HashMap<String, String> = c.hgetall(format!("{stream}:seen:h")).unwrap();
+    eprintln!("marks {marks:?}");
 }
