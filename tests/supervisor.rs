@@ -65,6 +65,26 @@ fn deleting_one_pid_restarts_that_worker_only() {
 }
 
 #[test]
+fn a_syntax_error_is_reported_with_its_file_line_and_column() {
+    let db = 11;
+    let dir = temp_dir();
+    let broken = write(dir.path(), "broken.ts", "const a = 1;\nexport const b = (a + ;\n");
+    setup(&url(db), &broken, &["1"], 0);
+    let supervisor = Supervisor::start(&url(db), &["--max-failures", "1", "--backoff", "0.05"]);
+    wait_until("the worker is parked", || {
+        let failed: Vec<String> = redis().db(db).lrange("demo-worker:failed:q", 0, -1).unwrap();
+        failed == ["1"]
+    });
+    let error: String = redis().db(db).hget("demo-worker:1:h", "lastError").unwrap();
+    let place = format!("file://{}:2:", broken.display());
+    assert!(error.contains("SyntaxError") && error.contains(&place), "{error} names {place}");
+    let status = run(denorun(&["status", "demo-worker", "--redis", &redis().db_url(db)]), "");
+    assert!(status.stdout.contains(&place), "{status:?}");
+    supervisor.signal(libc::SIGTERM);
+    assert_eq!(supervisor.finish().code, 0);
+}
+
+#[test]
 fn a_worker_failing_at_start_is_backed_off_then_parked() {
     let db = 8;
     let dir = temp_dir();

@@ -13,7 +13,7 @@ pub struct RedisLost(pub String);
 pub enum Reason {
     /// Its event loop ran out of work, or it called `Deno.exit(code)`.
     Exited(i32),
-    /// An uncaught error; its first line.
+    /// An uncaught error: its first line, and where it was thrown ([`headline`]).
     Uncaught(String),
     /// Terminated near its heap limit (`maxHeapMb`).
     Memory { limit_mb: u64 },
@@ -98,6 +98,31 @@ impl fmt::Display for Reason {
     }
 }
 
+/// The line an uncaught error is known by in the worker's hash, `status` and the console:
+/// the report's first line (`SyntaxError: Expression expected`), with the first place its
+/// report names (`at file:///w.ts:4:33`: the module and position of a syntax error, the top
+/// frame of a thrown error) when that line does not name it already.
+pub fn headline(report: &str) -> String {
+    let mut lines = report.lines();
+    let first = lines.next().unwrap_or_default().trim();
+    let place = lines.map(str::trim).filter_map(|line| line.strip_prefix("at ")).find_map(place);
+    match place {
+        Some(place) if !first.contains(place) => format!("{first} (at {place})"),
+        _ => first.to_string(),
+    }
+}
+
+/// The `url:line:column` of a stack line's rest (`f (url:1:2)` or `url:1:2`), if it has one.
+fn place(frame: &str) -> Option<&str> {
+    let place = match frame.rsplit_once(" (") {
+        Some((_, inner)) => inner.strip_suffix(')')?,
+        None => frame,
+    };
+    let mut parts = place.rsplitn(3, ':');
+    let numbers = parts.by_ref().take(2).all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    (numbers && parts.next().is_some_and(|url| !url.is_empty())).then_some(place)
+}
+
 /// How a worker ended.
 #[derive(Debug, Clone)]
 pub struct Exit {
@@ -133,6 +158,24 @@ mod tests {
         ];
         for (reason, code, name, failure) in cases {
             assert_eq!((reason.code(), reason.name(), reason.is_failure()), (code, name, failure), "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn an_uncaught_error_is_known_by_its_first_line_and_where_it_was_thrown() {
+        let syntax = "SyntaxError: Expression expected\n  |\n4 |     return (1 + };\n  |                 ~\n    at file:///w/bad.ts:4:33";
+        assert_eq!(headline(syntax), "SyntaxError: Expression expected (at file:///w/bad.ts:4:33)");
+        let thrown = "Uncaught (in promise) Error: boom\n    at request (file:///w/h.ts:10:11)\n    at async Promise.all (index 0)";
+        assert_eq!(headline(thrown), "Uncaught (in promise) Error: boom (at file:///w/h.ts:10:11)");
+        let native = "Error: x\n    at async Promise.all (index 0)\n    at ext:core/01_core.js:7:9";
+        assert_eq!(headline(native), "Error: x (at ext:core/01_core.js:7:9)", "the first frame with a place");
+        let named = "TypeError: Module not found \"file:///w/a.ts\".\n    at file:///w/a.ts:1:1";
+        assert_eq!(headline(named), "TypeError: Module not found \"file:///w/a.ts\". (at file:///w/a.ts:1:1)");
+        let said = "Error: at file:///w/a.ts:1:1 it broke\n    at file:///w/a.ts:1:1";
+        assert_eq!(headline(said), "Error: at file:///w/a.ts:1:1 it broke", "a place the line names already");
+        for bare in ["Error: x", "", "Error: x\n    at foo (native)", "Error: x\n    at :1:2", "Error: x\n    at u:1:"]
+        {
+            assert_eq!(headline(bare), bare.lines().next().unwrap_or_default(), "{bare:?}");
         }
     }
 

@@ -195,10 +195,9 @@ pub async fn run(spec: WorkerSpec, stop: StopHandle) -> Exit {
         (None, Some(Ok(code))) => Exit::new(Reason::Exited(code)),
         (None, Some(Err(e))) => {
             let report = format_error(&e);
-            let first_line = report.lines().next().unwrap_or_default().to_string();
             let reason = match redis_lost {
                 Some(lost) => Reason::RedisLost(lost),
-                None => Reason::Uncaught(first_line),
+                None => Reason::Uncaught(exit::headline(&report)),
             };
             Exit { reason, report: Some(report) }
         }
