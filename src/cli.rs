@@ -14,6 +14,21 @@ The worker hash (HGETALL <WORKER_KEY>) names the module and its options:
 The worker may connect to its Redis and nothing else unless denoOptions grants more.
 Its standard input is this process's, e.g. `echo \"worker-v0 <hex key>\" | denorun demo-worker:1:h`.";
 
+/// What `denorun` with no arguments prints: where a newcomer starts.
+pub const GETTING_STARTED: &str = "\
+denorun runs Redis-driven TypeScript workers in embedded Deno.
+
+Getting started:
+  denorun new greeter              write a handler worker (greeter/), its test and the lines that run it
+  demo/demo.sh                     in denorun's repository: a real Redis, a worker and requests
+  denorun greeter:1:h              run the worker whose Redis hash is greeter:1:h
+  denorun supervise greeter        run, restart and drain the workers of a type in one process
+  denorun console greeter          a web console of a type's workers, streams and dead letters
+  denorun test                     run a worker's tests, like `deno test`
+
+Every command and flag: denorun --help
+";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "denorun",
@@ -409,6 +424,23 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("denorun").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn every_command_getting_started_names_is_one_denorun_takes() {
+        let commands: Vec<Vec<&str>> = GETTING_STARTED
+            .lines()
+            .filter_map(|line| line.strip_prefix("  denorun "))
+            .map(|rest| rest.split("  ").next().unwrap().split_whitespace().collect())
+            .collect();
+        assert!(commands.len() >= 5, "{commands:?}");
+        for args in commands {
+            match parse(&args) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::DisplayHelp => {}
+                Err(e) => panic!("denorun {args:?}: {e}"),
+            }
+        }
     }
 
     fn supervise(args: &[&str]) -> Result<SuperviseArgs, clap::Error> {

@@ -121,6 +121,10 @@ pub fn snapshot_extensions() -> Vec<deno_runtime::deno_core::Extension> {
 /// The `denorun` command, with the startup snapshot `build.rs` made.
 pub fn main(snapshot: Snapshot) -> ! {
     worker::use_snapshot(snapshot);
+    if std::env::args_os().len() == 1 {
+        print!("{}", cli::GETTING_STARTED);
+        std::process::exit(0);
+    }
     let cli = Cli::parse();
     topology::silence::set_response_timeout(std::time::Duration::from_millis(cli.redis.timeout_ms));
     logs::init(match &cli.command {

@@ -29,6 +29,19 @@ try { Deno.env.get("HOME"); } catch (e) { console.log(e.constructor.name); }
 }
 
 #[test]
+fn denorun_alone_says_how_to_get_started() {
+    let alone = run(denorun(&[]), "");
+    assert_eq!(alone.code, 0, "{alone:?}");
+    for line in ["Getting started", "denorun new greeter", "demo/demo.sh", "denorun console", "denorun --help"] {
+        assert!(alone.stdout.contains(line), "{line}: {alone:?}");
+    }
+    // A missing worker key after flags is still an error that says what is missing.
+    let flags_only = run(denorun(&["--redis", "redis://127.0.0.1:1"]), "");
+    assert_eq!(flags_only.code, 2, "{flags_only:?}");
+    assert!(flags_only.stderr.contains("<WORKER_KEY>"), "{flags_only:?}");
+}
+
+#[test]
 fn run_reports_a_missing_script_and_bad_flags() {
     let run1 = run(denorun(&["run", "/no/such/script.ts"]), "");
     assert_eq!(run1.code, 1, "{run1:?}");
