@@ -23,7 +23,7 @@ Getting started:
   demo/demo.sh                     in denorun's repository: a real Redis, a worker and requests
   denorun greeter:1:h              run the worker whose Redis hash is greeter:1:h
   denorun supervise greeter        run, restart and drain the workers of a type in one process
-  denorun console greeter          a web console of a type's workers, streams and dead letters
+  denorun console                  a web console of the workers, streams and dead letters in Redis
   denorun test                     run a worker's tests, like `deno test`
 
 Every command and flag: denorun --help
@@ -245,8 +245,8 @@ pub struct LockArgs {
 
 #[derive(Debug, Args)]
 pub struct ConsoleArgs {
-    /// The worker types to show
-    #[arg(required = true, value_name = "TYPE")]
+    /// The worker types to show (default: every type with a request stream in Redis, found at start)
+    #[arg(value_name = "TYPE")]
     pub types: Vec<String>,
     /// Where to listen
     #[arg(long, default_value = "127.0.0.1:9470")]

@@ -221,6 +221,34 @@ fn read_only_shows_no_actions_and_takes_none() {
 }
 
 #[test]
+fn without_a_type_it_shows_every_type_with_a_request_stream() {
+    let server = OwnRedis::start();
+    let url = server.url();
+    let empty = run(denorun(&["console", "--redis", &url, "--listen", "127.0.0.1:0"]), "");
+    assert_eq!(empty.code, 1, "{empty:?}");
+    assert!(empty.stderr.contains("denorun console <type>"), "{empty:?}");
+
+    let mut c = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+    let group = |c: &mut redis::Connection, stream: &str| {
+        let () = redis::cmd("XGROUP").arg(&["CREATE", stream, "worker", "$", "MKSTREAM"]).query(c).unwrap();
+    };
+    group(&mut c, "plain:req:x");
+    group(&mut c, "sharded:req:{a1}:x");
+    group(&mut c, "sharded:req:{b2}:x");
+    group(&mut c, "other:res:x");
+    let _: () = c.set("lonely:req:x", "a string, not a stream").unwrap();
+    let _: () = c.hset("req:r1:h", "demoWorkerTrace", "{}").unwrap();
+    let (mut child, port) = console(&[], &["--redis", &url]);
+    let overview = http(port, "GET", "/", &[("Cookie", &cookie(port))], "");
+    assert_eq!(overview.status, 200, "{}", overview.body);
+    let shown: Vec<&str> =
+        overview.body.split("<h2>").skip(1).filter_map(|rest| rest.split_once("</h2>")).map(|(t, _)| t).collect();
+    assert_eq!(shown, ["plain", "sharded"], "{}", overview.body);
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+#[test]
 fn a_remote_address_needs_its_flag() {
     let run = run(denorun(&["console", "--listen", "0.0.0.0:0", "greeter"]), "");
     assert_eq!(run.code, 1, "{run:?}");

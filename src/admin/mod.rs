@@ -1,12 +1,14 @@
 //! Everyday admin commands, replacing the original's TypeScript CLI: set up and show worker
 //! hashes, create and inspect the request and response streams, send a request and wait for
 //! its reply, see the supervisor's workers (`board`, read by `status` and the live `top`),
-//! list and requeue dead letters (`dead`), find a request by its ref (`find`), and encrypt a worker's secret config.
+//! list and requeue dead letters (`dead`), find a request by its ref (`find`), find the types a
+//! Redis holds (`types`), and encrypt a worker's secret config.
 
 pub mod board;
 pub mod dead;
 pub mod find;
 pub mod top;
+pub mod types;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;

@@ -79,7 +79,7 @@ pub fn run(redis: &RedisTarget, options: Options) -> anyhow::Result<i32> {
             options.listen
         );
     }
-    let types = options.types.iter().map(|t| Keys::of(t)).collect::<Result<Vec<_>, _>>()?;
+    let named = options.types.iter().map(|t| Keys::of(t)).collect::<Result<Vec<_>, _>>()?;
     let token = match std::env::var("DENORUN_CONSOLE_TOKEN") {
         Ok(token) if token.len() >= 16 => token,
         Ok(_) => {
@@ -88,7 +88,19 @@ pub fn run(redis: &RedisTarget, options: Options) -> anyhow::Result<i32> {
         Err(_) => hex::encode(rand::random::<[u8; 16]>()),
     };
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
-        let conn = redis.connect().await?;
+        let mut conn = redis.connect().await?;
+        let types = if named.is_empty() {
+            let found = crate::admin::types::discover(&mut conn, redis.topology.is_cluster()).await?;
+            if found.is_empty() {
+                anyhow::bail!(
+                    "no worker type has a request stream (<type>:req:x) in this Redis yet; name the types to \
+                     show: denorun console <type>..."
+                );
+            }
+            found.iter().map(|t| Keys::of(t)).collect::<Result<Vec<_>, _>>()?
+        } else {
+            named
+        };
         let listener = tokio::net::TcpListener::bind(options.listen).await.map_err(|e| {
             anyhow::anyhow!("cannot serve the console on {}: {e}; choose another --listen address", options.listen)
         })?;
@@ -100,7 +112,7 @@ pub fn run(redis: &RedisTarget, options: Options) -> anyhow::Result<i32> {
         println!("denorun console: http://{bound}/?token={}", console.credential.token());
         log::info!(
             "console on http://{bound}/ for {}{}",
-            options.types.join(", "),
+            console.types.iter().map(Keys::worker_type).collect::<Vec<_>>().join(", "),
             if options.read_only { " (read-only)" } else { "" }
         );
         tokio::spawn(console.clone().sample());

@@ -1,0 +1,80 @@
+//! The worker types a Redis holds, for `denorun console` without a type: every type with a
+//! request stream under its own name, `${type}:req:x` or a shard `${type}:req:{t}:x`. A type
+//! whose workers all name another `requestStream`, or that has no stream yet, is not found:
+//! name it on the command line.
+
+use std::collections::BTreeSet;
+
+use crate::keys::Keys;
+use crate::topology::Conn;
+
+/// How many keys one SCAN step looks at.
+const SCAN_COUNT: usize = 1000;
+
+/// The type whose request stream (or shard of it) `key` is, if it is one.
+pub fn type_of_stream(key: &str) -> Option<&str> {
+    let worker_type = match key.strip_suffix(":req:x") {
+        Some(worker_type) => worker_type,
+        None => {
+            let (worker_type, shard) = key.strip_suffix(":x")?.rsplit_once(":req:{")?;
+            let tag = shard.strip_suffix('}')?;
+            if tag.is_empty() || tag.contains(['{', '}']) {
+                return None;
+            }
+            worker_type
+        }
+    };
+    Keys::of(worker_type).is_ok().then_some(worker_type)
+}
+
+/// Every type with a request stream in this Redis, in name order (one SCAN of the keyspace,
+/// streams only). Not on a Cluster, whose keys are spread over its masters: there the types
+/// are named on the command line.
+pub async fn discover(conn: &mut Conn, cluster: bool) -> anyhow::Result<Vec<String>> {
+    if cluster {
+        anyhow::bail!("on a Redis Cluster, name the worker types to show: denorun console <type>...");
+    }
+    let mut types = BTreeSet::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("*:req:*x")
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .arg("TYPE")
+            .arg("stream")
+            .query_async(conn)
+            .await?;
+        types.extend(keys.iter().filter_map(|key| type_of_stream(key)).map(str::to_string));
+        if next == 0 {
+            return Ok(types.into_iter().collect());
+        }
+        cursor = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_type_is_found_by_its_request_stream_or_a_shard_of_it() {
+        assert_eq!(type_of_stream("demo-worker:req:x"), Some("demo-worker"));
+        assert_eq!(type_of_stream("greeter:req:{a1}:x"), Some("greeter"));
+        for other in [
+            "greeter:res:x",
+            "greeter:dead:x",
+            "greeter:req:x:dead:x",
+            "req:x",
+            ":req:x",
+            "greeter:req:{}:x",
+            "greeter:req:{a}b}:x",
+            "greeter:req:a1:x",
+            "Bad Type:req:x",
+        ] {
+            assert_eq!(type_of_stream(other), None, "{other}");
+        }
+    }
+}
