@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The README's demo: sets up the machine, builds denorun, starts a private redis-server on a
+# The README's demo: sets up the machine (only what the demo needs: redis-server, libclang for
+# the build, V8's archive), builds denorun, starts a private redis-server on a
 # free port (unless REDIS_URL is set), supervises two demo workers (demo/run.sh), sends them
 # three requests (demo/xadd.sh), shows their status, and drains them with SIGTERM.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-bash .ci/setup.sh >/dev/null
+bash .ci/setup.sh --demo >/dev/null
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/denorun/target}
 cargo build --release --locked --quiet
 
