@@ -14,7 +14,8 @@ The worker hash (HGETALL <WORKER_KEY>) names the module and its options:
 The worker may connect to its Redis and nothing else unless denoOptions grants more.
 Its standard input is this process's, e.g. `echo \"worker-v0 <hex key>\" | denorun demo-worker:1:h`.";
 
-/// What `denorun` with no arguments prints: where a newcomer starts.
+/// What `denorun` with no arguments prints (on stderr, exit 2: a worker key is missing):
+/// where a newcomer starts.
 pub const GETTING_STARTED: &str = "\
 denorun runs Redis-driven TypeScript workers in embedded Deno.
 

@@ -122,8 +122,9 @@ pub fn snapshot_extensions() -> Vec<deno_runtime::deno_core::Extension> {
 pub fn main(snapshot: Snapshot) -> ! {
     worker::use_snapshot(snapshot);
     if std::env::args_os().len() == 1 {
-        print!("{}", cli::GETTING_STARTED);
-        std::process::exit(0);
+        // Still a usage error (exit 2), so that a service started without its worker key fails.
+        eprint!("{}", cli::GETTING_STARTED);
+        std::process::exit(2);
     }
     let cli = Cli::parse();
     topology::silence::set_response_timeout(std::time::Duration::from_millis(cli.redis.timeout_ms));

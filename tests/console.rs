@@ -237,6 +237,11 @@ fn without_a_type_it_shows_every_type_with_a_request_stream() {
     group(&mut c, "sharded:req:{b2}:x");
     group(&mut c, "other:res:x");
     let _: () = c.set("lonely:req:x", "a string, not a stream").unwrap();
+    // Another application's stream: no `worker` group.
+    let _: String = c.xadd("foreign:req:x", "*", &[("a", "1")]).unwrap();
+    // A stream with the group, but its type's hash is not a hash.
+    group(&mut c, "clash:req:x");
+    let _: () = c.set("clash:h", "a string").unwrap();
     let _: () = c.hset("req:r1:h", "demoWorkerTrace", "{}").unwrap();
     let (mut child, port) = console(&[], &["--redis", &url]);
     let overview = http(port, "GET", "/", &[("Cookie", &cookie(port))], "");

@@ -30,10 +30,11 @@ try { Deno.env.get("HOME"); } catch (e) { console.log(e.constructor.name); }
 
 #[test]
 fn denorun_alone_says_how_to_get_started() {
+    // A usage error still (exit 2): a service started without its worker key fails.
     let alone = run(denorun(&[]), "");
-    assert_eq!(alone.code, 0, "{alone:?}");
+    assert_eq!(alone.code, 2, "{alone:?}");
     for line in ["Getting started", "denorun new greeter", "demo/demo.sh", "denorun console", "denorun --help"] {
-        assert!(alone.stdout.contains(line), "{line}: {alone:?}");
+        assert!(alone.stderr.contains(line), "{line}: {alone:?}");
     }
     // A missing worker key after flags is still an error that says what is missing.
     let flags_only = run(denorun(&["--redis", "redis://127.0.0.1:1"]), "");

@@ -85,6 +85,29 @@ fn a_syntax_error_is_reported_with_its_file_line_and_column() {
 }
 
 #[test]
+fn an_error_thrown_is_reported_with_where_it_was_thrown_in_colour_too() {
+    let db = 12;
+    let dir = temp_dir();
+    let thrower = write(
+        dir.path(),
+        "thrower.ts",
+        "const n: number = 1;\nconst go = () => {\n  throw new Error(`boom ${n}`);\n};\ngo();\n",
+    );
+    setup(&url(db), &thrower, &["1"], 0);
+    let supervisor = Supervisor::start_in_colour(&url(db), &["--max-failures", "1", "--backoff", "0.05"]);
+    wait_until("the worker is parked", || {
+        let failed: Vec<String> = redis().db(db).lrange("demo-worker:failed:q", 0, -1).unwrap();
+        failed == ["1"]
+    });
+    let error: String = redis().db(db).hget("demo-worker:1:h", "lastError").unwrap();
+    let place = format!("(at file://{}:3:9)", thrower.display());
+    assert!(error.contains("Error: boom 1") && error.ends_with(&place), "{error:?} ends with {place}");
+    assert!(!error.contains('\u{1b}'), "no terminal colours: {error:?}");
+    supervisor.signal(libc::SIGTERM);
+    assert_eq!(supervisor.finish().code, 0);
+}
+
+#[test]
 fn a_worker_failing_at_start_is_backed_off_then_parked() {
     let db = 8;
     let dir = temp_dir();

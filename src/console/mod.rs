@@ -90,6 +90,7 @@ pub fn run(redis: &RedisTarget, options: Options) -> anyhow::Result<i32> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
         let mut conn = redis.connect().await?;
         let types = if named.is_empty() {
+            log::info!("console: looking for worker types (one SCAN of the keyspace)");
             let found = crate::admin::types::discover(&mut conn, redis.topology.is_cluster()).await?;
             if found.is_empty() {
                 anyhow::bail!(

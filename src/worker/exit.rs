@@ -99,20 +99,53 @@ impl fmt::Display for Reason {
 }
 
 /// The line an uncaught error is known by in the worker's hash, `status` and the console:
-/// the report's first line (`SyntaxError: Expression expected`), with the first place its
-/// report names (`at file:///w.ts:4:33`: the module and position of a syntax error, the top
-/// frame of a thrown error) when that line does not name it already.
-pub fn headline(report: &str) -> String {
-    let mut lines = report.lines();
-    let first = lines.next().unwrap_or_default().trim();
-    let place = lines.map(str::trim).filter_map(|line| line.strip_prefix("at ")).find_map(place);
+/// the report's first line (`SyntaxError: Expression expected`), without terminal colours,
+/// with `place` (where it was thrown: `file:///w.ts:4:33`) when that line does not name it
+/// already.
+pub fn headline(report: &str, place: Option<&str>) -> String {
+    let report = plain(report);
+    let first = report.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or_default();
     match place {
         Some(place) if !first.contains(place) => format!("{first} (at {place})"),
         _ => first.to_string(),
     }
 }
 
-/// The `url:line:column` of a stack line's rest (`f (url:1:2)` or `url:1:2`), if it has one.
+/// The first `at url:line:column` line of a report in plain text (a module that does not
+/// parse: deno_ast's report, which names no frames), outside deno_runtime's own code.
+pub fn place_in_text(report: &str) -> Option<String> {
+    let report = plain(report);
+    let place = report
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("at "))
+        .map(|at| at.strip_prefix("async ").unwrap_or(at))
+        .find_map(place)
+        .map(str::to_string);
+    place
+}
+
+/// `text` without ANSI escape sequences (`ESC [ … letter`).
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The `url:line:column` of a stack line's rest (`f (url:1:2)` or `url:1:2`), if it has one
+/// and it is not deno_runtime's own code (`ext:`).
 fn place(frame: &str) -> Option<&str> {
     let place = match frame.rsplit_once(" (") {
         Some((_, inner)) => inner.strip_suffix(')')?,
@@ -120,7 +153,8 @@ fn place(frame: &str) -> Option<&str> {
     };
     let mut parts = place.rsplitn(3, ':');
     let numbers = parts.by_ref().take(2).all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    (numbers && parts.next().is_some_and(|url| !url.is_empty())).then_some(place)
+    let url = parts.next().filter(|url| !url.is_empty() && !url.starts_with("ext:"));
+    (numbers && url.is_some()).then_some(place)
 }
 
 /// How a worker ended.
@@ -163,19 +197,26 @@ mod tests {
 
     #[test]
     fn an_uncaught_error_is_known_by_its_first_line_and_where_it_was_thrown() {
+        let at = Some("file:///w/h.ts:10:11");
+        assert_eq!(headline("Uncaught Error: boom\n    at x", at), "Uncaught Error: boom (at file:///w/h.ts:10:11)");
+        assert_eq!(headline("Error: at file:///w/h.ts:10:11 it broke", at), "Error: at file:///w/h.ts:10:11 it broke");
+        assert_eq!(headline("\n\nError: x", None), "Error: x", "the first line with text");
+        let coloured = "\u{1b}[0m\u{1b}[1m\u{1b}[31merror\u{1b}[0m: Uncaught Error: boom";
+        assert_eq!(headline(coloured, None), "error: Uncaught Error: boom", "no terminal colours");
+    }
+
+    #[test]
+    fn a_module_that_does_not_parse_is_placed_by_its_report() {
         let syntax = "SyntaxError: Expression expected\n  |\n4 |     return (1 + };\n  |                 ~\n    at file:///w/bad.ts:4:33";
-        assert_eq!(headline(syntax), "SyntaxError: Expression expected (at file:///w/bad.ts:4:33)");
-        let thrown = "Uncaught (in promise) Error: boom\n    at request (file:///w/h.ts:10:11)\n    at async Promise.all (index 0)";
-        assert_eq!(headline(thrown), "Uncaught (in promise) Error: boom (at file:///w/h.ts:10:11)");
-        let native = "Error: x\n    at async Promise.all (index 0)\n    at ext:core/01_core.js:7:9";
-        assert_eq!(headline(native), "Error: x (at ext:core/01_core.js:7:9)", "the first frame with a place");
-        let named = "TypeError: Module not found \"file:///w/a.ts\".\n    at file:///w/a.ts:1:1";
-        assert_eq!(headline(named), "TypeError: Module not found \"file:///w/a.ts\". (at file:///w/a.ts:1:1)");
-        let said = "Error: at file:///w/a.ts:1:1 it broke\n    at file:///w/a.ts:1:1";
-        assert_eq!(headline(said), "Error: at file:///w/a.ts:1:1 it broke", "a place the line names already");
-        for bare in ["Error: x", "", "Error: x\n    at foo (native)", "Error: x\n    at :1:2", "Error: x\n    at u:1:"]
+        assert_eq!(place_in_text(syntax).as_deref(), Some("file:///w/bad.ts:4:33"));
+        let coloured =
+            "SyntaxError: x\n    at \u{1b}[36mfile:///w/bad.ts\u{1b}[39m:\u{1b}[33m4\u{1b}[39m:\u{1b}[33m33\u{1b}[39m";
+        assert_eq!(place_in_text(coloured).as_deref(), Some("file:///w/bad.ts:4:33"));
+        let framed = "Error: x\n    at ext:core/01_core.js:7:9\n    at async f (file:///w/h.ts:3:5)";
+        assert_eq!(place_in_text(framed).as_deref(), Some("file:///w/h.ts:3:5"), "not deno_runtime's own code");
+        for none in ["Error: x", "", "Error: x\n    at foo (native)", "Error: x\n    at :1:2", "Error: x\n    at u:1:"]
         {
-            assert_eq!(headline(bare), bare.lines().next().unwrap_or_default(), "{bare:?}");
+            assert_eq!(place_in_text(none), None, "{none:?}");
         }
     }
 

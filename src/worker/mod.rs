@@ -195,9 +195,13 @@ pub async fn run(spec: WorkerSpec, stop: StopHandle) -> Exit {
         (None, Some(Ok(code))) => Exit::new(Reason::Exited(code)),
         (None, Some(Err(e))) => {
             let report = format_error(&e);
+            let place = match e.as_kind() {
+                CoreErrorKind::Js(js_error) => thrown_at(js_error),
+                _ => exit::place_in_text(&report),
+            };
             let reason = match redis_lost {
                 Some(lost) => Reason::RedisLost(lost),
-                None => Reason::Uncaught(exit::headline(&report)),
+                None => Reason::Uncaught(exit::headline(&report, place.as_deref())),
             };
             Exit { reason, report: Some(report) }
         }
@@ -332,6 +336,15 @@ async fn execute(worker: &mut MainWorker, spec: &WorkerSpec, inspecting: bool) -
 }
 
 /// An error the way `deno run` prints it after `error: ` (`Uncaught ...` with the stack).
+/// Where an uncaught JavaScript error was thrown: its first stack frame outside deno_runtime's
+/// own code (`ext:`), as `url:line:column`.
+fn thrown_at(error: &deno_core::error::JsError) -> Option<String> {
+    error.frames.iter().find_map(|frame| {
+        let file = frame.file_name.as_deref().filter(|file| !file.starts_with("ext:"))?;
+        Some(format!("{file}:{}:{}", frame.line_number?, frame.column_number?))
+    })
+}
+
 fn format_error(error: &CoreError) -> String {
     match error.as_kind() {
         CoreErrorKind::Js(js_error) => format_js_error(js_error, None),

@@ -83,13 +83,27 @@ impl Supervisor {
 
     /// `denorun supervise <worker_type>`.
     pub fn start_type(url: &str, worker_type: &str, extra: &[&str]) -> Supervisor {
+        Supervisor::launch(url, worker_type, extra, false)
+    }
+
+    /// `denorun supervise demo-worker` with terminal colours on, as when nothing sets
+    /// `NO_COLOR` (systemd, a container).
+    pub fn start_in_colour(url: &str, extra: &[&str]) -> Supervisor {
+        Supervisor::launch(url, "demo-worker", extra, true)
+    }
+
+    fn launch(url: &str, worker_type: &str, extra: &[&str], colour: bool) -> Supervisor {
         let log = temp_dir();
         let mut cmd = Command::new(DENORUN);
+        if colour {
+            cmd.env_remove("NO_COLOR").env("FORCE_COLOR", "1");
+        } else {
+            cmd.env("NO_COLOR", "1");
+        }
         cmd.arg("supervise")
             .arg(worker_type)
             .args(extra)
             .env("REDIS_URL", url)
-            .env("NO_COLOR", "1")
             .env("DENORUN_ALLOW_MODULE_FROM", TEST_ORIGINS)
             .stdin(Stdio::piped())
             .stdout(File::create(log.path().join("out")).unwrap())
