@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deno_core::serde_v8::StringOrBuffer;
 use deno_core::{op2, OpState, Resource, ResourceId};
@@ -352,15 +352,6 @@ async fn followed(
             }
         }
     }
-    if let Some(after) = with_reads(state, rid, |reads| reads.watching(read, Instant::now()))? {
-        if let Some(id) = unmarked.take() {
-            let mark = run(state, rid, &read.mark(id), CONTEXT).await?;
-            note_mark(state, rid, read, id, &mark)?;
-        }
-        if let Some(value) = delivered_since_lost(state, rid, read, after).await? {
-            return Ok(value);
-        }
-    }
     let mut conn = connection(state, rid)?;
     let mut value = match unmarked {
         None => within(state, rid, deadline_of(args), conn.send_packed_command(&command(args)), CONTEXT).await?,
@@ -381,41 +372,6 @@ async fn followed(
         .unwrap_or_default();
     with_reads(state, rid, |reads| reads.gave(read, &ids))?;
     Ok(value)
-}
-
-/// Entries that a read lost with its connection delivered since (Redis ran it after the
-/// loss), claimed again as a read's reply; none when the consumer's pending entries after
-/// `after` hold none (see `resume`).
-async fn delivered_since_lost(
-    state: &Rc<RefCell<OpState>>,
-    rid: ResourceId,
-    read: &Read,
-    mut after: Id,
-) -> Result<Option<Value>, RedisOpError> {
-    const CONTEXT: &str = "looking for entries a lost read delivered failed";
-    let wanted = read.count.unwrap_or(1).max(1) as usize;
-    loop {
-        let page = run(state, rid, &read.pending_after(after), CONTEXT).await?;
-        refused(&page)?;
-        let rows = resume::pending(&page);
-        let lost = with_reads(state, rid, |reads| reads.watched(read, &rows, wanted, Instant::now()))?;
-        if !lost.is_empty() {
-            let claimed = run(state, rid, &read.claim(&lost), CONTEXT).await?;
-            refused(&claimed)?;
-            let Value::Array(mut entries) = claimed else { return Ok(None) };
-            entries.retain(|entry| !resume::deleted(entry));
-            let ids: Vec<Id> = entries.iter().filter_map(resume::entry_id).collect();
-            if ids.is_empty() {
-                return Ok(None);
-            }
-            with_reads(state, rid, |reads| reads.gave(read, &ids))?;
-            return Ok(Some(resume::read_reply(&read.stream, entries)));
-        }
-        match rows.last() {
-            Some((last, _)) if rows.len() >= resume::PAGE => after = *last,
-            _ => return Ok(None),
-        }
-    }
 }
 
 /// Records a mark's outcome: committed, or refused by Redis (logged; the entry stays unmarked,

@@ -19,27 +19,16 @@
 //! reads `>` again. An entry delivered twice is not given a third time, so a request that
 //! makes its worker crash is passed over after one retry, as `>` passed it over in 2021.
 //!
-//! A read lost with its connection may still run in Redis afterwards: a Redis that was stopped
-//! (SIGSTOP, a long fork) serves the lost connection's blocked or buffered read as soon as it
-//! runs again, and delivers an entry to a connection nobody reads, maybe after the new client
-//! has read and marked newer ones. So after a loss, each read first looks at the consumer's
-//! pending entries after the last one given before the loss, for one delivered once that this
-//! client did not give, and gives it ([`Reads::watching`], [`Reads::watched`]); it looks until
-//! the lost read's BLOCK, and a second more, has passed since Redis first answered again.
-//!
 //! What this guarantees: an entry delivered once to a consumer, after its mark, is given to a
-//! worker of that consumer again; so is one a lost read delivered while Redis ran again, within
-//! that window; an entry at or before the mark is never given again, unless it is such an
-//! entry. Not covered: a consumer with no mark yet (its first run) replays nothing, so entries
-//! left pending before denorun stay where they are; a worker that flushes another transaction
-//! between a read and its reply marks the entry with that one; a connection frozen in the
-//! network (not a stopped Redis) that comes back to life after the window can still deliver a
-//! read nobody receives. Reads of several streams, NOACK reads and reads inside a pipeline pass
-//! through.
+//! worker of that consumer again; an entry at or before the mark is never given again. Not
+//! covered: a consumer with no mark yet (its first run) replays nothing, so entries left
+//! pending before denorun stay where they are; a worker that flushes another transaction
+//! between a read and its reply marks the entry with that one; a connection that comes back
+//! to life after its worker was replaced can still deliver a read nobody receives, behind a
+//! newer mark. Reads of several streams, NOACK reads and reads inside a pipeline pass through.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
-use std::time::{Duration, Instant};
 
 use deno_core::serde_v8::StringOrBuffer;
 use redis::Value;
@@ -51,8 +40,6 @@ pub struct Read {
     pub group: String,
     pub consumer: String,
     pub count: Option<u64>,
-    /// Its BLOCK, in ms.
-    pub block: Option<u64>,
 }
 
 /// What a client follows: one consumer's reads of one stream, whatever their COUNT.
@@ -71,21 +58,18 @@ impl Read {
         }
         let text = |i: usize| args.get(i).and_then(|a| std::str::from_utf8(a).ok()).map(str::to_owned);
         let (group, consumer) = (text(2)?, text(3)?);
-        let (mut count, mut block) = (None, None);
+        let mut count = None;
         let mut i = 4;
         while !word(i, "STREAMS") {
             if word(i, "COUNT") {
                 count = Some(text(i + 1)?.parse().ok()?);
-            } else if word(i, "BLOCK") {
-                block = Some(text(i + 1)?.parse().ok()?);
-            } else {
+            } else if !word(i, "BLOCK") {
                 return None; // NOACK, or an option this module does not know
             }
             i += 2;
         }
         let [stream, id] = args.get(i + 1..)? else { return None };
-        let stream = std::str::from_utf8(stream).ok()?.to_owned();
-        (*id == b">").then_some(Read { stream, group, consumer, count, block })
+        (*id == b">").then_some(Read { stream: std::str::from_utf8(stream).ok()?.to_owned(), group, consumer, count })
     }
 
     /// The hash that holds the mark, and this read's field in it.
@@ -102,10 +86,10 @@ impl Read {
             .collect()
     }
 
-    /// Up to [`PAGE`] of the consumer's pending entries after `after`, with their delivery counts.
+    /// Up to 100 of the consumer's pending entries after `after`, with their delivery counts.
     pub fn pending_after(&self, after: Id) -> Vec<Vec<u8>> {
         let start = format!("({after}");
-        ["XPENDING", &self.stream, &self.group, &start, "+", &PAGE.to_string(), &self.consumer]
+        ["XPENDING", &self.stream, &self.group, &start, "+", "100", &self.consumer]
             .iter()
             .map(|word| word.as_bytes().to_vec())
             .collect()
@@ -148,14 +132,6 @@ return 1
 pub struct Id(u64, u64);
 
 impl Id {
-    /// The id just before this one.
-    fn before(self) -> Id {
-        match self {
-            Id(ms, 0) => Id(ms.saturating_sub(1), u64::MAX),
-            Id(ms, seq) => Id(ms, seq - 1),
-        }
-    }
-
     pub fn parse(text: &[u8]) -> Option<Id> {
         let (ms, seq) = std::str::from_utf8(text).ok()?.split_once('-')?;
         Some(Id(ms.parse().ok()?, seq.parse().ok()?))
@@ -169,44 +145,12 @@ impl fmt::Display for Id {
 }
 
 /// Where a client stands with one consumer's reads.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Progress {
     /// Whether the next read first gives the consumer's lost entries.
     resume: bool,
     /// The last entry given and not marked yet, and whether its read gave it alone.
     given: Option<(Id, bool)>,
-    /// The newest entry given, marked or not.
-    newest: Option<Id>,
-    /// The longest BLOCK of these reads.
-    block: Duration,
-    /// Since a lost connection: what a read it lost may still deliver.
-    watch: Option<Watch>,
-}
-
-/// The pending entries one XPENDING asks for.
-pub const PAGE: usize = 100;
-
-/// How long after Redis answers again a lost read is still watched for, beyond its BLOCK.
-const WATCH_SLACK: Duration = Duration::from_secs(1);
-
-/// The entries a read lost with its connection may deliver later (see the module doc).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Watch {
-    /// The consumer's pending entries up to this one are accounted for.
-    after: Id,
-    /// Entries this client gave since the loss (pending too, but not lost).
-    given: HashSet<Id>,
-    /// When watching ends: unknown until Redis first answered again.
-    until: Option<Instant>,
-}
-
-impl Progress {
-    fn give(&mut self, entries: &[Id]) {
-        if let Some(watch) = &mut self.watch {
-            watch.given.extend(entries.iter().copied());
-        }
-        self.newest = self.newest.max(entries.iter().max().copied());
-    }
 }
 
 /// One client's reads; a consumer absent here has not been resumed on this client yet.
@@ -217,8 +161,7 @@ impl Reads {
     /// Whether this read should resume first; if so, it is the one that does (a read beside
     /// it on the same client does not resume too).
     pub fn begin_resume(&mut self, read: &Read) -> bool {
-        let progress = self.0.entry(read.follows()).or_insert(Progress { resume: true, ..Progress::default() });
-        progress.block = progress.block.max(Duration::from_millis(read.block.unwrap_or(0)));
+        let progress = self.0.entry(read.follows()).or_insert(Progress { resume: true, given: None });
         std::mem::take(&mut progress.resume)
     }
 
@@ -226,9 +169,7 @@ impl Reads {
     pub fn resumed(&mut self, read: &Read, entries: &[Id]) {
         if let Some(last) = entries.iter().max() {
             let progress = self.0.entry(read.follows()).or_default();
-            progress.give(entries);
-            progress.resume = true;
-            progress.given = Some((*last, entries.len() == 1));
+            *progress = Progress { resume: true, given: Some((*last, entries.len() == 1)) };
         }
     }
 
@@ -240,7 +181,6 @@ impl Reads {
     /// A read came back with `entries`; a mark sent with it committed.
     pub fn gave(&mut self, read: &Read, entries: &[Id]) {
         let progress = self.0.entry(read.follows()).or_default();
-        progress.give(entries);
         progress.given = entries.iter().max().map(|last| (*last, entries.len() == 1));
     }
 
@@ -248,8 +188,8 @@ impl Reads {
     pub fn for_transaction(&self) -> Vec<(Read, Id)> {
         let single = |((stream, group, consumer), progress): (&Follows, &Progress)| match progress.given {
             Some((id, true)) => {
-                let (stream, group, consumer) = (stream.clone(), group.clone(), consumer.clone());
-                let read = Read { stream, group, consumer, count: None, block: None };
+                let read =
+                    Read { stream: stream.clone(), group: group.clone(), consumer: consumer.clone(), count: None };
                 Some((read, id))
             }
             _ => None,
@@ -270,55 +210,10 @@ impl Reads {
 
     /// The connection was lost: every read resumes first; what was given stays given, for
     /// the client that takes these reads over.
-    /// A read that gave nothing yet is not watched: there is no entry to watch after.
     pub fn lost(&mut self) {
         for progress in self.0.values_mut() {
             progress.resume = true;
-            let after = progress.watch.as_ref().map(|watch| watch.after).or(progress.newest);
-            progress.watch = after.map(|after| Watch {
-                after,
-                given: progress.watch.take().map(|watch| watch.given).unwrap_or_default(),
-                until: None,
-            });
         }
-    }
-
-    /// Whether this read first looks for entries a lost read delivered, and after which
-    /// entry; a watch whose time is over ends here.
-    pub fn watching(&mut self, read: &Read, now: Instant) -> Option<Id> {
-        let progress = self.0.get_mut(&read.follows())?;
-        let watch = progress.watch.as_ref()?;
-        if watch.until.is_some_and(|until| now >= until) {
-            progress.watch = None;
-            return None;
-        }
-        Some(watch.after)
-    }
-
-    /// One page of the consumer's pending entries after [`Reads::watching`]'s, with their
-    /// delivery counts, as Redis answered it at `now`: the entries a lost read delivered, at
-    /// most `wanted` (those beyond are found by the next read). The watch's time starts with
-    /// Redis's first answer.
-    pub fn watched(&mut self, read: &Read, rows: &[(Id, i64)], wanted: usize, now: Instant) -> Vec<Id> {
-        let Some(progress) = self.0.get_mut(&read.follows()) else { return Vec::new() };
-        let block = progress.block;
-        let Some(watch) = &mut progress.watch else { return Vec::new() };
-        watch.until.get_or_insert(now + block + WATCH_SLACK);
-        let mut lost = Vec::new();
-        for (id, deliveries) in rows {
-            if *id <= watch.after {
-                continue;
-            }
-            if *deliveries == 1 && !watch.given.contains(id) {
-                if lost.len() == wanted {
-                    watch.after = id.before();
-                    return lost;
-                }
-                lost.push(*id);
-            }
-            watch.after = *id;
-        }
-        lost
     }
 }
 
@@ -379,13 +274,7 @@ mod tests {
         let demo = read("XREADGROUP GROUP worker 1 COUNT 1 BLOCK 2000 STREAMS demo-worker:req:x >").unwrap();
         assert_eq!(
             demo,
-            Read {
-                stream: "demo-worker:req:x".into(),
-                group: "worker".into(),
-                consumer: "1".into(),
-                count: Some(1),
-                block: Some(2000)
-            }
+            Read { stream: "demo-worker:req:x".into(), group: "worker".into(), consumer: "1".into(), count: Some(1) }
         );
         assert_eq!(read("xreadgroup group g c streams s >").unwrap().count, None);
         for other in [
@@ -463,56 +352,6 @@ mod tests {
         assert!(reads.begin_resume(&r), "the next read looks for more");
         reads.resumed(&r, &[]);
         assert!(!reads.begin_resume(&r));
-    }
-
-    #[test]
-    fn after_a_loss_an_entry_a_lost_read_delivers_later_is_found_once() {
-        let r = read("XREADGROUP GROUP g c COUNT 1 BLOCK 2000 STREAMS s >").unwrap();
-        let mut reads = Reads::default();
-        let start = Instant::now();
-        assert!(reads.begin_resume(&r));
-        assert_eq!(reads.watching(&r, start), None, "nothing lost, nothing watched");
-        reads.gave(&r, &[Id(10, 0)]);
-        reads.lost();
-        assert_eq!(reads.watching(&r, start), Some(Id(10, 0)), "watched after the last entry given");
-        // The new client reads 11 and 12; the lost read, served when Redis ran again, took 13.
-        reads.gave(&r, &[Id(11, 0)]);
-        reads.gave(&r, &[Id(12, 0)]);
-        let rows = [(Id(9, 0), 1), (Id(11, 0), 1), (Id(12, 0), 1), (Id(13, 0), 1)];
-        assert_eq!(reads.watched(&r, &rows, 1, start), vec![Id(13, 0)]);
-        assert_eq!(reads.watching(&r, start), Some(Id(13, 0)), "accounted for up to there");
-        // A later page finds nothing new: what it saw before is not given twice.
-        assert_eq!(reads.watched(&r, &rows, 1, start), vec![]);
-        // Time is counted from Redis's first answer (`start`): BLOCK and a second.
-        let later = start + Duration::from_millis(2000) + WATCH_SLACK;
-        assert_eq!(reads.watching(&r, later - Duration::from_millis(1)), Some(Id(13, 0)));
-        assert_eq!(reads.watching(&r, later), None, "the watch is over");
-        assert_eq!(reads.watching(&r, start), None, "and stays over");
-    }
-
-    #[test]
-    fn a_watch_gives_as_many_as_the_read_asks_and_keeps_the_rest_for_the_next() {
-        let r = read("XREADGROUP GROUP g c COUNT 1 STREAMS s >").unwrap();
-        let mut reads = Reads::default();
-        let now = Instant::now();
-        reads.begin_resume(&r);
-        reads.gave(&r, &[Id(5, 0)]);
-        reads.lost();
-        let rows = [(Id(6, 0), 1), (Id(7, 0), 2), (Id(8, 0), 1)];
-        assert_eq!(reads.watched(&r, &rows, 1, now), vec![Id(6, 0)]);
-        assert_eq!(reads.watching(&r, now), Some(Id(8, 0).before()), "8 is still to give; 7 was delivered twice");
-        reads.gave(&r, &[Id(6, 0)]);
-        assert_eq!(reads.watched(&r, &rows[2..], 1, now), vec![Id(8, 0)]);
-        // Lost again: the watch goes on from where it was, and its time starts again.
-        reads.lost();
-        assert_eq!(reads.watching(&r, now + Duration::from_secs(60)), Some(Id(8, 0)));
-    }
-
-    #[test]
-    fn an_id_before_another_is_the_one_just_before_it() {
-        assert_eq!(Id(5, 3).before(), Id(5, 2));
-        assert_eq!(Id(5, 0).before(), Id(4, u64::MAX));
-        assert!(Id(5, 0).before() < Id(5, 0) && Id(4, 9) < Id(5, 0).before());
     }
 
     #[test]
