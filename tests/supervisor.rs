@@ -64,6 +64,14 @@ fn deleting_one_pid_restarts_that_worker_only() {
     assert_eq!(supervisor.finish().code, 0);
 }
 
+/// Waits until worker 1 of `demo-worker` in `db` is parked on `demo-worker:failed:q`.
+fn wait_parked(db: u8) {
+    wait_until("the worker is parked", || {
+        let failed: Vec<String> = redis().db(db).lrange("demo-worker:failed:q", 0, -1).unwrap();
+        failed == ["1"]
+    });
+}
+
 #[test]
 fn a_syntax_error_is_reported_with_its_file_line_and_column() {
     let db = 11;
@@ -71,10 +79,7 @@ fn a_syntax_error_is_reported_with_its_file_line_and_column() {
     let broken = write(dir.path(), "broken.ts", "const a = 1;\nexport const b = (a + ;\n");
     setup(&url(db), &broken, &["1"], 0);
     let supervisor = Supervisor::start(&url(db), &["--max-failures", "1", "--backoff", "0.05"]);
-    wait_until("the worker is parked", || {
-        let failed: Vec<String> = redis().db(db).lrange("demo-worker:failed:q", 0, -1).unwrap();
-        failed == ["1"]
-    });
+    wait_parked(db);
     let error: String = redis().db(db).hget("demo-worker:1:h", "lastError").unwrap();
     let place = format!("file://{}:2:", broken.display());
     assert!(error.contains("SyntaxError") && error.contains(&place), "{error} names {place}");
@@ -95,10 +100,7 @@ fn an_error_thrown_is_reported_with_where_it_was_thrown_in_colour_too() {
     );
     setup(&url(db), &thrower, &["1"], 0);
     let supervisor = Supervisor::start_in_colour(&url(db), &["--max-failures", "1", "--backoff", "0.05"]);
-    wait_until("the worker is parked", || {
-        let failed: Vec<String> = redis().db(db).lrange("demo-worker:failed:q", 0, -1).unwrap();
-        failed == ["1"]
-    });
+    wait_parked(db);
     let error: String = redis().db(db).hget("demo-worker:1:h", "lastError").unwrap();
     let place = format!("(at file://{}:3:9)", thrower.display());
     assert!(error.contains("Error: boom 1") && error.ends_with(&place), "{error:?} ends with {place}");
@@ -114,10 +116,7 @@ fn a_worker_failing_at_start_is_backed_off_then_parked() {
     let failing = write(dir.path(), "failing.ts", "throw new Error(`boom at start of ${Deno.args[0]}`);\n");
     setup(&url(db), &failing, &["1"], 0);
     let supervisor = Supervisor::start(&url(db), &["--max-failures", "3", "--backoff", "0.05", "--quick-exit", "30"]);
-    wait_until("the worker is parked", || {
-        let failed: Vec<String> = redis().db(db).lrange("demo-worker:failed:q", 0, -1).unwrap();
-        failed == ["1"]
-    });
+    wait_parked(db);
     let hash: std::collections::HashMap<String, String> = redis().db(db).hgetall("demo-worker:1:h").unwrap();
     assert_eq!(hash["restarts"], "3");
     assert_eq!(hash["lastExit"], "1");
