@@ -114,14 +114,12 @@ pub fn headline(report: &str, place: Option<&str>) -> String {
 /// The first `at url:line:column` line of a report in plain text (a module that does not
 /// parse: deno_ast's report, which names no frames), outside deno_runtime's own code.
 pub fn place_in_text(report: &str) -> Option<String> {
-    let report = plain(report);
-    let place = report
+    plain(report)
         .lines()
         .filter_map(|line| line.trim().strip_prefix("at "))
         .map(|at| at.strip_prefix("async ").unwrap_or(at))
         .find_map(place)
-        .map(str::to_string);
-    place
+        .map(str::to_string)
 }
 
 /// `text` without ANSI escape sequences (`ESC [ … letter`).
