@@ -1,7 +1,8 @@
 //! The permission audit log (`--audit`, `DENORUN_AUDIT`): one JSON line for each permission
 //! check a worker is denied, with the worker, the kind, the value, the API and the line of
-//! the worker's code that asked, so an operator sees what a worker tried; and one for each
-//! change made from the web console (`denorun console`), with who asked from where.
+//! the worker's code that asked, so an operator sees what a worker tried; one for each
+//! change made from the web console (`denorun console`), with who asked from where; and one
+//! for each step of a rollout (`denorun rollout`).
 //!
 //! Denials reach it through deno_permissions' prompter: workers' permissions prompt, and the
 //! prompter, which never asks anyone (a worker's stdin carries its secret, not answers),
@@ -161,6 +162,26 @@ struct ConsoleAction<'a> {
 pub fn console_action(action: &str, worker_type: &str, ids: &[String], from: &str) {
     if let Some(sink) = SINK.get() {
         write(sink, &ConsoleAction { ts: now(), event: "console", action, r#type: worker_type, ids, from });
+    }
+}
+
+#[derive(Serialize)]
+struct RolloutStep<'a> {
+    ts: String,
+    event: &'static str,
+    step: &'a str,
+    r#type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    worker: Option<&'a str>,
+    to: &'a str,
+    detail: &'a str,
+}
+
+/// Logs a step of `denorun rollout`: `step` (`start`, `restart`, `up`, `failed`, `rollback`,
+/// `rolled back`, `done`) of the rollout of `worker_type` to the version `to`.
+pub fn rollout(step: &str, worker_type: &str, worker: Option<&str>, to: &str, detail: &str) {
+    if let Some(sink) = SINK.get() {
+        write(sink, &RolloutStep { ts: now(), event: "rollout", step, r#type: worker_type, worker, to, detail });
     }
 }
 

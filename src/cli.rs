@@ -56,6 +56,12 @@ pub struct Cli {
 
     #[command(flatten)]
     pub host: HostArgs,
+
+    /// Restart the worker when a local file of its module graph changes, once the new version
+    /// loads: the running one is drained first (its pid cleared), and a version that does not
+    /// load leaves it running
+    #[arg(long)]
+    pub watch: bool,
 }
 
 /// What the operator grants the workers of this process, and how they are watched: the
@@ -145,10 +151,11 @@ the --deny-* forms, --inspect[=host:port], --inspect-brk, --inspect-wait, --v8-f
 
     /// Run test files (`*_test.ts`, `*.test.ts`, ...) like `deno test`: no permissions unless flags grant them
     #[command(
-        override_usage = "denorun test [FLAGS] [PATHS]... [--filter <TEXT>]",
+        override_usage = "denorun test [FLAGS] [PATHS]... [--filter <TEXT>] [--watch]",
         after_help = "PATHS are files or directories, searched recursively for *_test.ts, *.test.ts and the \
 same with .js, .mjs, .mts, .tsx, .jsx (default: the current directory). --filter <TEXT> runs only tests whose \
-name contains TEXT. FLAGS are Deno's, as for denorun run."
+name contains TEXT. --watch runs them again when a local file their modules read changes (only the test files \
+that read it), until ended. FLAGS are Deno's, as for denorun run."
     )]
     Test(TestArgs),
 
@@ -193,8 +200,41 @@ takes the field of its name. Each batch is one INSERT, committed, then acked; an
 for what it leaves out; keep the password in PGPASSWORD, not on the command line.")]
     Sync(SyncArgs),
 
+    /// Move a supervised type to a new version one worker at a time; roll back if it fails
+    #[command(after_help = "Each running worker (on ${type}:started:q) gets the new fields in its own hash and is \
+restarted in place by its supervisor (drained first, so no request is lost); the next goes once it is up on the new \
+version (its pid claimed again) and has stayed up for --settle. A failing exit, or a worker not up within \
+--step-timeout, rolls every worker back. On success ${type}:h takes the new fields. Progress: stdout, \
+${type}:rollout:h (denorun status, the console) and --audit.")]
+    Rollout(RolloutArgs),
+
     #[command(flatten)]
     Admin(Admin),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["new_version", "new_url", "new_sha256"])))]
+pub struct RolloutArgs {
+    /// The worker type
+    pub worker_type: String,
+    /// The new workerVersion: `local`, `main` or a tag such as v1.2.3
+    #[arg(long = "version", id = "new_version", value_name = "VERSION")]
+    pub version: Option<String>,
+    /// The new workerUrl (a path when the version is `local`)
+    #[arg(long = "url", id = "new_url", value_name = "URL")]
+    pub url: Option<String>,
+    /// The new workerSha256 (hex), which the main module's bytes must have
+    #[arg(long = "sha256", id = "new_sha256", value_name = "HEX")]
+    pub sha256: Option<String>,
+    /// Workers restarted at once
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_unavailable: u32,
+    /// Seconds a restarted worker must stay up on the new version before the next goes
+    #[arg(long, default_value_t = 3.0)]
+    pub settle: f64,
+    /// Seconds a restarted worker has to be up on the new version before the rollout fails
+    #[arg(long, default_value_t = 60.0)]
+    pub step_timeout: f64,
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +332,10 @@ pub struct SuperviseArgs {
     pub max_workers: Option<u32>,
     #[command(flatten)]
     pub host: HostArgs,
+    /// Restart the workers one at a time when a local file of their module graphs changes,
+    /// once the new version loads; each is drained first, and the next goes once it is up
+    #[arg(long)]
+    pub watch: bool,
     /// How lines are written: `prefix` (each worker's lines after its name) or `json` (one
     /// object per line, denorun's and the workers')
     #[arg(long, value_enum, default_value_t = crate::logs::Format::Prefix)]
@@ -476,6 +520,29 @@ mod tests {
         assert_eq!(cli.redis.url, "redis://10.0.0.1:6380/2");
         assert_eq!(cli.audit.as_deref(), Some("-"));
         assert!(cli.host.allow_remote_inspect);
+    }
+
+    #[test]
+    fn watch_is_taken_by_a_worker_and_a_supervisor() {
+        assert!(parse(&["k:1:h", "--watch"]).unwrap().watch);
+        assert!(!parse(&["k:1:h"]).unwrap().watch);
+        assert!(supervise(&["greeter", "--watch"]).unwrap().watch);
+    }
+
+    #[test]
+    fn rollout_takes_its_url_apart_from_the_redis_url() {
+        let cli = parse(&["rollout", "greeter", "--url", "/srv/v2.ts", "--redis", "redis://10.0.0.1"]).unwrap();
+        let Some(Command::Rollout(args)) = cli.command else { panic!("not a rollout") };
+        assert_eq!((args.url.as_deref(), args.version, args.max_unavailable), (Some("/srv/v2.ts"), None, 1));
+        assert_eq!(cli.redis.url, "redis://10.0.0.1");
+        let cli = parse(&["rollout", "greeter", "--version", "v1.3.0", "--max-unavailable", "2"]).unwrap();
+        let Some(Command::Rollout(args)) = cli.command else { panic!("not a rollout") };
+        assert_eq!((args.version.as_deref(), args.max_unavailable), (Some("v1.3.0"), 2));
+        assert_eq!(refused(parse(&["rollout", "greeter"])), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            refused(parse(&["rollout", "greeter", "--url", "x", "--max-unavailable", "0"])),
+            ErrorKind::ValueValidation
+        );
     }
 
     #[test]

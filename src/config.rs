@@ -124,7 +124,13 @@ pub async fn load_type(conn: &mut Conn, keys: &Keys) -> anyhow::Result<HashMap<S
         // A type of sync instances: no module to check (`sync::supervised` checks the rest).
         return Ok(hash);
     }
-    let config = WorkerConfig::from_hash(key, &hash)?;
+    check(key, &WorkerConfig::from_hash(key, &hash)?)?;
+    Ok(hash)
+}
+
+/// Checks what a supervisor checks before it runs a worker: its version is `local`, `main`
+/// or `vN.N.N`, and its local module exists (from the current directory).
+pub fn check(key: &str, config: &WorkerConfig) -> anyhow::Result<()> {
     let version = &config.version;
     let tag = version.strip_prefix('v').map(|v| v.split('.').collect::<Vec<_>>());
     let is_tag = tag.is_some_and(|parts| {
@@ -134,7 +140,28 @@ pub async fn load_type(conn: &mut Conn, keys: &Keys) -> anyhow::Result<HashMap<S
         bail!("{key}: workerVersion '{version}' must be local, main or a tag vN.N.N; fix it with redis-cli hset {key} workerVersion ...");
     }
     config.main_module(&std::env::current_dir()?)?;
-    Ok(hash)
+    Ok(())
+}
+
+/// The version a worker runs, as `status` shows it: its `workerVersion`, or for a local
+/// worker (`local`) its path.
+pub fn version_label(config: &WorkerConfig) -> String {
+    match config.version.as_str() {
+        "local" => config.url.clone(),
+        version => version.to_string(),
+    }
+}
+
+/// What tells two versions of a worker apart, as a rollout waits for it: a digest of its
+/// `workerVersion`, `workerUrl` and `workerSha256` (any of which a rollout may change alone).
+pub fn version_digest(config: &WorkerConfig) -> String {
+    use sha2::Digest;
+    let mut digest = sha2::Sha256::new();
+    for part in [&config.version, &config.url, config.sha256.as_deref().unwrap_or("")] {
+        digest.update(part.as_bytes());
+        digest.update([0]);
+    }
+    hex::encode(&digest.finalize()[..8])
 }
 
 /// A worker's configuration: its type's defaults, overridden by its own hash.

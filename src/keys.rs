@@ -161,6 +161,11 @@ impl Keys {
         format!("{}:{id}:exits:x", self.worker_type)
     }
 
+    /// The state of the type's rollout (`denorun rollout`), `${type}:rollout:h`.
+    pub fn rollout(&self) -> String {
+        format!("{}:rollout:h", self.worker_type)
+    }
+
     /// The type's stream numbers, `${type}:stats:h`.
     pub fn type_stats(&self) -> String {
         format!("{}:stats:h", self.worker_type)

@@ -43,7 +43,9 @@
 //!   watchdog), its inspector, why it ended, how it is stopped from outside
 //! - `supervisor`: `denorun supervise`: the event loop, the id queues with heartbeats and recovery,
 //!   `--max-workers`, the restart policy, drain, launching, hash records, Redis outages, the stats
-//!   board
+//!   board, `--watch`'s rolling restarts
+//! - `rollout`: `denorun rollout`: a type moved to a new version one worker at a time, judged by
+//!   what Redis shows of each restarted worker, and rolled back when it fails
 //! - `trim`: trimming a stream to what its consumer groups still need, in one script
 //! - `sync`: `denorun sync`: a stream into a PostgreSQL table (reading, writing batches, the table,
 //!   the connection, the supervised form)
@@ -56,6 +58,8 @@
 //!   access rules, its pages and charts
 //! - `test_report`: what `denorun test` and a test file's worker share: the run, its results, the
 //!   harness that runs `denorun:testing` workers
+//! - `watch`: `--watch`: the local files of a worker's module graph, the watcher that says when
+//!   one changed, and `denorun <key> --watch`
 //! - `test_runner`: `denorun test`: test files found, run and reported like `deno test`
 //! - `scaffold`: `denorun new`: a new handler worker type's files
 
@@ -82,6 +86,7 @@ mod npm;
 mod ops;
 mod permissions;
 mod remote;
+mod rollout;
 mod scaffold;
 mod secret;
 mod shards;
@@ -93,6 +98,7 @@ mod test_runner;
 mod topology;
 mod transpile;
 mod trim;
+mod watch;
 mod worker;
 
 use anyhow::Context;
@@ -164,6 +170,7 @@ pub fn main(snapshot: Snapshot) -> ! {
                         },
                         |n| n as usize,
                     ),
+                    watch: args.watch,
                 },
             )
         }),
@@ -200,6 +207,23 @@ pub fn main(snapshot: Snapshot) -> ! {
                 },
             )
         }),
+        Some(Command::Rollout(args)) => RedisTarget::parse(&cli.redis.url).and_then(|redis| {
+            let change: Vec<(&'static str, String)> =
+                [("workerVersion", args.version), ("workerUrl", args.url), ("workerSha256", args.sha256)]
+                    .into_iter()
+                    .filter_map(|(field, value)| value.map(|value| (field, value)))
+                    .collect();
+            rollout::run(
+                &redis,
+                rollout::Options {
+                    worker_type: args.worker_type,
+                    change,
+                    max_unavailable: args.max_unavailable as usize,
+                    settle: seconds(args.settle),
+                    step_timeout: seconds(args.step_timeout).max(std::time::Duration::from_secs(1)),
+                },
+            )
+        }),
         Some(Command::Admin(command)) => {
             RedisTarget::parse(&cli.redis.url).and_then(|redis| admin::run(&redis, command))
         }
@@ -211,7 +235,7 @@ pub fn main(snapshot: Snapshot) -> ! {
                 let limits = limit_defaults(args.limits);
                 let host =
                     Host { redis: &redis, limits, allow_remote_inspect: args.allow_remote_inspect, trust: &trust };
-                run_worker(&WorkerKey::parse(&key)?, &host, &args.observe)
+                run_worker(&WorkerKey::parse(&key)?, &host, &args.observe, cli.watch)
             };
             run()
         }
@@ -237,30 +261,49 @@ fn limit_defaults(args: LimitArgs) -> LimitDefaults {
     LimitDefaults { max_heap_mb: args.max_heap_mb, max_block_ms: args.max_block_ms }
 }
 
-/// `denorun <WORKER_KEY>`: the worker named by a Redis hash.
-fn run_worker(key: &WorkerKey, host: &Host, observe: &ObserveArgs) -> anyhow::Result<i32> {
+/// `denorun <WORKER_KEY>`: the worker named by a Redis hash; with `--watch`, restarted on a
+/// change to its files.
+fn run_worker(key: &WorkerKey, host: &Host, observe: &ObserveArgs, watch: bool) -> anyhow::Result<i32> {
     let (config, type_hash) = load_config(host.redis, key)?;
     let redis_url = host.redis.worker_url.as_str();
     // Its stdin is denorun's, unless its type has an ACL user (`denorun acl`): then denorun
     // reads the secret line first, to unseal that user's password, and hands the line on.
-    let (stdio, url) = match type_hash.contains_key("aclUser") {
-        false => (Default::default(), zeroize::Zeroizing::new(redis_url.to_string())),
+    let (secret, url) = match type_hash.contains_key("aclUser") {
+        false => (None, zeroize::Zeroizing::new(redis_url.to_string())),
         true => {
             let secret = secret::read_line(&format!("denorun {key}"))?;
             let (url, _) = acl::workers_url(&type_hash, &secret, redis_url)?;
-            (deno_runtime::deno_io::Stdio { stdin: secret::pipe(&secret)?, ..Default::default() }, url)
+            (Some(secret), url)
         }
     };
-    let mut spec = spec::assemble(&config, host, stdio)?;
-    if let Some(addr) = observe.metrics {
-        spec.stats = Some(serve_metrics(key, addr, observe.allow_remote_metrics)?);
-    }
+    let stdio = || -> anyhow::Result<deno_runtime::deno_io::Stdio> {
+        Ok(match &secret {
+            None => Default::default(),
+            Some(secret) => deno_runtime::deno_io::Stdio { stdin: secret::pipe(secret)?, ..Default::default() },
+        })
+    };
+    let stats = observe.metrics.map(|addr| serve_metrics(key, addr, observe.allow_remote_metrics)).transpose()?;
+    let mut spec = spec::assemble(&config, host, stdio()?)?;
+    spec.stats = stats.clone();
     // The worker finds its Redis in REDIS_URL (with --allow-env=REDIS_URL), whichever way
     // denorun was told. Set before any thread starts.
     std::env::set_var("REDIS_URL", &*url);
     worker::init_engine(&spec.flags)?;
     log::debug!("{key}: running {} ({} worker)", spec.main_module, config.worker_type.as_deref().unwrap_or("untyped"));
-    Ok(worker::run_to_end(spec))
+    if !watch {
+        return Ok(worker::run_to_end(spec));
+    }
+    // Each start reads the hash again: a change to it is taken with the next change of a file.
+    let mut first = Some(spec);
+    watch::single::run(key, host.redis, || {
+        if let Some(spec) = first.take() {
+            return Ok(spec);
+        }
+        let (config, _) = load_config(host.redis, key)?;
+        let mut spec = spec::assemble(&config, host, stdio()?)?;
+        spec.stats = stats.clone();
+        Ok(spec)
+    })
 }
 
 /// `denorun lock <WORKER_KEY>`: loads the worker's module graph, without running it, through
@@ -331,5 +374,6 @@ fn run_script(args: RunArgs) -> anyhow::Result<i32> {
         provenance: Provenance { locks, ..Default::default() },
         stats: None,
         redis_url: None,
+        watched: None,
     }))
 }

@@ -29,6 +29,7 @@ use crate::lock::{self, Lock};
 use crate::npm::Project;
 use crate::remote::RemoteModules;
 use crate::transpile;
+use crate::watch::ModuleFiles;
 
 /// Where a worker's code may come from, and which bytes it must have.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +59,8 @@ pub struct Loader {
     project: Option<Rc<Project>>,
     /// Referrers as parsed: deno_core names a referrer by a string, once per import it makes.
     referrers: RefCell<HashMap<String, Option<ModuleSpecifier>>>,
+    /// Under `--watch`: where the local files it reads are noted.
+    watched: Option<ModuleFiles>,
 }
 
 impl Loader {
@@ -67,6 +70,7 @@ impl Loader {
         provenance: Provenance,
         code_cache: Option<CodeCache>,
         project: Option<Rc<Project>>,
+        watched: Option<ModuleFiles>,
     ) -> anyhow::Result<Loader> {
         Ok(Loader {
             jsr: Registry::from_env(remote.clone())?,
@@ -78,6 +82,7 @@ impl Loader {
             dynamic_referrers: Default::default(),
             project,
             referrers: Default::default(),
+            watched,
         })
     }
 
@@ -245,7 +250,12 @@ impl ModuleLoader for Loader {
                     Ok(module(&specifier, &loaded.found, loaded.module_type, loaded.code, cache.as_ref()))
                 }))
             }
-            "file" => ModuleLoadResponse::Sync(load_file(specifier, json, provenance.pin.as_ref(), cache)),
+            "file" => {
+                if let Some(watched) = &self.watched {
+                    watched.record(specifier);
+                }
+                ModuleLoadResponse::Sync(load_file(specifier, json, provenance.pin.as_ref(), cache))
+            }
             "http" | "https" => {
                 let kind = self.remote_import(specifier, referrer, options.is_dynamic_import);
                 if let Err(e) = self.permissions.check_specifier(specifier, kind) {

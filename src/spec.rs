@@ -117,6 +117,7 @@ pub fn assemble(config: &WorkerConfig, host: &Host, stdio: Stdio) -> anyhow::Res
         provenance,
         stats: None,
         redis_url: None,
+        watched: None,
     })
 }
 

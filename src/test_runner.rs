@@ -1,8 +1,11 @@
 //! `denorun test [FLAGS] [PATHS]... [--filter TEXT]`: finds test files, runs each in a worker
 //! of its own (its `Deno.test`s, `ops/02_test.js`), and prints what `deno test` prints after
 //! them: the errors, the failures and the summary line. Exit code 1 when a test failed or
-//! `only` was used.
+//! `only` was used. With `--watch`, it then waits for a change to a local file a test file's
+//! graph read, finds the test files again, and runs those whose graphs read it (and new ones),
+//! until it is ended.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +17,7 @@ use crate::loader::Provenance;
 use crate::lock::Lock;
 use crate::permissions;
 use crate::test_report::{FileReport, Harness, Spawned, TestRun};
+use crate::watch::{describe, ModuleFiles, Watcher};
 use crate::worker::{self, Limits, Mode, WorkerSpec};
 
 const SUFFIXES: [&str; 6] = [".ts", ".js", ".mjs", ".mts", ".tsx", ".jsx"];
@@ -26,12 +30,23 @@ pub fn is_test_file(name: &str) -> bool {
     })
 }
 
-/// The flags, paths and filter of the command line.
-fn parse(argv: &[String]) -> anyhow::Result<(DenoFlags, Vec<PathBuf>, Option<String>)> {
-    let (mut flags, mut paths, mut filter) = (DenoFlags::default(), Vec::new(), None);
+/// What the command line asks for.
+#[derive(Debug, Default, PartialEq)]
+struct Options {
+    flags: DenoFlags,
+    paths: Vec<PathBuf>,
+    filter: Option<String>,
+    watch: bool,
+}
+
+/// The flags, paths, filter and `--watch` of the command line.
+fn parse(argv: &[String]) -> anyhow::Result<Options> {
+    let (mut flags, mut paths, mut filter, mut watch) = (DenoFlags::default(), Vec::new(), None, false);
     let mut args = argv.iter();
     while let Some(arg) = args.next() {
-        if arg == "--filter" {
+        if arg == "--watch" {
+            watch = true;
+        } else if arg == "--filter" {
             filter = Some(args.next().ok_or_else(|| anyhow::anyhow!("--filter needs a text"))?.clone());
         } else if let Some(text) = arg.strip_prefix("--filter=") {
             filter = Some(text.to_string());
@@ -41,7 +56,7 @@ fn parse(argv: &[String]) -> anyhow::Result<(DenoFlags, Vec<PathBuf>, Option<Str
             paths.push(PathBuf::from(arg));
         }
     }
-    Ok((flags, paths, filter))
+    Ok(Options { flags, paths, filter, watch })
 }
 
 /// The test files under `paths` (files as given, directories searched), sorted, skipping
@@ -83,7 +98,7 @@ fn display(path: &Path, cwd: &Path) -> String {
 }
 
 pub fn run(argv: &[String]) -> anyhow::Result<i32> {
-    let (flags, paths, filter) = parse(argv)?;
+    let Options { flags, paths, filter, watch } = parse(argv)?;
     let cwd = std::env::current_dir()?.canonicalize()?;
     let paths = if paths.is_empty() { vec![cwd.clone()] } else { paths };
     let files = find(&paths)?;
@@ -92,47 +107,97 @@ pub fn run(argv: &[String]) -> anyhow::Result<i32> {
     }
     let cwd_url = ModuleSpecifier::from_directory_path(&cwd).map_err(|_| anyhow::anyhow!("bad directory"))?;
     worker::init_engine(&flags)?;
-    let started = Instant::now();
-    let mut total = FileReport::default();
-    let mut unloaded = Vec::new();
-    for file in &files {
-        let file = file.canonicalize()?;
-        let main_module = ModuleSpecifier::from_file_path(&file).map_err(|_| anyhow::anyhow!("bad path"))?;
-        let test = Arc::new(TestRun {
-            display: display(&file, &cwd),
-            cwd: cwd_url.to_string(),
-            filter: filter.clone(),
-            report: Default::default(),
-            harness: Arc::new(WorkerHarness),
-        });
-        let spec = WorkerSpec {
-            name: test.display.clone(),
-            main_module,
-            args: Vec::new(),
-            flags: flags.clone(),
-            permissions: permissions::build(&flags, None)?,
-            stdio: Default::default(),
-            limits: Limits::NONE,
-            mode: Mode::Test(test.clone()),
-            provenance: Provenance { locks: Lock::from_flags(&flags)?, ..Default::default() },
-            stats: None,
-            redis_url: None,
-        };
-        worker::run_to_end(spec);
-        let report = test.report.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match report {
-            Some(report) => add(&mut total, report),
-            None => unloaded.push(test.display.clone()),
+    let run = Run { flags: &flags, filter: &filter, cwd: &cwd, cwd_url: &cwd_url };
+    if !watch {
+        return run.files(&files, None);
+    }
+    // Each test file's graph, as its last run read it.
+    let mut graphs: HashMap<PathBuf, ModuleFiles> = HashMap::new();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut watcher = Watcher::new()?;
+    let mut selected = files;
+    loop {
+        let watched: Vec<ModuleFiles> = selected.iter().map(|_| ModuleFiles::default()).collect();
+        graphs.extend(selected.iter().cloned().zip(watched.iter().cloned()));
+        // A file that is gone, or a graph that does not load, is reported; the watch goes on.
+        if let Err(e) = run.files(&selected, Some(&watched)) {
+            eprintln!("error: {e:#}");
         }
+        let every = ModuleFiles::default();
+        graphs.values().for_each(|graph| every.extend(graph));
+        watcher.follow(&every);
+        println!("Watcher Waiting for a change to {} file(s)...", every.len());
+        let changed = runtime.block_on(watcher.changed(&every));
+        let now = find(&paths).unwrap_or_default();
+        graphs.retain(|file, _| now.contains(file));
+        selected = now
+            .into_iter()
+            .filter(|file| graphs.get(file).is_none_or(|graph| graph.paths().iter().any(|p| changed.contains(p))))
+            .collect();
+        println!("Watcher {} changed; running {} test file(s) again", describe(&changed), selected.len());
     }
-    print!("{}", summary(&total, &unloaded, started.elapsed()));
-    let failed = total.failed > 0 || !unloaded.is_empty();
-    if failed {
-        eprintln!("error: Test failed");
-    } else if total.used_only {
-        eprintln!("error: Test failed because the \"only\" option was used");
+}
+
+/// What every test file of a run shares.
+struct Run<'a> {
+    flags: &'a DenoFlags,
+    filter: &'a Option<String>,
+    cwd: &'a Path,
+    cwd_url: &'a ModuleSpecifier,
+}
+
+impl Run<'_> {
+    /// Runs test files, each in its own worker (its graph's files noted in `watched`, the
+    /// same order), and prints the summary; returns the exit code.
+    fn files(&self, files: &[PathBuf], watched: Option<&[ModuleFiles]>) -> anyhow::Result<i32> {
+        let Run { flags, filter, cwd, cwd_url } = *self;
+        let started = Instant::now();
+        let mut total = FileReport::default();
+        let mut unloaded = Vec::new();
+        for (n, file) in files.iter().enumerate() {
+            let Ok(file) = file.canonicalize() else {
+                // Gone since it was found (a checkout under --watch).
+                unloaded.push(display(file, cwd));
+                continue;
+            };
+            let main_module = ModuleSpecifier::from_file_path(&file).map_err(|_| anyhow::anyhow!("bad path"))?;
+            let test = Arc::new(TestRun {
+                display: display(&file, cwd),
+                cwd: cwd_url.to_string(),
+                filter: filter.clone(),
+                report: Default::default(),
+                harness: Arc::new(WorkerHarness),
+            });
+            let spec = WorkerSpec {
+                name: test.display.clone(),
+                main_module,
+                args: Vec::new(),
+                flags: flags.clone(),
+                permissions: permissions::build(flags, None)?,
+                stdio: Default::default(),
+                limits: Limits::NONE,
+                mode: Mode::Test(test.clone()),
+                provenance: Provenance { locks: Lock::from_flags(flags)?, ..Default::default() },
+                stats: None,
+                redis_url: None,
+                watched: watched.map(|graphs| graphs[n].clone()),
+            };
+            worker::run_to_end(spec);
+            let report = test.report.lock().unwrap_or_else(|e| e.into_inner()).take();
+            match report {
+                Some(report) => add(&mut total, report),
+                None => unloaded.push(test.display.clone()),
+            }
+        }
+        print!("{}", summary(&total, &unloaded, started.elapsed()));
+        let failed = total.failed > 0 || !unloaded.is_empty();
+        if failed {
+            eprintln!("error: Test failed");
+        } else if total.used_only {
+            eprintln!("error: Test failed because the \"only\" option was used");
+        }
+        Ok(i32::from(failed || total.used_only))
     }
-    Ok(i32::from(failed || total.used_only))
 }
 
 fn add(total: &mut FileReport, file: FileReport) {
@@ -196,6 +261,17 @@ mod tests {
         for no in ["a.ts", "atest.ts", "a_test.json", "a_tests.ts", "test_a.ts"] {
             assert!(!is_test_file(no), "{no}");
         }
+    }
+
+    #[test]
+    fn the_command_line_takes_watch_and_filter_among_flags_and_paths() {
+        let argv: Vec<String> =
+            ["--allow-read", "--watch", "a_test.ts", "--filter", "adds", "dir"].map(String::from).into();
+        let options = parse(&argv).unwrap();
+        assert!(options.watch && options.flags.permissions.allow_read == Some(vec![]));
+        assert_eq!(options.paths, [PathBuf::from("a_test.ts"), PathBuf::from("dir")]);
+        assert_eq!(options.filter.as_deref(), Some("adds"));
+        assert!(!parse(&["x_test.ts".to_string()]).unwrap().watch);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct WorkerRow {
     pub restarts: String,
     pub last_exit: String,
     pub last_error: String,
+    /// The version its latest start runs (`runningVersion`), shortened ([`short_version`]).
+    pub version: String,
 }
 
 /// A type's board.
@@ -36,6 +38,8 @@ pub struct Board {
     pub type_hash: HashMap<String, String>,
     pub stream: HashMap<String, String>,
     pub rows: Vec<WorkerRow>,
+    /// The type's latest rollout (`${type}:rollout:h`), if any.
+    pub rollout: HashMap<String, String>,
 }
 
 pub async fn read(conn: &mut Conn, keys: &Keys) -> anyhow::Result<Board> {
@@ -48,6 +52,7 @@ pub async fn read(conn: &mut Conn, keys: &Keys) -> anyhow::Result<Board> {
         )
     });
     let stream: HashMap<String, String> = conn.hgetall(keys.type_stats()).await?;
+    let rollout: HashMap<String, String> = conn.hgetall(keys.rollout()).await?;
     let mut ids: Vec<(String, &str)> = Vec::new();
     for (queue, state) in [(&keys.started, "started"), (&keys.start, "queued"), (&keys.failed, "failed")] {
         let listed: Vec<String> = conn.lrange(queue, 0, -1).await?;
@@ -71,11 +76,11 @@ pub async fn read(conn: &mut Conn, keys: &Keys) -> anyhow::Result<Board> {
     });
     let hashes = futures::future::try_join_all(reads).await?;
     let rows = ids.into_iter().zip(hashes).map(|((id, queue), (hash, stats))| row(id, queue, &hash, &stats)).collect();
-    Ok(Board { supervisor, type_hash, stream, rows })
+    Ok(Board { supervisor, type_hash, stream, rows, rollout })
 }
 
 /// Ids in number order where they are numbers (`2` before `10`).
-fn natural(id: &str) -> (u64, &str) {
+pub fn natural(id: &str) -> (u64, &str) {
     (id.parse().unwrap_or(u64::MAX), id)
 }
 
@@ -107,7 +112,33 @@ fn row(id: String, queue: &str, hash: &HashMap<String, String>, stats: &HashMap<
         restarts: field("restarts"),
         last_exit,
         last_error: field("lastError"),
+        version: hash.get("runningVersion").map_or_else(|| "-".into(), |label| short_version(label)),
     }
+}
+
+/// A version as a column shows it: a tag as it is, a local worker's path by its file name.
+pub fn short_version(label: &str) -> String {
+    match label.rsplit_once('/') {
+        Some((_, file)) if !file.is_empty() => file.to_string(),
+        _ => label.to_string(),
+    }
+}
+
+/// The rollout's line: `rollout: running to v2, 1/3 done (by host:123)`, or none.
+pub fn rollout_line(board: &Board) -> Option<String> {
+    let get = |name: &str| board.rollout.get(name).map(String::as_str).unwrap_or("?");
+    let state = board.rollout.get("state")?;
+    let mut line = format!(
+        "rollout: {state} to {}, {}/{} done (by {})",
+        short_version(get("to")),
+        get("done"),
+        get("total"),
+        get("by")
+    );
+    if let Some(error) = board.rollout.get("error") {
+        line.push_str(&format!("; {error}"));
+    }
+    Some(line)
 }
 
 /// `used/limit` in MiB, or `-`.
@@ -163,5 +194,20 @@ mod tests {
         let mut ids = vec!["10", "2", "a", "1"];
         ids.sort_by_key(|id| natural(id));
         assert_eq!(ids, ["1", "2", "10", "a"]);
+    }
+
+    #[test]
+    fn versions_and_the_rollout_line() {
+        assert_eq!(short_version("v1.2.3"), "v1.2.3");
+        assert_eq!(short_version("/srv/greeter/v2.ts"), "v2.ts");
+        assert_eq!(rollout_line(&Board::default()), None);
+        let rollout = [("state", "rolled back"), ("to", "/w/v2.ts"), ("done", "1"), ("total", "3"), ("by", "vm:7")];
+        let mut board = Board {
+            rollout: rollout.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        };
+        assert_eq!(rollout_line(&board).unwrap(), "rollout: rolled back to v2.ts, 1/3 done (by vm:7)");
+        board.rollout.insert("error".into(), "greeter:1:h: it ended (error)".into());
+        assert!(rollout_line(&board).unwrap().ends_with("; greeter:1:h: it ended (error)"));
     }
 }

@@ -105,15 +105,19 @@ async fn status(conn: &mut Conn, keys: &Keys) -> anyhow::Result<i32> {
         return Ok(0);
     }
     println!("{}", board::stream_line(&board));
+    if let Some(rollout) = board::rollout_line(&board) {
+        println!("{rollout}");
+    }
     println!(
-        "{:<8} {:<11} {:<22} {:>7} {:>8} {:>10} {:<9} {:<12} LAST ERROR",
-        "ID", "STATE", "SUPERVISOR", "REQ/S", "P99 MS", "HEAP", "RESTARTS", "LAST EXIT"
+        "{:<8} {:<11} {:<14} {:<22} {:>7} {:>8} {:>10} {:<9} {:<12} LAST ERROR",
+        "ID", "STATE", "VERSION", "SUPERVISOR", "REQ/S", "P99 MS", "HEAP", "RESTARTS", "LAST EXIT"
     );
     for row in &board.rows {
         println!(
-            "{:<8} {:<11} {:<22} {:>7} {:>8} {:>10} {:<9} {:<12} {}",
+            "{:<8} {:<11} {:<14} {:<22} {:>7} {:>8} {:>10} {:<9} {:<12} {}",
             row.id,
             row.state,
+            row.version,
             row.supervisor,
             row.rps.map(|r| format!("{r:.1}")).unwrap_or_else(|| "-".into()),
             board::millis(row.p99_ms),

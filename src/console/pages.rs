@@ -108,24 +108,28 @@ pub fn overview(worker_type: &str, board: &Board) -> String {
         escape(board.supervisor.as_deref().unwrap_or("not running")),
         escape(&board::stream_line(board))
     );
+    if let Some(rollout) = board::rollout_line(board) {
+        let _ = write!(html, "<p class=rollout>{}</p>", escape(&rollout));
+    }
     if board.rows.is_empty() {
         let _ = write!(html, "<p>no workers: push ids on {t}:start:q</p></section>");
         return html;
     }
     html.push_str(
-        "<table><tr><th>id</th><th>state</th><th>supervisor</th><th>uptime</th><th>req/s</th><th>p99 ms</th>\
-         <th>heap</th><th>restarts</th><th>last exit</th><th>last error</th></tr>",
+        "<table><tr><th>id</th><th>state</th><th>version</th><th>supervisor</th><th>uptime</th><th>req/s</th>\
+         <th>p99 ms</th><th>heap</th><th>restarts</th><th>last exit</th><th>last error</th></tr>",
     );
     for row in &board.rows {
         let _ = write!(
             html,
-            "<tr class=worker><td><a href=\"/worker/{}/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td>\
+            "<tr class=worker><td><a href=\"/worker/{}/{}\">{}</a></td><td>{}</td><td class=version>{}</td><td>{}</td><td>{}</td>\
              <td class=\"num rps\">{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td>\
              <td>{}</td><td>{}</td></tr>",
             path(worker_type),
             path(&row.id),
             escape(&row.id),
             escape(&row.state),
+            escape(&row.version),
             escape(&row.supervisor),
             board::uptime(row.uptime_s),
             row.rps.map(|r| format!("{r:.1}")).unwrap_or_else(|| "-".into()),

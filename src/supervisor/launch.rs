@@ -10,18 +10,34 @@ use redis::AsyncCommands;
 use tokio::sync::mpsc;
 
 use super::Event;
-use crate::config;
+use crate::config::{self, WorkerConfig};
 use crate::keys::WorkerKey;
 use crate::metrics::WorkerStats;
 use crate::spec::{self, Host};
 use crate::topology::Conn;
-use crate::worker::{self, StopHandle};
+use crate::watch::ModuleFiles;
+use crate::worker::{self, StopHandle, WorkerSpec};
 
 /// The worker to launch: its id, its hash's key, and the numbers it records into.
 pub struct Launch<'a> {
     pub id: &'a str,
     pub key: &'a WorkerKey,
     pub stats: Arc<WorkerStats>,
+    /// Under `--watch`: where its loader notes the local files it reads.
+    pub watched: Option<ModuleFiles>,
+}
+
+/// The worker a hash (`own`) describes over its type's defaults, and its config.
+pub fn assemble(
+    host: &Host<'_>,
+    defaults: &HashMap<String, String>,
+    key: &WorkerKey,
+    own: HashMap<String, String>,
+    stdio: Stdio,
+) -> anyhow::Result<(WorkerConfig, WorkerSpec)> {
+    let config = config::merged(key, defaults, own)?;
+    let spec = spec::assemble(&config, host, stdio)?;
+    Ok((config, spec))
 }
 
 /// Starts a worker; its end arrives as `Event::Exited`.
@@ -33,7 +49,7 @@ pub async fn launch(
     secret: &str,
     events: &mpsc::UnboundedSender<Event>,
 ) -> anyhow::Result<StopHandle> {
-    let Launch { id, key, stats } = worker;
+    let Launch { id, key, stats, watched } = worker;
     let own: HashMap<String, String> = conn.hgetall(key).await?;
     let mut fields = defaults.clone();
     fields.extend(own.clone());
@@ -47,13 +63,17 @@ pub async fn launch(
         crate::sync::supervised::spawn(key, &fields, secret, host.redis, stats, stop.clone(), done)?;
         return Ok(stop);
     }
-    let config = config::merged(key, defaults, own)?;
     let (stdout, stderr) = crate::logs::worker_pipes(key)?;
-    let mut spec = spec::assemble(&config, host, Stdio { stdin: crate::secret::pipe(secret)?, stdout, stderr })?;
+    let stdio = Stdio { stdin: crate::secret::pipe(secret)?, stdout, stderr };
+    let (config, mut spec) = assemble(host, defaults, key, own, stdio)?;
     spec.stats = Some(stats);
+    spec.watched = watched;
     if !spec.flags.v8_flags.is_empty() || spec.flags.seed.is_some() {
         log::warn!("{key}: --v8-flags and --seed apply to the whole process; set them in the type's hash");
     }
+    // Before the worker can claim its hash, so that a rollout's ask that follows the claim is
+    // never dropped. Not worth failing a start for: `status` then shows the last version.
+    let _ = super::records::running_version(conn, key, &config).await;
     let stop = StopHandle::default();
     let (events, id) = (events.clone(), id.to_string());
     worker::spawn(spec, stop.clone(), move |exit| {

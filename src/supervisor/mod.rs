@@ -4,8 +4,8 @@
 //! The concerns are modules: the id-queue protocol with heartbeats and crash recovery
 //! (`queue`), how many ids it takes at once (`room`), the restart policy (`policy`), draining
 //! on signals (`drain`), launching a worker (`launch`), what goes into hashes (`records`),
-//! Redis outages (`outage`) and the stats published each second for `top` and Prometheus
-//! (`board`). This module is the event loop that ties them together. Nothing a worker does
+//! Redis outages (`outage`), the stats published each second for `top` and Prometheus
+//! (`board`) and `--watch`'s rolling restarts (`reload`). This module is the event loop that ties them together. Nothing a worker does
 //! and no Redis restart ends the loop: workers end alone, and the bookkeeping connection and
 //! the BLMOVE loop reconnect for as long as it takes.
 
@@ -16,6 +16,7 @@ mod outage;
 mod policy;
 mod queue;
 mod records;
+mod reload;
 mod room;
 
 use std::collections::{HashMap, HashSet};
@@ -63,6 +64,8 @@ pub struct Options {
     pub allow_remote_metrics: bool,
     /// The most ids it runs at once (`--max-workers`); it leaves the others on start:q.
     pub max_workers: usize,
+    /// `--watch`: restart the workers one at a time when a local file of theirs changes.
+    pub watch: bool,
 }
 
 /// What the event loop hears.
@@ -75,11 +78,20 @@ pub enum Event {
     /// The BLMOVE connection lost Redis, or got it back.
     RedisDown(String),
     RedisUp,
+    /// `--watch`: local files of the workers' graphs changed.
+    Changed(std::collections::BTreeSet<std::path::PathBuf>),
+    /// `--watch`: whether the changed graph loads (or why not).
+    Checked(Result<(), String>),
 }
 
 struct Running {
     stop: StopHandle,
     since: Instant,
+}
+
+/// What a supervisor contributes to each worker it runs.
+fn host<'a>(redis: &'a RedisTarget, options: &'a Options) -> Host<'a> {
+    Host { redis, limits: options.limits, allow_remote_inspect: options.allow_remote_inspect, trust: &options.trust }
 }
 
 /// Reads the secret line, then supervises until drained; returns the exit code.
@@ -130,6 +142,8 @@ struct Supervisor {
     /// Each id's live numbers, kept across its restarts.
     stats: HashMap<String, Arc<WorkerStats>>,
     board: Board,
+    /// `--watch`'s state; its files stay empty without `--watch`.
+    reload: reload::Reload,
 }
 
 impl Supervisor {
@@ -165,6 +179,19 @@ impl Supervisor {
         let (events, inbox) = mpsc::unbounded_channel();
         let room = Arc::new(Room::new(options.max_workers));
         let taker = Taker::start(&redis, &keys, room.clone(), events.clone());
+        let reload = reload::Reload::default();
+        if options.watch {
+            let (mut watcher, files, events) = (crate::watch::Watcher::new()?, reload.files.clone(), events.clone());
+            tokio::spawn(async move {
+                loop {
+                    let changed = watcher.changed(&files).await;
+                    if events.send(Event::Changed(changed)).is_err() {
+                        return;
+                    }
+                }
+            });
+            log::info!("{}: watching the local files of its workers' module graphs", keys.hash);
+        }
         log::info!("{}: supervising up to {} worker(s); waiting for ids on {}", keys.hash, room.max(), keys.start);
         Ok(Supervisor {
             outage: Outage::new(redis.describe(), health.clone()),
@@ -188,6 +215,7 @@ impl Supervisor {
             history: HashMap::new(),
             taker: Some(taker),
             room,
+            reload,
         })
     }
 
@@ -213,9 +241,14 @@ impl Supervisor {
                         self.outage.answered();
                         self.flush_unqueued().await;
                     }
+                    Event::Changed(changed) => self.on_change(&changed, drain.is_draining()).await,
+                    Event::Checked(loaded) => self.on_checked(loaded, drain.is_draining()).await,
                 },
                 _ = beat.tick() => self.heartbeat(drain.is_draining()).await,
-                _ = publish.tick() => self.publish().await,
+                _ = publish.tick() => {
+                    self.publish().await;
+                    self.tend_reload().await;
+                }
                 step = drain.next() => match step {
                     Step::Begin => self.begin_drain().await,
                     Step::StopAll => self.stop_all(),
@@ -235,14 +268,10 @@ impl Supervisor {
         // Claimed at once, so that no other supervisor's recovery mistakes it for an orphan.
         let claimed = queue::heartbeat(&mut self.conn, &self.keys, &self.me, std::iter::once(&id)).await;
         self.outage.note(claimed);
-        let host = Host {
-            redis: &self.redis,
-            limits: self.options.limits,
-            allow_remote_inspect: self.options.allow_remote_inspect,
-            trust: &self.options.trust,
-        };
+        let host = host(&self.redis, &self.options);
         let stats = self.stats.entry(id.clone()).or_insert_with(|| self.metrics.worker(&self.options.worker_type, &id));
-        let worker = launch::Launch { id: &id, key: &key, stats: stats.clone() };
+        let watched = self.options.watch.then(|| self.reload.files.clone());
+        let worker = launch::Launch { id: &id, key: &key, stats: stats.clone(), watched };
         let launched = launch::launch(&mut self.conn, &host, &self.defaults, worker, &self.secret, &self.events).await;
         match launched {
             Ok(stop) => {
@@ -269,6 +298,12 @@ impl Supervisor {
     /// or parks it, as the policy decides.
     async fn on_exit(&mut self, id: String, exit: Exit, draining: bool) {
         let key = self.keys.worker(&id);
+        // Restarted in place for a new version: a rollout asked, or `--watch` is rolling.
+        let asked = records::take_restart_ask(&mut self.conn, &key).await;
+        let asked = self.outage.note(asked).unwrap_or(false);
+        if !draining && (asked || self.reload.is_stopping(&id)) {
+            return self.restart_in_place(id, exit).await;
+        }
         let ran = self.running.remove(&id).map(|r| r.since.elapsed()).unwrap_or_default();
         // During a drain a worker ends because its pid was cleared: a normal stop.
         let reason = match exit.reason {

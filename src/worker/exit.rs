@@ -25,6 +25,8 @@ pub enum Reason {
     Stopped,
     /// Ended during a drain, after the supervisor cleared its `pid`: a normal stop.
     Drained,
+    /// Ended to be started again on a change to its files (`--watch`): a normal stop.
+    Reloaded,
     /// Its Redis connection was refused or dropped; the message says how.
     RedisLost(String),
     /// It never ran: a bad hash, module, flag or inspector address.
@@ -36,7 +38,7 @@ impl Reason {
     pub fn code(&self) -> i32 {
         match self {
             Reason::Exited(code) => *code,
-            Reason::Drained | Reason::Stopped => 0,
+            Reason::Drained | Reason::Reloaded | Reason::Stopped => 0,
             _ => 1,
         }
     }
@@ -51,6 +53,7 @@ impl Reason {
             Reason::Timeout { .. } => "timeout",
             Reason::Stopped => "stopped",
             Reason::Drained => "drain",
+            Reason::Reloaded => "reload",
             Reason::RedisLost(_) => "redis",
             Reason::StartFailed(_) => "start",
         }
@@ -65,14 +68,14 @@ impl Reason {
             | Reason::Cpu { .. }
             | Reason::Timeout { .. }
             | Reason::StartFailed(_) => true,
-            Reason::Stopped | Reason::Drained | Reason::RedisLost(_) => false,
+            Reason::Stopped | Reason::Drained | Reason::Reloaded | Reason::RedisLost(_) => false,
         }
     }
 
     /// What went wrong, for `lastError`; nothing for a normal end.
     pub fn error(&self) -> Option<String> {
         match self {
-            Reason::Exited(_) | Reason::Stopped | Reason::Drained => None,
+            Reason::Exited(_) | Reason::Stopped | Reason::Drained | Reason::Reloaded => None,
             other => Some(other.to_string()),
         }
     }
@@ -92,6 +95,7 @@ impl fmt::Display for Reason {
             }
             Reason::Stopped => write!(f, "stopped"),
             Reason::Drained => write!(f, "stopped by a drain"),
+            Reason::Reloaded => write!(f, "restarted for a change to its files"),
             Reason::RedisLost(message) => write!(f, "lost its Redis connection: {message}"),
             Reason::StartFailed(message) => write!(f, "could not start: {message}"),
         }

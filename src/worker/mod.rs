@@ -73,6 +73,8 @@ pub struct WorkerSpec {
     /// The Redis its handler loop uses, when not the process's `REDIS_URL` (a worker that
     /// `denorun:testing` runs).
     pub redis_url: Option<String>,
+    /// Under `--watch`: where the local files of its module graph are noted as they are read.
+    pub watched: Option<crate::watch::ModuleFiles>,
 }
 
 /// What a worker does with its main module.
@@ -134,14 +136,7 @@ pub fn run_to_end(spec: WorkerSpec) -> i32 {
     let name = spec.name.clone();
     match spawn(spec, StopHandle::default(), |_| {}).map(|t| t.join()) {
         Ok(Ok(exit)) => {
-            match (&exit.report, &exit.reason) {
-                (Some(report), _) => eprintln!("error: {report}"),
-                (None, Reason::StartFailed(message)) => log::error!("{name}: {message}"),
-                (None, Reason::Memory { .. } | Reason::Cpu { .. } | Reason::Timeout { .. }) => {
-                    log::error!("{name}: {}", exit.reason)
-                }
-                _ => {}
-            }
+            report(&name, &exit);
             exit.reason.code()
         }
         Ok(Err(_)) => 1, // a panic after the worker ended; already reported
@@ -152,8 +147,22 @@ pub fn run_to_end(spec: WorkerSpec) -> i32 {
     }
 }
 
+/// Says how a worker that ran alone ended, when something went wrong: an uncaught error as
+/// `deno run` prints it, else the reason.
+pub fn report(name: &str, exit: &Exit) {
+    match (&exit.report, &exit.reason) {
+        (Some(report), _) => eprintln!("error: {report}"),
+        (None, Reason::StartFailed(message)) => log::error!("{name}: {message}"),
+        (None, Reason::Memory { .. } | Reason::Cpu { .. } | Reason::Timeout { .. }) => {
+            log::error!("{name}: {}", exit.reason)
+        }
+        _ => {}
+    }
+}
+
 /// Loads a worker's module graph without running it (`denorun lock`): each static import is
-/// resolved, fetched and checked as a run would, and nothing is evaluated.
+/// resolved, fetched and checked as a run would, and nothing is evaluated. Also `--watch`'s
+/// check of a changed graph.
 pub fn load_graph(spec: WorkerSpec) -> anyhow::Result<()> {
     deno_runtime::tokio_util::create_and_run_current_thread(async move {
         let (mut worker, _server) = create(&spec).await?;
@@ -224,7 +233,8 @@ async fn create(spec: &WorkerSpec) -> anyhow::Result<(MainWorker, Option<Arc<Ins
         .map(Rc::new);
     let node_services = project.as_ref().map(|project| project.node_services(spec.provenance.origins.clone()));
     let has_node_modules_dir = project.as_ref().is_some_and(|project| project.has_node_modules_dir());
-    let loader = Loader::new(remote, spec.permissions.clone(), spec.provenance.clone(), code_cache, project)?;
+    let (permissions, provenance, watched) = (spec.permissions.clone(), spec.provenance.clone(), spec.watched.clone());
+    let loader = Loader::new(remote, permissions, provenance, code_cache, project, watched)?;
     let services = WorkerServiceOptions::<DenoInNpmPackageChecker, NpmResolver<RealSys>, RealSys> {
         blob_store: deno_runtime::deno_web::BlobStore::default_arc(),
         broadcast_channel: Default::default(),
@@ -335,7 +345,6 @@ async fn execute(worker: &mut MainWorker, spec: &WorkerSpec, inspecting: bool) -
     Ok(worker.exit_code())
 }
 
-/// An error the way `deno run` prints it after `error: ` (`Uncaught ...` with the stack).
 /// Where an uncaught JavaScript error was thrown: its first stack frame outside deno_runtime's
 /// own code (`ext:`), as `url:line:column`.
 fn thrown_at(error: &deno_core::error::JsError) -> Option<String> {
@@ -345,6 +354,7 @@ fn thrown_at(error: &deno_core::error::JsError) -> Option<String> {
     })
 }
 
+/// An error the way `deno run` prints it after `error: ` (`Uncaught ...` with the stack).
 fn format_error(error: &CoreError) -> String {
     match error.as_kind() {
         CoreErrorKind::Js(js_error) => format_js_error(js_error, None),
