@@ -193,6 +193,12 @@ fn a_rollout_moves_each_worker_in_turn_under_load_and_answers_every_request_once
     let _ = v1;
     let replies: Vec<serde_json::Value> = (0..12).map(|n| request(&url, &format!("after-{n}"))).collect();
     assert!(replies.iter().all(|r| r["version"] == "v2"), "{replies:?}");
+    // A later restart, by supervisors started before the rollout, starts the new version: the
+    // type's hash is read at each start.
+    let _: () = c.hdel("greeter:1:h", "pid").unwrap();
+    wait_until("worker 1 restarts", || reasons(&mut conn(&url), "1").len() == 2 && claimed(&mut conn(&url)) == 3);
+    let running: String = c.hget("greeter:1:h", "runningVersion").unwrap();
+    assert_eq!(running, v2, "a restart after the rollout ran the old version");
     let mut status = denorun(&["status", "greeter"]);
     status.env("REDIS_URL", &url);
     let status = run(status, "").stdout;

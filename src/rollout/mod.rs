@@ -168,17 +168,22 @@ impl Rollout {
         let batch = self.options.max_unavailable;
         self.say("start", None, &format!("{total} worker(s), {batch} at a time"));
         let change = self.options.change.clone();
-        // Ids not running start on the new version whenever they start (one starting right
-        // now is asked to restart, or waited for if it was not asked).
-        let idle: Vec<usize> = (0..total).filter(|&i| !self.touched[i].running).collect();
-        for &i in &idle {
-            ask_restart(&mut self.conn, &self.touched[i].key, &change).await?;
+        // Ids not running start on the new version whenever they start. One that started
+        // since the queues were read is asked to restart like the others, and waited for in
+        // the first batch; one that was starting on the old fields is found after the batches.
+        let mut running: Vec<usize> = Vec::new();
+        let mut idle: Vec<usize> = Vec::new();
+        for i in 0..total {
+            match self.touched[i].running {
+                true => running.push(i),
+                false if ask_restart(&mut self.conn, &self.touched[i].key, &change).await? => running.insert(0, i),
+                false => idle.push(i),
+            }
         }
-        if idle.len() == total {
+        if running.is_empty() {
             self.say("restart", None, "no worker runs now: each starts on the new version when it is taken");
         }
-        let running: Vec<usize> = (0..total).filter(|&i| self.touched[i].running).collect();
-        let mut done = idle.len();
+        let mut done = 0;
         for (n, chunk) in running.chunks(batch).enumerate() {
             if let Err((i, failure)) = self.restart(chunk, Target::New).await? {
                 let key = self.touched[i].key.to_string();
@@ -187,8 +192,22 @@ impl Rollout {
                 return self.roll_back(&moved, &idle, &key, &failure).await;
             }
             done += chunk.len();
-            let progress = [("done", done.to_string()), ("updatedAt", now_ms().to_string())];
+            let progress = [("done", done.to_string()), ("updatedAt", server_ms(&mut self.conn).await?.to_string())];
             let _: () = self.conn.hset_multiple(self.keys.rollout(), &progress).await?;
+        }
+        // An idle id that was starting on the old fields as they changed runs the old version.
+        for &i in &idle {
+            let (key, exits) = (self.touched[i].key.clone(), self.keys.exits(&self.touched[i].id));
+            let seen = look(&mut self.conn, &key, &self.touched[i].new.digest, &exits, u64::MAX).await?;
+            if seen.claimed && !seen.on_new_version {
+                if let Err((i, failure)) = self.restart(&[i], Target::New).await? {
+                    let key = self.touched[i].key.to_string();
+                    self.say("failed", Some(&key), &failure.to_string());
+                    let moved: Vec<usize> = running.iter().copied().chain([i]).collect();
+                    let idle: Vec<usize> = idle.iter().copied().filter(|&j| j != i).collect();
+                    return self.roll_back(&moved, &idle, &key, &failure).await;
+                }
+            }
         }
         // The type's hash names the version; the copies the rollout added go.
         let _: () = self.conn.hset_multiple(&self.keys.hash, &change).await?;
@@ -200,27 +219,30 @@ impl Rollout {
                 let _: () = self.conn.hdel(&touched.key, added).await?;
             }
         }
-        let end = [("state", "done".to_string()), ("updatedAt", now_ms().to_string())];
+        let end = [("state", "done".to_string()), ("updatedAt", server_ms(&mut self.conn).await?.to_string())];
         let _: () = self.conn.hset_multiple(self.keys.rollout(), &end).await?;
         self.say("done", None, &format!("every worker runs {}", self.to));
         Ok(0)
     }
 
     /// Takes the type's rollout slot (`${type}:rollout:h`), in one script: refused while
-    /// another rollout or rollback of the type was updated within [`STALE`].
+    /// another rollout or rollback of the type was updated within [`STALE`], by Redis's clock
+    /// (every `updatedAt` is Redis's time, so the hosts' clocks do not matter).
     async fn take_slot(&mut self) -> anyhow::Result<()> {
         const SCRIPT: &str = r#"
 local state = redis.call('HGET', KEYS[1], 'state')
 local updated = tonumber(redis.call('HGET', KEYS[1], 'updatedAt') or '0') or 0
-if (state == 'running' or state == 'rolling back') and tonumber(ARGV[1]) - updated <= tonumber(ARGV[2]) then
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+if (state == 'running' or state == 'rolling back') and now - updated <= tonumber(ARGV[1]) then
   return {redis.call('HGET', KEYS[1], 'by') or '?', redis.call('HGET', KEYS[1], 'to') or '?'}
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return {}
 "#;
         let by = format!("{}:{}", crate::supervisor::hostname(), std::process::id());
-        let (now, total) = (now_ms().to_string(), self.touched.len().to_string());
+        let (now, total) = (server_ms(&mut self.conn).await?.to_string(), self.touched.len().to_string());
         let state = [
             ("state", "running"),
             ("to", &self.to),
@@ -233,7 +255,7 @@ return {}
         ];
         let script = redis::Script::new(SCRIPT);
         let mut invocation = script.prepare_invoke();
-        invocation.key(self.keys.rollout()).arg(&now).arg(STALE.as_millis() as u64);
+        invocation.key(self.keys.rollout()).arg(STALE.as_millis() as u64);
         for (field, value) in state {
             invocation.arg(field).arg(value);
         }
@@ -326,7 +348,9 @@ return {}
                     Health::Failed(failure) => return Err((step.i, failure)),
                 }
             }
-            let _: Result<(), _> = self.conn.hset(self.keys.rollout(), "updatedAt", now_ms()).await;
+            if let Ok(now) = server_ms(&mut self.conn).await {
+                let _: Result<(), _> = self.conn.hset(self.keys.rollout(), "updatedAt", now).await;
+            }
             if all_up {
                 return Ok(());
             }
@@ -357,12 +381,6 @@ return {}
             .map(<[usize]>::to_vec)
             .collect();
         for batch in batches {
-            for &i in &batch {
-                let id = self.touched[i].id.clone();
-                if !self.parked_before.contains(&id) {
-                    requeue_parked(&mut self.conn, &self.keys, &id).await?;
-                }
-            }
             // Only the ids that run the new version (or were moved) are waited for.
             let mut waited = Vec::new();
             for &i in &batch {
@@ -370,29 +388,39 @@ return {}
                 let key = self.touched[i].key.clone();
                 let asked_ms = server_ms(&mut self.conn).await?;
                 let asked = ask_restart(&mut self.conn, &key, &fields).await?;
+                // Its old fields are back: an id parked meanwhile may start again.
+                let id = self.touched[i].id.clone();
+                if !self.parked_before.contains(&id) {
+                    requeue_parked(&mut self.conn, &self.keys, &id).await?;
+                }
                 if asked || moved.contains(&i) {
                     let step = Step {
                         i,
                         asked: Instant::now(),
                         asked_ms,
                         up_since: None,
-                        restarting: true,
-                        again: true,
+                        restarting: asked,
+                        again: false,
                         said_up: false,
                     };
                     waited.push(step);
                 }
             }
-            if let Err((i, failure)) = self.wait_up(&mut waited, Target::Old).await {
+            // One that fails again is reported; the others are still waited for.
+            while let Err((i, failure)) = self.wait_up(&mut waited, Target::Old).await {
                 trouble.push(format!("{} is not up on {from}: {failure}", self.touched[i].key));
+                waited.retain(|step| step.i != i);
             }
         }
         let outcome = match trouble.is_empty() {
             true => "rolled back".to_string(),
             false => format!("rolled back, but {}", trouble.join("; ")),
         };
-        let end =
-            [("state", outcome.clone()), ("error", format!("{key}: {failure}")), ("updatedAt", now_ms().to_string())];
+        let end = [
+            ("state", outcome.clone()),
+            ("error", format!("{key}: {failure}")),
+            ("updatedAt", server_ms(&mut self.conn).await?.to_string()),
+        ];
         let _: () = self.conn.hset_multiple(self.keys.rollout(), &end).await?;
         self.say("rolled back", None, &outcome);
         Ok(1)
@@ -500,8 +528,4 @@ async fn look(conn: &mut Conn, key: &WorkerKey, digest: &str, exits: &str, since
 async fn server_ms(conn: &mut Conn) -> redis::RedisResult<u64> {
     let (seconds, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
     Ok(seconds * 1000 + micros / 1000)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -40,6 +40,19 @@ pub fn assemble(
     Ok((config, spec))
 }
 
+/// The fields a worker starts from: its type's hash as it is now (a rollout may have changed
+/// it since the supervisor started; `start_defaults` if it is gone), and its own.
+pub async fn fields(
+    conn: &mut Conn,
+    start_defaults: &HashMap<String, String>,
+    key: &WorkerKey,
+) -> redis::RedisResult<(HashMap<String, String>, HashMap<String, String>)> {
+    let defaults: HashMap<String, String> = conn.hgetall(key.keys().hash).await?;
+    let defaults = if defaults.is_empty() { start_defaults.clone() } else { defaults };
+    let own: HashMap<String, String> = conn.hgetall(key).await?;
+    Ok((defaults, own))
+}
+
 /// Starts a worker; its end arrives as `Event::Exited`.
 pub async fn launch(
     conn: &mut Conn,
@@ -50,7 +63,8 @@ pub async fn launch(
     events: &mpsc::UnboundedSender<Event>,
 ) -> anyhow::Result<StopHandle> {
     let Launch { id, key, stats, watched } = worker;
-    let own: HashMap<String, String> = conn.hgetall(key).await?;
+    let (defaults, own) = fields(conn, defaults, key).await?;
+    let defaults = &defaults;
     let mut fields = defaults.clone();
     fields.extend(own.clone());
     if config::is_sync(&fields) {

@@ -121,6 +121,8 @@ struct Supervisor {
     /// The bookkeeping connection; it reconnects by itself after Redis comes back.
     conn: Conn,
     outage: Outage,
+    /// The type's hash as it was at start; each launch reads it again, and uses this only if
+    /// it is gone.
     defaults: HashMap<String, String>,
     secret: Secret,
     /// `host:pid`, in the `supervisor` field of the ids this process runs.

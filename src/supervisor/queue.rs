@@ -163,7 +163,7 @@ local seen = redis.call('HGET', KEYS[3], 'seenAt')
 if (seen or '') ~= ARGV[2] then return 0 end
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 redis.call('LPUSH', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], 'pid', 'supervisor', 'seenAt')
+redis.call('HDEL', KEYS[3], 'pid', 'supervisor', 'seenAt', 'restartAsked')
 return 1
 ";
 

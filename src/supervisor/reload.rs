@@ -20,11 +20,9 @@
 //! rolls again after it. The files are read again by each start: a save during a roll is what
 //! the ids after it run (the next change checks it).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-use redis::AsyncCommands;
 
 use super::{launch, Event, Supervisor};
 use crate::watch::{check_graph, describe, ModuleFiles};
@@ -95,10 +93,10 @@ impl Supervisor {
         self.reload.checking = true;
         let key = self.keys.worker(&id);
         let (events, files) = (self.events.clone(), self.reload.files.clone());
-        let own: anyhow::Result<HashMap<String, String>> = self.conn.hgetall(key.as_str()).await.map_err(Into::into);
-        let probe = own.and_then(|own| {
-            launch::assemble(&super::host(&self.redis, &self.options), &self.defaults, &key, own, Default::default())
-        });
+        let fields = launch::fields(&mut self.conn, &self.defaults, &key).await.map_err(anyhow::Error::from);
+        let host = super::host(&self.redis, &self.options);
+        let probe =
+            fields.and_then(|(defaults, own)| launch::assemble(&host, &defaults, &key, own, Default::default()));
         let spawned = std::thread::Builder::new().name(format!("{key} check")).spawn(move || {
             let (loaded, checked) = match probe {
                 Ok((_, probe)) => check_graph(probe),
