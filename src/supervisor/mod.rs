@@ -5,9 +5,10 @@
 //! (`queue`), how many ids it takes at once (`room`), the restart policy (`policy`), draining
 //! on signals (`drain`), launching a worker (`launch`), what goes into hashes (`records`),
 //! Redis outages (`outage`), the stats published each second for `top` and Prometheus
-//! (`board`) and `--watch`'s rolling restarts (`reload`). This module is the event loop that ties them together. Nothing a worker does
-//! and no Redis restart ends the loop: workers end alone, and the bookkeeping connection and
-//! the BLMOVE loop reconnect for as long as it takes.
+//! (`board`), and restarts in place for a new version (`reload`: `--watch`'s rolls and the
+//! restarts a rollout asks for). This module is the event loop that ties them together.
+//! Nothing a worker does and no Redis restart ends the loop: workers end alone, and the
+//! bookkeeping connection and the BLMOVE loop reconnect for as long as it takes.
 
 mod board;
 mod drain;
