@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::demo::{conn, Supervisor};
@@ -62,47 +62,6 @@ fn claimed(c: &mut redis::Connection) -> usize {
     IDS.iter().filter(|id| c.hexists(format!("greeter:{id}:h"), "pid").unwrap()).count()
 }
 
-/// Load that runs until stopped.
-struct Load {
-    tally: Arc<Mutex<load::Tally>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    done: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Load {
-    fn start(url: &str) -> Load {
-        let (done, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
-        let (tally, threads) = load::load_until(url.to_string(), "greeter", usize::MAX, done.clone(), stop.clone());
-        Load { tally, threads, done, stop }
-    }
-
-    fn wait_for_more(&self, n: usize) {
-        let target = self.done.load(Ordering::Relaxed) + n;
-        wait_for(&format!("{n} more requests done"), Duration::from_secs(60), || {
-            (self.done.load(Ordering::Relaxed) >= target).then_some(())
-        });
-    }
-
-    fn finish(self, url: &str) -> (load::Verdict, std::collections::HashMap<String, usize>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads {
-            thread.join().unwrap();
-        }
-        let tally = self.tally.lock().unwrap();
-        let mut c = conn(url);
-        let verdict = tally.verdict(&mut c, "greeter");
-        if !verdict.unanswered.is_empty() {
-            load::explain(&mut c, "greeter", &verdict.unanswered);
-        }
-        let mut versions = std::collections::HashMap::new();
-        for reply in tally.replies.values() {
-            *versions.entry(reply["version"].as_str().unwrap_or("none").to_string()).or_default() += 1;
-        }
-        (verdict, versions)
-    }
-}
-
 /// `denorun status greeter`, again and again while `sampling`: every output.
 fn watch_status(url: &str, sampling: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<String>> {
     let url = url.to_string();
@@ -116,14 +75,6 @@ fn watch_status(url: &str, sampling: Arc<AtomicBool>) -> std::thread::JoinHandle
         }
         seen
     })
-}
-
-/// One request as a client sends it.
-fn request(url: &str, reference: &str) -> serde_json::Value {
-    let mut c = conn(url);
-    let _: String = c.xadd("greeter:req:x", "*", &[("ref", reference), ("type", "greeter")]).unwrap();
-    let popped: Option<(String, String)> = c.brpop(format!("res:{reference}"), 20.0).unwrap();
-    serde_json::from_str(&popped.expect("a reply within 20 s").1).unwrap()
 }
 
 fn reasons(c: &mut redis::Connection, id: &str) -> Vec<String> {
@@ -141,7 +92,7 @@ fn a_rollout_moves_each_worker_in_turn_under_load_and_answers_every_request_once
     let (_a, _b) = (supervise(&url), supervise(&url));
     wait_until("every worker runs", || claimed(&mut conn(&url)) == IDS.len());
 
-    let load = Load::start(&url);
+    let load = load::Steady::start(&url, "greeter");
     load.wait_for_more(500);
     let (sampling, fewest) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicUsize::new(IDS.len())));
     let sampler = {
@@ -191,7 +142,7 @@ fn a_rollout_moves_each_worker_in_turn_under_load_and_answers_every_request_once
         assert_eq!(reasons(&mut c, id), ["reload"], "greeter:{id}");
     }
     let _ = v1;
-    let replies: Vec<serde_json::Value> = (0..12).map(|n| request(&url, &format!("after-{n}"))).collect();
+    let replies: Vec<serde_json::Value> = (0..12).map(|n| load::one(&url, "greeter", &format!("after-{n}"))).collect();
     assert!(replies.iter().all(|r| r["version"] == "v2"), "{replies:?}");
     // A later restart, by supervisors started before the rollout, starts the new version: the
     // type's hash is read at each start.
@@ -220,7 +171,7 @@ fn a_version_that_fails_to_start_on_the_second_worker_is_rolled_back_with_nothin
     let supervisor = supervise(&url);
     wait_until("every worker runs", || claimed(&mut conn(&url)) == IDS.len());
 
-    let load = Load::start(&url);
+    let load = load::Steady::start(&url, "greeter");
     load.wait_for_more(500);
     let mut rollout = denorun(&["rollout", "greeter", "--url", &broken, "--settle", "1"]);
     rollout.env("REDIS_URL", &url);
@@ -247,7 +198,7 @@ fn a_version_that_fails_to_start_on_the_second_worker_is_rolled_back_with_nothin
         let own: Option<String> = c.hget(format!("greeter:{id}:h"), "workerUrl").unwrap();
         assert_eq!(own, None, "greeter:{id}:h kept the broken version");
     }
-    let replies: Vec<serde_json::Value> = (0..12).map(|n| request(&url, &format!("after-{n}"))).collect();
+    let replies: Vec<serde_json::Value> = (0..12).map(|n| load::one(&url, "greeter", &format!("after-{n}"))).collect();
     assert!(replies.iter().all(|r| r["version"] == "v1"), "{replies:?}");
     // The first worker went to v2b and came back; the second failed on it; the third never moved.
     assert_eq!(reasons(&mut c, "1"), ["reload", "reload"]);

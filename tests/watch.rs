@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::demo::{conn, Supervisor};
@@ -109,63 +108,6 @@ impl Drop for Denorun {
     }
 }
 
-/// Load that runs until stopped, and the versions of its replies.
-struct Load {
-    tally: Arc<Mutex<load::Tally>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    done: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Load {
-    fn start(url: &str) -> Load {
-        let (done, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
-        let (tally, threads) = load::load_until(url.to_string(), "greeter", usize::MAX, done.clone(), stop.clone());
-        Load { tally, threads, done, stop }
-    }
-
-    /// Replies so far, by version.
-    fn versions(&self) -> HashMap<String, usize> {
-        let mut versions = HashMap::new();
-        for reply in self.tally.lock().unwrap().replies.values() {
-            *versions.entry(reply["version"].as_str().unwrap_or("none").to_string()).or_default() += 1;
-        }
-        versions
-    }
-
-    fn wait_for_version(&self, v: &str) {
-        wait_for(&format!("a reply from {v}"), Duration::from_secs(60), || {
-            self.versions().contains_key(v).then_some(())
-        });
-    }
-
-    fn wait_for_more(&self, n: usize) {
-        let target = self.done.load(Ordering::Relaxed) + n;
-        wait_for(&format!("{n} more requests done"), Duration::from_secs(60), || {
-            (self.done.load(Ordering::Relaxed) >= target).then_some(())
-        });
-    }
-
-    /// Stops sending, waits for the replies in hand, and checks every request against Redis.
-    fn finish(self, url: &str) -> (load::Verdict, HashMap<String, usize>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads {
-            thread.join().unwrap();
-        }
-        let tally = self.tally.lock().unwrap();
-        let mut c = conn(url);
-        let verdict = tally.verdict(&mut c, "greeter");
-        if !verdict.unanswered.is_empty() {
-            load::explain(&mut c, "greeter", &verdict.unanswered);
-        }
-        let mut versions = HashMap::new();
-        for reply in tally.replies.values() {
-            *versions.entry(reply["version"].as_str().unwrap_or("none").to_string()).or_default() += 1;
-        }
-        (verdict, versions)
-    }
-}
-
 #[test]
 fn a_watched_worker_takes_each_saved_version_keeps_serving_through_a_broken_one_and_answers_every_request_once() {
     let server = OwnRedis::start();
@@ -175,7 +117,7 @@ fn a_watched_worker_takes_each_saved_version_keeps_serving_through_a_broken_one_
     let worker = Denorun::start(&url, &["greeter:1:h", "--watch"], dir.path());
     wait_until("the worker claims its hash", || conn(&url).hexists("greeter:1:h", "pid").unwrap());
 
-    let load = Load::start(&url);
+    let load = load::Steady::start(&url, "greeter");
     load.wait_for_more(500);
     save(&dep, &version("v2"));
     load.wait_for_version("v2");
@@ -219,16 +161,8 @@ fn a_watched_worker_that_ended_starts_again_on_the_next_change() {
     assert!(worker.stderr().contains("Error: not yet"), "{}", worker.stderr());
     save(&dep, &version("v1"));
     wait_until("the worker claims its hash", || conn(&url).hexists("greeter:1:h", "pid").unwrap());
-    let reply = demo_request(&url, "after-fix");
+    let reply = load::one(&url, "greeter", "after-fix");
     assert_eq!(reply["version"], "v1", "{reply}");
-}
-
-/// One request to the greeter type, as a client sends it.
-fn demo_request(url: &str, reference: &str) -> serde_json::Value {
-    let mut c = conn(url);
-    let _: String = c.xadd("greeter:req:x", "*", &[("ref", reference), ("type", "greeter")]).unwrap();
-    let popped: Option<(String, String)> = c.brpop(format!("res:{reference}"), 20.0).unwrap();
-    serde_json::from_str(&popped.expect("a reply within 20 s").1).unwrap()
 }
 
 #[test]
@@ -245,7 +179,7 @@ fn a_supervisor_under_watch_restarts_its_workers_one_at_a_time_and_answers_every
     let running = || ids.iter().filter(|id| conn(&url).hexists(format!("greeter:{id}:h"), "pid").unwrap()).count();
     wait_until("every worker runs", || running() == ids.len());
 
-    let load = Load::start(&url);
+    let load = load::Steady::start(&url, "greeter");
     load.wait_for_more(500);
     // Sampled all through the roll: how many workers claim their hash at once.
     let (sampling, fewest) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicUsize::new(ids.len())));
@@ -291,7 +225,7 @@ fn a_supervisor_under_watch_restarts_its_workers_one_at_a_time_and_answers_every
         let reasons: Vec<String> = exits.ids.iter().filter_map(|e| e.get::<String>("reason")).collect();
         assert_eq!(reasons, ["reload"], "greeter:{id}: {reasons:?}");
     }
-    let replies: Vec<serde_json::Value> = (0..12).map(|n| demo_request(&url, &format!("last-{n}"))).collect();
+    let replies: Vec<serde_json::Value> = (0..12).map(|n| load::one(&url, "greeter", &format!("last-{n}"))).collect();
     assert!(replies.iter().all(|r| r["version"] == "v2"), "{replies:?}");
     assert!(supervisor.is_running());
 }

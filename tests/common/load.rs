@@ -233,3 +233,71 @@ pub fn explain(c: &mut redis::Connection, kind: &str, unanswered: &[String]) {
     let marks: HashMap<String, String> = c.hgetall(format!("{stream}:seen:h")).unwrap();
     eprintln!("marks {marks:?}");
 }
+
+/// [`load_until`] to a type's `greeter`-style handler workers, running until finished, with
+/// the versions its replies name (`reply.version`).
+pub struct Steady {
+    kind: String,
+    tally: Arc<Mutex<Tally>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    done: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Steady {
+    pub fn start(url: &str, kind: &str) -> Steady {
+        let (done, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let (tally, threads) = load_until(url.to_string(), kind, usize::MAX, done.clone(), stop.clone());
+        Steady { kind: kind.to_string(), tally, threads, done, stop }
+    }
+
+    /// Replies so far, by the version they name.
+    pub fn versions(&self) -> HashMap<String, usize> {
+        versions(&self.tally.lock().unwrap())
+    }
+
+    pub fn wait_for_version(&self, v: &str) {
+        crate::common::wait_for(&format!("a reply from {v}"), Duration::from_secs(60), || {
+            self.versions().contains_key(v).then_some(())
+        });
+    }
+
+    pub fn wait_for_more(&self, n: usize) {
+        let target = self.done.load(Ordering::Relaxed) + n;
+        crate::common::wait_for(&format!("{n} more requests done"), Duration::from_secs(60), || {
+            (self.done.load(Ordering::Relaxed) >= target).then_some(())
+        });
+    }
+
+    /// Stops sending, waits for the replies in hand, and checks every request against Redis
+    /// (explaining any unanswered one); returns the verdict and the replies by version.
+    pub fn finish(self, url: &str) -> (Verdict, HashMap<String, usize>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+        let tally = self.tally.lock().unwrap();
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let verdict = tally.verdict(&mut c, &self.kind);
+        if !verdict.unanswered.is_empty() {
+            explain(&mut c, &self.kind, &verdict.unanswered);
+        }
+        (verdict, versions(&tally))
+    }
+}
+
+fn versions(tally: &Tally) -> HashMap<String, usize> {
+    let mut versions = HashMap::new();
+    for reply in tally.replies.values() {
+        *versions.entry(reply["version"].as_str().unwrap_or("none").to_string()).or_default() += 1;
+    }
+    versions
+}
+
+/// One request to `<kind>:req:x`, as a client sends it; its reply within 20 s.
+pub fn one(url: &str, kind: &str, reference: &str) -> Value {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let _: String = c.xadd(format!("{kind}:req:x"), "*", &[("ref", reference), ("type", kind)]).unwrap();
+    let popped: Option<(String, String)> = c.brpop(format!("res:{reference}"), 20.0).unwrap();
+    serde_json::from_str(&popped.expect("a reply within 20 s").1).unwrap()
+}
